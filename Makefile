@@ -1,0 +1,16 @@
+# The README's two commands. Both run the one set-up path first (tools/setup_env.sh): it creates .venv/
+# and installs everything on a fresh machine, and returns in seconds when nothing changed.
+PY := .venv/bin/python
+
+.PHONY: setup demo test bench
+setup:
+	bash tools/setup_env.sh
+
+demo: setup
+	$(PY) tools/demo.py $(ARGS)
+
+test: setup
+	$(PY) -m pytest tests $(ARGS)
+
+bench: setup
+	$(PY) tools/benchmark.py $(ARGS)

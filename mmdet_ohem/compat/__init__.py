@@ -1,0 +1,4 @@
+"""Compatibility fixes for the mmdet 3.3 / mmengine 0.10 / torch >= 2.6 stack."""
+from .torch_load import allow_mmengine_checkpoints, mmengine_checkpoint_globals, patch_history_buffer_pickling
+
+__all__ = ['allow_mmengine_checkpoints', 'mmengine_checkpoint_globals', 'patch_history_buffer_pickling']

@@ -1,0 +1,275 @@
+"""``OHEMSampler``: the paper's Online Hard Example Mining as an mmdet 3.x sampler.
+
+Thin adapter: it gathers one image's candidates with mmdet's own ``BaseSampler`` machinery, asks the
+read-only pass (:mod:`mmdet_ohem.mining`) for their losses, and hands those to the pure selection rule
+(:mod:`mmdet_ohem.selection`). The result is a normal ``SamplingResult``, so the RoI head then runs its
+usual forward and backward on the mined RoIs alone.
+
+Registered as ``OHEMSampler`` in mmdet's ``TASK_UTILS`` (replacing mmdet's class of that name, which
+stays available as ``MMDetOHEMSampler``).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Optional, Union
+
+import torch
+from mmdet.models.task_modules.samplers import BaseSampler, SamplingResult
+from mmdet.models.task_modules.samplers import OHEMSampler as _MMDetOHEMSampler
+from mmdet.registry import TASK_UTILS
+from mmdet.structures.bbox import get_box_tensor
+from mmengine.logging import MessageHub, MMLogger
+from torch import Tensor
+
+from ..mining import RoIHeadAdapter
+from ..selection import Selection, select_hard_examples, select_hard_examples_ratio
+from .loss_nms import LossNMS
+
+RANKING_LOSSES = ('cls', 'loc', 'cls+loc')
+AUTOCAST_DTYPES = {None: None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+@dataclass
+class MiningStats:
+    """What one ``sample()`` call did, for logging and tests.
+
+    Attributes:
+        candidates: Candidates considered (positives + negatives; ignored RoIs excluded).
+        suppressed: Candidates removed by loss-NMS while filling the budget.
+        nonfinite: Candidates whose read-only loss was NaN/inf (never mined).
+        mined: RoIs returned.
+        mined_fg: Foreground RoIs among them.
+        mined_loss: Sum of the ranking loss over the mined RoIs.
+        cand_loss: Sum of the ranking loss over all finite candidates.
+        cand_finite: Number of finite candidates (denominator of ``cand_loss``).
+    """
+
+    candidates: int = 0
+    suppressed: int = 0
+    nonfinite: int = 0
+    mined: int = 0
+    mined_fg: int = 0
+    mined_loss: float = 0.0
+    cand_loss: float = 0.0
+    cand_finite: int = 0
+
+    def __iadd__(self, other: 'MiningStats') -> 'MiningStats':
+        for k, v in asdict(other).items():
+            setattr(self, k, getattr(self, k) + v)
+        return self
+
+
+class _IterationStatsLogger:
+    """Publishes per-iteration mining statistics to mmengine's ``MessageHub``.
+
+    ``sample()`` runs once per image. Within one training iteration (read from the hub's ``iter`` info,
+    which mmengine's ``RuntimeInfoHook`` sets) the images are accumulated and the running aggregate is
+    written, so after the batch the hub's current value is the whole batch's. Keys have no ``loss`` in
+    their name on purpose: mmengine would otherwise smooth them over its window.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._iter: Any = object()
+        self._images = 0
+        self._total = MiningStats()
+
+    def push(self, stats: MiningStats) -> None:
+        hub = MessageHub.get_current_instance()
+        it = hub.get_info('iter')
+        if it is None or it != self._iter:
+            self._iter, self._images, self._total = it, 0, MiningStats()
+        self._images += 1
+        self._total += stats
+        t, p = self._total, self.prefix
+        hub.update_scalar(f'train/{p}cands', t.candidates / self._images)
+        hub.update_scalar(f'train/{p}nms_supp', t.suppressed / self._images)
+        hub.update_scalar(f'train/{p}fg_share', t.mined_fg / max(t.mined, 1))
+        hub.update_scalar(f'train/{p}mined_rl', t.mined_loss / max(t.mined, 1))
+        hub.update_scalar(f'train/{p}cand_rl', t.cand_loss / max(t.cand_finite, 1))
+        hub.update_scalar(f'train/{p}nonfinite', t.nonfinite)
+
+
+@TASK_UTILS.register_module(name='OHEMSampler', force=True)
+class OHEMSampler(BaseSampler):
+    """Online Hard Example Mining (Shrivastava, Gupta & Girshick, CVPR 2016) for mmdet RoI heads.
+
+    Per image: every candidate RoI (proposals, plus gt boxes if ``add_gt_as_proposals``) that the
+    assigner did not ignore goes through a read-only pass of the RoI head (current weights, no graph);
+    each RoI's loss (classification, plus box regression for foreground) ranks it; loss-NMS removes
+    near-duplicates of harder RoIs; the ``num`` hardest survivors are returned. There is **no fg:bg
+    ratio** unless ``keep_ratio=True``: a mined batch may be all background or all foreground.
+
+    ``bg_lo`` (which low-overlap RoIs are ignored) stays the assigner's job, e.g.
+    ``MaxIoUAssigner(neg_iou_thr=(0.1, 0.5))``; ignored RoIs are never mined.
+
+    Args:
+        num: RoIs mined per image (B/N; 64 in the paper, 512 in mmdet's R-CNN configs).
+        pos_fraction: Foreground quota, used **only** with ``keep_ratio=True``. Accepted otherwise so
+            that configs inheriting ``RandomSampler`` settings can switch ``type`` alone; it is then
+            ignored, and the build log says so.
+        context: The RoI head (mmdet passes it).
+        neg_pos_ub: Negatives-per-positive cap, only with ``keep_ratio=True``.
+        add_gt_as_proposals: Add gt boxes to the candidates (mmdet default True).
+        ranking_loss: ``'cls+loc'`` (paper), ``'cls'`` or ``'loc'``.
+        nms: Loss-NMS config or instance (``dict(type='LossNMS', iou_threshold=0.7)``); ``None`` = off.
+        keep_ratio: Mine foreground and background pools separately with ``pos_fraction`` (mmdet's
+            flavour, for ablations).
+        nonfinite: ``'skip'`` (default): RoIs with a NaN/inf read-only loss are never mined, counted and
+            logged as ``ohem/nonfinite``; ``'raise'``: raise ``FloatingPointError``.
+        readonly_dtype: ``None`` (float32), ``'bf16'`` or ``'fp16'``: autocast for the read-only
+            forward only (opt-in speed-up; the training pass is unchanged).
+        log_stats: Publish per-iteration mining statistics to mmengine's ``MessageHub``.
+
+    Raises:
+        ValueError: On a setting outside its range; the message names the setting and the value.
+        TypeError: If built for a head without an RoI box branch (RPN, one-stage heads).
+    """
+
+    def __init__(self,
+                 num: int,
+                 pos_fraction: float = 0.25,
+                 context: Any = None,
+                 neg_pos_ub: int = -1,
+                 add_gt_as_proposals: bool = True,
+                 ranking_loss: str = 'cls+loc',
+                 nms: Optional[Union[dict, LossNMS]] = dict(type='LossNMS', iou_threshold=0.7),
+                 keep_ratio: bool = False,
+                 nonfinite: str = 'skip',
+                 readonly_dtype: Optional[str] = None,
+                 log_stats: bool = True,
+                 **kwargs: Any) -> None:
+        if kwargs:
+            hint = " (mmdet's built-in sampler option; ours is ranking_loss='cls'|'loc'|'cls+loc')" \
+                if 'loss_key' in kwargs else ''
+            raise TypeError(f'OHEMSampler got unknown setting(s) {sorted(kwargs)}{hint}')
+        if isinstance(num, bool) or not isinstance(num, int) or num <= 0:
+            raise ValueError(f'OHEMSampler: num (RoIs mined per image) must be a positive int, got {num!r}')
+        if ranking_loss not in RANKING_LOSSES:
+            raise ValueError(f'OHEMSampler: ranking_loss must be one of {RANKING_LOSSES}, got {ranking_loss!r}')
+        if keep_ratio and (isinstance(pos_fraction, bool) or not isinstance(pos_fraction, (int, float))
+                           or not 0.0 <= float(pos_fraction) <= 1.0):
+            raise ValueError(f'OHEMSampler: pos_fraction must be in [0, 1] with keep_ratio=True, '
+                             f'got {pos_fraction!r}')
+        if nonfinite not in ('skip', 'raise'):
+            raise ValueError(f"OHEMSampler: nonfinite must be 'skip' or 'raise', got {nonfinite!r}")
+        if readonly_dtype not in AUTOCAST_DTYPES:
+            raise ValueError(f"OHEMSampler: readonly_dtype must be None, 'bf16' or 'fp16', "
+                             f'got {readonly_dtype!r}')
+        super().__init__(num, pos_fraction, neg_pos_ub, add_gt_as_proposals)
+        stage = getattr(context, 'current_stage', None) if hasattr(context, 'num_stages') else None
+        self.head = RoIHeadAdapter(context, stage)
+        self.context = context
+        self.ranking_loss = ranking_loss
+        self.nms = TASK_UTILS.build(nms) if isinstance(nms, dict) else nms
+        if self.nms is not None and not isinstance(self.nms, LossNMS):
+            raise TypeError(f'OHEMSampler: nms must be a LossNMS config, instance or None, got {self.nms!r}')
+        self.keep_ratio = bool(keep_ratio)
+        self.nonfinite = nonfinite
+        self.readonly_dtype = readonly_dtype
+        self.last_stats: Optional[MiningStats] = None
+        self._all_priors: Any = None  # the full candidate list of the sample() in progress
+        self._stats_logger = (_IterationStatsLogger('ohem/' if stage is None else f'ohem_s{stage}/')
+                              if log_stats else None)
+        MMLogger.get_current_instance().info(f'[mmdet_ohem] {self.describe()}')
+
+    def describe(self) -> str:
+        """One line naming this OHEM implementation and its settings."""
+        stage = f' stage {self.head.stage},' if self.head.stage is not None else ''
+        if self.keep_ratio:
+            ratio = f'fg:bg ratio KEPT (pos_fraction={self.pos_fraction}, neg_pos_ub={self.neg_pos_ub})'
+        else:
+            ratio = f'no fg:bg ratio (pos_fraction={self.pos_fraction} ignored)'
+        return (f'OHEM active: mmdet_ohem.OHEMSampler (paper OHEM, read-only pass over all candidates) for '
+                f'{type(self.context).__name__}{stage} num={self.num}/image, ranking_loss={self.ranking_loss}, '
+                f'loss-NMS={self.nms!r}, {ratio}, add_gt_as_proposals={self.add_gt_as_proposals}, '
+                f'readonly_dtype={self.readonly_dtype or "float32"}, nonfinite={self.nonfinite}')
+
+    # BaseSampler.sample() calls these; returning every candidate lets mmdet's own code add the gt
+    # boxes as proposals and convert box types, after which sample() below does the mining.
+    def _sample_pos(self, assign_result, num_expected, **kwargs) -> Tensor:
+        # BaseSampler passes the full candidate list (gt boxes first when added) as `bboxes`; the
+        # indices we return, and the final SamplingResult's, index into it.
+        self._all_priors = kwargs.get('bboxes')
+        return torch.nonzero(assign_result.gt_inds > 0, as_tuple=False).flatten()
+
+    def _sample_neg(self, assign_result, num_expected, **kwargs) -> Tensor:
+        return torch.nonzero(assign_result.gt_inds == 0, as_tuple=False).flatten()
+
+    def sample(self, assign_result, pred_instances, gt_instances, feats=None, **kwargs) -> SamplingResult:
+        """Mines one image's hardest RoIs.
+
+        Args:
+            assign_result: The assigner's result for this image's proposals.
+            pred_instances: ``InstanceData`` with ``priors`` (the proposals).
+            gt_instances: ``InstanceData`` with ``bboxes`` and ``labels``.
+            feats: This image's feature maps, each ``(1, C, H, W)`` (mmdet's RoI heads pass them).
+
+        Returns:
+            ``SamplingResult`` holding the mined foreground and background RoIs.
+        """
+        if feats is None:
+            raise ValueError('OHEMSampler.sample needs feats=[per-level (1, C, H, W) features of this image] '
+                             'for the read-only pass; mmdet RoI heads pass them')
+        # Every non-ignored candidate (our _sample_pos/_sample_neg ignore the quotas); mining is below.
+        cands = super().sample(assign_result, pred_instances, gt_instances, **kwargs)
+        # Not cands.priors: that property is pos_priors + neg_priors (reordered, ignored RoIs dropped),
+        # while pos_inds/neg_inds index the full candidate list.
+        priors, self._all_priors = self._all_priors, None
+        pos_inds, neg_inds = cands.pos_inds, cands.neg_inds
+        num_pos, num_cands = pos_inds.numel(), pos_inds.numel() + neg_inds.numel()
+        if num_cands == 0:
+            self._record(MiningStats())
+            return cands
+        losses = self.head.readonly_losses(
+            feats, cands.pos_priors, cands.pos_gt_bboxes, cands.pos_gt_labels, cands.neg_priors,
+            AUTOCAST_DTYPES[self.readonly_dtype]).ranking(self.ranking_loss)
+        cand_inds = torch.cat([pos_inds, neg_inds])
+        boxes = get_box_tensor(priors)[cand_inds]
+        is_pos = torch.arange(num_cands, device=cand_inds.device) < num_pos
+        labels = None
+        if self.nms is not None and self.nms.per_class:
+            labels = torch.cat([cands.pos_gt_labels, cands.pos_gt_labels.new_full(
+                (num_cands - num_pos, ), self.head.bbox_head.num_classes)])
+        sel = self._select(losses, boxes, is_pos, labels)
+        mined_pos = is_pos[sel.indices]
+        finite = torch.isfinite(losses)
+        self._record(MiningStats(
+            candidates=num_cands, suppressed=sel.num_suppressed, nonfinite=sel.num_nonfinite,
+            mined=sel.indices.numel(), mined_fg=int(mined_pos.sum()),
+            mined_loss=float(losses[sel.indices].sum()), cand_loss=float(losses[finite].sum()),
+            cand_finite=int(finite.sum())))
+        chosen = cand_inds[sel.indices]
+        gt_flags = torch.zeros(priors.shape[0], dtype=torch.uint8, device=pos_inds.device)
+        gt_flags[pos_inds] = cands.pos_is_gt  # gt boxes added as proposals are always positives
+        return SamplingResult(pos_inds=chosen[mined_pos], neg_inds=chosen[~mined_pos], priors=priors,
+                              gt_bboxes=gt_instances.bboxes, assign_result=assign_result,
+                              gt_flags=gt_flags)
+
+    def _select(self, losses: Tensor, boxes: Tensor, is_pos: Tensor, labels: Optional[Tensor]) -> Selection:
+        iou = self.nms.iou_threshold if self.nms is not None else None
+        if self.keep_ratio:
+            return select_hard_examples_ratio(losses, boxes, is_pos, self.num, self.pos_fraction,
+                                              self.neg_pos_ub, iou, labels, self.nonfinite)
+        return select_hard_examples(losses, boxes, self.num, iou, labels, self.nonfinite)
+
+    def _record(self, stats: MiningStats) -> None:
+        self.last_stats = stats
+        if self._stats_logger is not None:
+            self._stats_logger.push(stats)
+
+
+@TASK_UTILS.register_module(name='MMDetOHEMSampler')
+class MMDetOHEMSampler(_MMDetOHEMSampler):
+    """mmdet 3.3's built-in ``OHEMSampler`` (cls-loss ranking, fg:bg ratio kept, no loss-NMS), unchanged.
+
+    Registered under this explicit name because ``mmdet_ohem`` takes over ``OHEMSampler``. The only
+    addition is the build log line saying which OHEM is active.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        MMLogger.get_current_instance().info(
+            f'[mmdet_ohem] OHEM active: mmdet built-in OHEMSampler (MMDetOHEMSampler) for '
+            f'{type(self.context).__name__}: num={self.num}, pos_fraction={self.pos_fraction}, '
+            f'neg_pos_ub={self.neg_pos_ub}, loss_key={self.loss_key}, no loss-NMS')

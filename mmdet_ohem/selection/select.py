@@ -1,0 +1,154 @@
+"""The OHEM selection rule as a pure function of (losses, boxes, budget, nms).
+
+Everything here is plain PyTorch and testable without a detector. The mmdet adapter
+(:mod:`mmdet_ohem.samplers`) computes the per-RoI losses and calls these functions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import torch
+from torch import Tensor
+
+from .nms import greedy_loss_nms, rank_by_loss
+
+__all__ = ['Selection', 'NonFinitePolicy', 'select_hard_examples', 'select_hard_examples_ratio']
+
+NonFinitePolicy = Literal['skip', 'raise']
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which candidates were mined.
+
+    Attributes:
+        indices: Indices into the candidate list. Paper mode: hardest first. Ratio mode: the mined
+            positives (hardest first) followed by the mined negatives (hardest first).
+        num_suppressed: Candidates removed by loss-NMS while the budget was being filled.
+        num_nonfinite: Candidates whose ranking loss was NaN or infinite; they are never mined.
+    """
+
+    indices: Tensor
+    num_suppressed: int = 0
+    num_nonfinite: int = 0
+
+
+def _check_inputs(losses: Tensor, boxes: Tensor, num: int, iou_threshold: Optional[float]) -> None:
+    if isinstance(num, bool) or not isinstance(num, int) or num <= 0:
+        raise ValueError(f'num (RoIs to mine per image) must be a positive int, got {num!r}')
+    if iou_threshold is not None and not 0.0 < float(iou_threshold) <= 1.0:
+        raise ValueError(f'iou_threshold must be in (0, 1] or None (no loss-NMS), got {iou_threshold!r}')
+    if losses.dim() != 1:
+        raise ValueError(f'losses must be 1-D (one ranking loss per candidate), got shape {tuple(losses.shape)}')
+    if boxes.dim() != 2 or boxes.shape[-1] != 4 or boxes.shape[0] != losses.shape[0]:
+        raise ValueError(f'boxes must be ({losses.shape[0]}, 4) to match losses, got {tuple(boxes.shape)}')
+
+
+def _finite_pool(losses: Tensor, pool: Tensor, policy: NonFinitePolicy) -> tuple[Tensor, int]:
+    """Drops candidates with a non-finite loss from ``pool`` (indices), or raises."""
+    finite = torch.isfinite(losses[pool])
+    num_bad = int((~finite).sum())
+    if num_bad and policy == 'raise':
+        raise FloatingPointError(
+            f'OHEM read-only pass produced {num_bad} non-finite ranking losses out of {pool.numel()} '
+            f'candidates (first: {losses[pool][~finite][0].item()}); set nonfinite="skip" to mine the rest')
+    if policy not in ('skip', 'raise'):
+        raise ValueError(f'nonfinite must be "skip" or "raise", got {policy!r}')
+    return pool[finite], num_bad
+
+
+def _mine_pool(losses: Tensor, boxes: Tensor, pool: Tensor, budget: int, iou_threshold: Optional[float],
+               labels: Optional[Tensor]) -> tuple[Tensor, int]:
+    """Hardest ``budget`` members of ``pool`` (after optional loss-NMS), hardest first."""
+    if budget <= 0 or pool.numel() == 0:
+        return pool[:0], 0
+    pool_losses = losses[pool]
+    if iou_threshold is None:
+        return pool[rank_by_loss(pool_losses)[:budget]], 0
+    res = greedy_loss_nms(boxes[pool], pool_losses, iou_threshold, max_keep=budget,
+                          labels=labels[pool] if labels is not None else None)
+    return pool[res.keep], res.num_suppressed
+
+
+def select_hard_examples(losses: Tensor,
+                         boxes: Tensor,
+                         num: int,
+                         iou_threshold: Optional[float] = 0.7,
+                         labels: Optional[Tensor] = None,
+                         nonfinite: NonFinitePolicy = 'skip') -> Selection:
+    """Paper OHEM: the ``num`` highest-loss candidates that survive loss-NMS, with no fg:bg ratio.
+
+    Args:
+        losses: ``(n,)`` ranking loss of each candidate (cls, loc or cls+loc).
+        boxes: ``(n, 4)`` candidate boxes, ``(x1, y1, x2, y2)``.
+        num: Budget: how many candidates to mine (B/N in the paper). Fewer are returned when fewer
+            candidates survive.
+        iou_threshold: Loss-NMS IoU threshold; ``None`` disables loss-NMS.
+        labels: Optional ``(n,)`` labels; when given, loss-NMS suppresses only within a label.
+        nonfinite: ``'skip'`` never mines candidates whose loss is NaN/inf (and counts them);
+            ``'raise'`` raises :class:`FloatingPointError`.
+
+    Returns:
+        :class:`Selection`, indices hardest first.
+
+    Raises:
+        ValueError: On a bad budget, threshold or shape; the message names the value.
+    """
+    _check_inputs(losses, boxes, num, iou_threshold)
+    pool = torch.arange(losses.shape[0], device=losses.device)
+    pool, num_bad = _finite_pool(losses, pool, nonfinite)
+    keep, supp = _mine_pool(losses, boxes, pool, num, iou_threshold, labels)
+    return Selection(keep, supp, num_bad)
+
+
+def select_hard_examples_ratio(losses: Tensor,
+                               boxes: Tensor,
+                               is_pos: Tensor,
+                               num: int,
+                               pos_fraction: float,
+                               neg_pos_ub: int = -1,
+                               iou_threshold: Optional[float] = None,
+                               labels: Optional[Tensor] = None,
+                               nonfinite: NonFinitePolicy = 'skip') -> Selection:
+    """Ratio-keeping OHEM (mmdet's flavour), for ablations.
+
+    Positives and negatives are mined from separate pools: at most ``int(num * pos_fraction)``
+    positives, then ``num - #pos`` negatives (capped at ``neg_pos_ub * max(1, #pos)`` when
+    ``neg_pos_ub >= 0``). As in mmdet's ``BaseSampler``/``OHEMSampler``, a pool no larger than its
+    quota is taken whole; a larger one is ranked by loss (after loss-NMS, if enabled).
+
+    Args:
+        losses: ``(n,)`` ranking losses.
+        boxes: ``(n, 4)`` boxes.
+        is_pos: ``(n,)`` bool, True for foreground candidates.
+        num: Total budget.
+        pos_fraction: Foreground quota as a fraction of ``num``, in ``[0, 1]``.
+        neg_pos_ub: Upper bound of negatives per positive; ``-1`` means no bound.
+        iou_threshold: Loss-NMS threshold applied within each pool; ``None`` disables it.
+        labels: Optional labels for per-class loss-NMS.
+        nonfinite: See :func:`select_hard_examples`.
+
+    Returns:
+        :class:`Selection` with positives first, then negatives.
+    """
+    _check_inputs(losses, boxes, num, iou_threshold)
+    if not 0.0 <= float(pos_fraction) <= 1.0:
+        raise ValueError(f'pos_fraction must be in [0, 1], got {pos_fraction!r}')
+    if is_pos.shape != losses.shape:
+        raise ValueError(f'is_pos must have shape {tuple(losses.shape)}, got {tuple(is_pos.shape)}')
+    is_pos = is_pos.bool()
+    pos_pool, bad_pos = _finite_pool(losses, torch.nonzero(is_pos).flatten(), nonfinite)
+    neg_pool, bad_neg = _finite_pool(losses, torch.nonzero(~is_pos).flatten(), nonfinite)
+
+    def take(pool: Tensor, quota: int) -> tuple[Tensor, int]:
+        if iou_threshold is None and pool.numel() <= quota:
+            return pool, 0
+        return _mine_pool(losses, boxes, pool, quota, iou_threshold, labels)
+
+    pos, supp_pos = take(pos_pool, int(num * pos_fraction))
+    num_neg = num - pos.numel()
+    if neg_pos_ub >= 0:
+        num_neg = min(num_neg, int(neg_pos_ub * max(1, pos.numel())))
+    neg, supp_neg = take(neg_pool, num_neg)
+    return Selection(torch.cat([pos, neg]), supp_pos + supp_neg, bad_pos + bad_neg)

@@ -1,0 +1,80 @@
+"""Build mmdet's shipped detectors with a chosen sampler and train them on synthetic batches (CPU-friendly).
+
+Used by ``tools/smoke_train.py``, the benchmark and the tests. Nothing here downloads anything: pretrained
+``init_cfg`` entries are dropped, and RoIPool becomes RoIAlign (mmcv has no CPU RoIPool kernel).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Optional, Sequence
+
+import torch
+from mmengine.config import Config
+
+from .config_tools import config_path, drop_pretrained, set_rcnn_sampler, use_roi_align
+
+__all__ = ['FASTER_FPN', 'FASTER_C4', 'MASK_FPN', 'CASCADE_FPN', 'DOUBLE_HEAD', 'mmdet_config',
+           'build_detector', 'synthetic_batch', 'train_step']
+
+FASTER_FPN = 'faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
+FASTER_C4 = 'faster_rcnn/faster-rcnn_r50-caffe_c4-1x_coco.py'
+MASK_FPN = 'mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+CASCADE_FPN = 'cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py'
+DOUBLE_HEAD = 'double_heads/dh-faster-rcnn_r50_fpn_1x_coco.py'
+
+
+def mmdet_config(name: str, sampler: Optional[dict] = None, sampler_type: str = 'OHEMSampler',
+                 rpn_max_per_img: Optional[int] = None) -> Config:
+    """mmdet's shipped config ``name`` (e.g. ``'faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'``) with the
+    sampler type/settings changed and the CPU necessities applied.
+
+    Args:
+        name: A config file path, a ``pkg::path`` name, or a path under mmdet's ``configs/``.
+        sampler: Sampler settings to override (the config's ``num``/``pos_fraction``... are kept).
+        sampler_type: Registered sampler type for every R-CNN stage.
+        rpn_max_per_img: Optionally fewer RPN training proposals (heavy shared heads on CPU).
+    """
+    cfg = Config.fromfile(config_path(name))
+    drop_pretrained(cfg)
+    use_roi_align(cfg)
+    set_rcnn_sampler(cfg, sampler_type, **(sampler or {}))
+    if rpn_max_per_img is not None:
+        cfg.model.train_cfg.rpn_proposal.max_per_img = rpn_max_per_img
+    return cfg
+
+
+def build_detector(cfg: Config, seed: int = 0, device: str = 'cpu') -> torch.nn.Module:
+    """Builds ``cfg.model`` in mmdet's scope with ``mmdet_ohem`` loaded, initialised, in train mode."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    import mmdet_ohem  # noqa: F401  (what custom_imports does)
+    torch.manual_seed(seed)
+    model = MODELS.build(copy.deepcopy(cfg.model))
+    model.init_weights()
+    return model.to(device).train()
+
+
+def synthetic_batch(model: torch.nn.Module, batch_size: int = 2, size: int = 128,
+                    num_items: Sequence[int] = (3, 2), num_classes: int = 5, with_mask: bool = False,
+                    seed: int = 0) -> dict:
+    """A fixed random batch (mmdet's ``demo_mm_inputs``), already through the model's data preprocessor."""
+    from mmdet.testing import demo_mm_inputs
+    torch.manual_seed(seed)
+    items = [num_items[i % len(num_items)] for i in range(batch_size)]
+    packed = demo_mm_inputs(batch_size, image_shapes=[(3, size, size)] * batch_size, num_items=items,
+                            num_classes=num_classes, with_mask=with_mask)
+    device = next(model.parameters()).device
+    packed['inputs'] = [x.to(device) for x in packed['inputs']]
+    packed['data_samples'] = [d.to(device) for d in packed['data_samples']]
+    return model.data_preprocessor(packed, True)
+
+
+def train_step(model: torch.nn.Module, data: dict, optim: torch.optim.Optimizer) -> dict:
+    """One real optimisation step (forward, backward, step); returns the log vars as floats."""
+    losses = model.loss(data['inputs'], data['data_samples'])
+    loss, log_vars = model.parse_losses(losses)
+    optim.zero_grad()
+    loss.backward()
+    optim.step()
+    return {k: float(v) for k, v in log_vars.items()}
