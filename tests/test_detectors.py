@@ -225,3 +225,29 @@ def test_a_few_steps_on_a_fixed_batch_lower_the_roi_loss():
         cand_means.append(st.cand_loss / st.cand_finite)
     # Mean ranking loss over *all* candidates (read-only pass), early vs late.
     assert sum(cand_means[-3:]) / 3 < 0.7 * sum(cand_means[:3]) / 3, cand_means
+
+
+@pytest.mark.parametrize('sampler_type', ['OHEMSampler', 'UniformSampler'])
+def test_mined_rois_are_the_assigned_boxes_with_bg_lo(sampler_type):
+    """With bg_lo = 0.1 some RoIs are ignored; every returned RoI must still carry its own box."""
+    from mmdet.structures.bbox import bbox_overlaps
+    from mmengine.structures import InstanceData
+    cfg = mmdet_config(FASTER_FPN, sampler=dict(num=64), sampler_type=sampler_type)
+    cfg.model.train_cfg.rcnn.assigner.neg_iou_thr = (0.1, 0.5)
+    model = build(cfg)
+    data = batch(model, num_items=(6, 4))
+    res, gt, assign, feats = _assign_and_feats(model, data)
+    # Add near-gt proposals so that there are foreground candidates beyond the gt boxes themselves.
+    jitter = gt.bboxes + torch.randn_like(gt.bboxes) * 2
+    res = InstanceData(priors=torch.cat([res.priors, jitter]))
+    assign = model.roi_head.bbox_assigner.assign(res, gt)
+    assert (assign.gt_inds == -1).any()  # some candidates are ignored (IoU < bg_lo)
+    out = model.roi_head.bbox_sampler.sample(assign, res, gt, feats=feats)
+    assert out.pos_inds.numel() > len(gt.bboxes) and out.neg_inds.numel() > 0
+    pos_iou = bbox_overlaps(out.pos_priors, out.pos_gt_bboxes, is_aligned=True)
+    assert float(pos_iou.min()) >= 0.5
+    neg_max = bbox_overlaps(out.neg_priors, gt.bboxes).max(dim=1).values
+    assert float(neg_max.min()) >= 0.1 and float(neg_max.max()) < 0.5
+    # gt boxes added as proposals are flagged as such, and only they.
+    is_gt = out.pos_is_gt.bool()
+    assert torch.equal(out.pos_priors[is_gt], out.pos_gt_bboxes[is_gt])

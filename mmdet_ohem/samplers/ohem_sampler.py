@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional, Union
 
 import torch
-from mmdet.models.task_modules.samplers import BaseSampler, SamplingResult
+from mmdet.models.task_modules.samplers import SamplingResult
 from mmdet.models.task_modules.samplers import OHEMSampler as _MMDetOHEMSampler
 from mmdet.registry import TASK_UTILS
 from mmdet.structures.bbox import get_box_tensor
@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ..mining import RoIHeadAdapter
 from ..selection import Selection, select_hard_examples, select_hard_examples_ratio
+from .candidates import CandidateSampler
 from .loss_nms import LossNMS
 
 RANKING_LOSSES = ('cls', 'loc', 'cls+loc')
@@ -91,7 +92,7 @@ class _IterationStatsLogger:
 
 
 @TASK_UTILS.register_module(name='OHEMSampler', force=True)
-class OHEMSampler(BaseSampler):
+class OHEMSampler(CandidateSampler):
     """Online Hard Example Mining (Shrivastava, Gupta & Girshick, CVPR 2016) for mmdet RoI heads.
 
     Per image: every candidate RoI (proposals, plus gt boxes if ``add_gt_as_proposals``) that the
@@ -168,7 +169,6 @@ class OHEMSampler(BaseSampler):
         self.nonfinite = nonfinite
         self.readonly_dtype = readonly_dtype
         self.last_stats: Optional[MiningStats] = None
-        self._all_priors: Any = None  # the full candidate list of the sample() in progress
         self._stats_logger = (_IterationStatsLogger('ohem/' if stage is None else f'ohem_s{stage}/')
                               if log_stats else None)
         MMLogger.get_current_instance().info(f'[mmdet_ohem] {self.describe()}')
@@ -185,17 +185,6 @@ class OHEMSampler(BaseSampler):
                 f'loss-NMS={self.nms!r}, {ratio}, add_gt_as_proposals={self.add_gt_as_proposals}, '
                 f'readonly_dtype={self.readonly_dtype or "float32"}, nonfinite={self.nonfinite}')
 
-    # BaseSampler.sample() calls these; returning every candidate lets mmdet's own code add the gt
-    # boxes as proposals and convert box types, after which sample() below does the mining.
-    def _sample_pos(self, assign_result, num_expected, **kwargs) -> Tensor:
-        # BaseSampler passes the full candidate list (gt boxes first when added) as `bboxes`; the
-        # indices we return, and the final SamplingResult's, index into it.
-        self._all_priors = kwargs.get('bboxes')
-        return torch.nonzero(assign_result.gt_inds > 0, as_tuple=False).flatten()
-
-    def _sample_neg(self, assign_result, num_expected, **kwargs) -> Tensor:
-        return torch.nonzero(assign_result.gt_inds == 0, as_tuple=False).flatten()
-
     def sample(self, assign_result, pred_instances, gt_instances, feats=None, **kwargs) -> SamplingResult:
         """Mines one image's hardest RoIs.
 
@@ -211,25 +200,22 @@ class OHEMSampler(BaseSampler):
         if feats is None:
             raise ValueError('OHEMSampler.sample needs feats=[per-level (1, C, H, W) features of this image] '
                              'for the read-only pass; mmdet RoI heads pass them')
-        # Every non-ignored candidate (our _sample_pos/_sample_neg ignore the quotas); mining is below.
-        cands = super().sample(assign_result, pred_instances, gt_instances, **kwargs)
-        # Not cands.priors: that property is pos_priors + neg_priors (reordered, ignored RoIs dropped),
-        # while pos_inds/neg_inds index the full candidate list.
-        priors, self._all_priors = self._all_priors, None
-        pos_inds, neg_inds = cands.pos_inds, cands.neg_inds
-        num_pos, num_cands = pos_inds.numel(), pos_inds.numel() + neg_inds.numel()
+        cands = self.collect(assign_result, pred_instances, gt_instances, **kwargs)
+        everything = cands.all
+        pos_inds, neg_inds = everything.pos_inds, everything.neg_inds
+        num_pos, num_cands = pos_inds.numel(), cands.num
         if num_cands == 0:
             self._record(MiningStats())
-            return cands
+            return everything
         losses = self.head.readonly_losses(
-            feats, cands.pos_priors, cands.pos_gt_bboxes, cands.pos_gt_labels, cands.neg_priors,
-            AUTOCAST_DTYPES[self.readonly_dtype]).ranking(self.ranking_loss)
-        cand_inds = torch.cat([pos_inds, neg_inds])
-        boxes = get_box_tensor(priors)[cand_inds]
+            feats, everything.pos_priors, everything.pos_gt_bboxes, everything.pos_gt_labels,
+            everything.neg_priors, AUTOCAST_DTYPES[self.readonly_dtype]).ranking(self.ranking_loss)
+        cand_inds = torch.cat([pos_inds, neg_inds])  # the read-only pass's row order
+        boxes = get_box_tensor(cands.priors)[cand_inds]
         is_pos = torch.arange(num_cands, device=cand_inds.device) < num_pos
         labels = None
         if self.nms is not None and self.nms.per_class:
-            labels = torch.cat([cands.pos_gt_labels, cands.pos_gt_labels.new_full(
+            labels = torch.cat([everything.pos_gt_labels, everything.pos_gt_labels.new_full(
                 (num_cands - num_pos, ), self.head.bbox_head.num_classes)])
         sel = self._select(losses, boxes, is_pos, labels)
         mined_pos = is_pos[sel.indices]
@@ -240,11 +226,7 @@ class OHEMSampler(BaseSampler):
             mined_loss=float(losses[sel.indices].sum()), cand_loss=float(losses[finite].sum()),
             cand_finite=int(finite.sum())))
         chosen = cand_inds[sel.indices]
-        gt_flags = torch.zeros(priors.shape[0], dtype=torch.uint8, device=pos_inds.device)
-        gt_flags[pos_inds] = cands.pos_is_gt  # gt boxes added as proposals are always positives
-        return SamplingResult(pos_inds=chosen[mined_pos], neg_inds=chosen[~mined_pos], priors=priors,
-                              gt_bboxes=gt_instances.bboxes, assign_result=assign_result,
-                              gt_flags=gt_flags)
+        return self.result(cands, chosen[mined_pos], chosen[~mined_pos], assign_result, gt_instances)
 
     def _select(self, losses: Tensor, boxes: Tensor, is_pos: Tensor, labels: Optional[Tensor]) -> Selection:
         iou = self.nms.iou_threshold if self.nms is not None else None

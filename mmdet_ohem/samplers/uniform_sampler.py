@@ -4,13 +4,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from mmdet.models.task_modules.samplers import BaseSampler, SamplingResult
+from mmdet.models.task_modules.samplers import SamplingResult
 from mmdet.registry import TASK_UTILS
-from torch import Tensor
+
+from .candidates import CandidateSampler
 
 
 @TASK_UTILS.register_module()
-class UniformSampler(BaseSampler):
+class UniformSampler(CandidateSampler):
     """Samples ``num`` RoIs uniformly at random from all non-ignored candidates, with no fg quota.
 
     mmdet's ``RandomSampler`` always fills a foreground quota first, so it cannot express the paper's
@@ -35,19 +36,10 @@ class UniformSampler(BaseSampler):
             raise TypeError(f'UniformSampler got unknown setting(s) {sorted(kwargs)}')
         super().__init__(num, pos_fraction, neg_pos_ub, add_gt_as_proposals)
 
-    def _sample_pos(self, assign_result, num_expected, **kwargs) -> Tensor:
-        return torch.nonzero(assign_result.gt_inds > 0, as_tuple=False).flatten()
-
-    def _sample_neg(self, assign_result, num_expected, **kwargs) -> Tensor:
-        return torch.nonzero(assign_result.gt_inds == 0, as_tuple=False).flatten()
-
     def sample(self, assign_result, pred_instances, gt_instances, **kwargs) -> SamplingResult:
         """Draws ``num`` candidates uniformly (all of them when there are fewer)."""
-        cands = super().sample(assign_result, pred_instances, gt_instances, **kwargs)
-        pool = torch.cat([cands.pos_inds, cands.neg_inds])
+        cands = self.collect(assign_result, pred_instances, gt_instances, **kwargs)
+        pool = torch.cat([cands.all.pos_inds, cands.all.neg_inds])
         pick = pool[torch.randperm(pool.numel(), device=pool.device)[:self.num]]
         is_pos = assign_result.gt_inds[pick] > 0
-        gt_flags = torch.zeros(cands.priors.shape[0], dtype=torch.uint8, device=pool.device)
-        gt_flags[cands.pos_inds] = cands.pos_is_gt
-        return SamplingResult(pos_inds=pick[is_pos], neg_inds=pick[~is_pos], priors=cands.priors,
-                              gt_bboxes=gt_instances.bboxes, assign_result=assign_result, gt_flags=gt_flags)
+        return self.result(cands, pick[is_pos], pick[~is_pos], assign_result, gt_instances)

@@ -67,7 +67,8 @@ def greedy_loss_nms(boxes: Tensor,
                     iou_threshold: float,
                     max_keep: Optional[int] = None,
                     labels: Optional[Tensor] = None,
-                    block_size: int = 256) -> NMSResult:
+                    block_size: int = 256,
+                    max_block: int = 1024) -> NMSResult:
     """Greedy NMS on loss, highest loss first, stopping once ``max_keep`` boxes are kept.
 
     A box is suppressed when its IoU with an already kept, higher-ranked box is strictly greater than
@@ -81,6 +82,8 @@ def greedy_loss_nms(boxes: Tensor,
         max_keep: Stop once this many boxes are kept. ``None`` keeps every survivor.
         labels: Optional ``(n,)`` integer labels for per-class NMS.
         block_size: Minimum number of ranked candidates examined per vectorised step.
+        max_block: Upper bound of the step size used to fill a large missing budget (the result does
+            not depend on it, only time and memory do).
 
     Returns:
         :class:`NMSResult` with the kept indices (hardest first) and the suppression count.
@@ -108,7 +111,11 @@ def greedy_loss_nms(boxes: Tensor,
     num_suppressed = 0
     pos = 0
     while pos < n and len(kept) < budget:
-        size = min(n - pos, max(block_size, 2 * (budget - len(kept))))
+        # At least block_size, twice the missing budget when that is larger (few blocks for small
+        # budgets), but never more than max_block: an (m, m) IoU block with its (m, m, 2) temporaries
+        # grows quadratically, and full NMS (max_keep=None) on 10k boxes would otherwise build one
+        # 10k x 10k block (GBs of temporaries, seconds on CPU).
+        size = min(n - pos, max(block_size, min(2 * (budget - len(kept)), max_block)))
         blk = sorted_boxes[pos:pos + size]
         alive = torch.ones(size, dtype=torch.bool, device=dev)
         if kept:

@@ -1,0 +1,165 @@
+"""Command line of ``tools/benchmark.py`` (``make bench ARGS='...'``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from .report import check_targets, machine_info, model_table, nms_table, targets_table
+from .setup import DEFAULT_VARIANTS, MODELS, VARIANTS, prepare, set_threads
+
+__all__ = ['main', 'parse_args']
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parses the benchmark's command line."""
+    p = argparse.ArgumentParser(
+        description="OHEM's cost per training iteration and in memory: RandomSampler baseline, mmdet's "
+                    'built-in OHEM, ours with and without loss-NMS; interleaved, same weights and inputs.')
+    p.add_argument('--models', nargs='*', default=['r50_fpn', 'vgg16'], choices=sorted(MODELS),
+                   help='models to time (none: only the loss-NMS timing)')
+    p.add_argument('--variants', nargs='+', default=list(DEFAULT_VARIANTS), choices=sorted(VARIANTS),
+                   help='sampler variants; ratios are to "random" (include it)')
+    p.add_argument('--size', type=int, default=512, help='input image side, pixels (square synthetic batch)')
+    p.add_argument('--batch', type=int, default=2, help='images per iteration')
+    p.add_argument('--num-items', nargs='+', type=int, default=[6, 4], help='gt boxes per image')
+    p.add_argument('--iters', type=int, default=5, help='timed iterations per variant')
+    p.add_argument('--warmup', type=int, default=1, help='untimed warm-up rounds')
+    p.add_argument('--device', default='cpu', help="'cpu' or 'cuda' (or 'cuda:N')")
+    p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: all cores)')
+    p.add_argument('--memory-iters', type=int, default=2,
+                   help='iterations per fresh process for the CPU peak-memory measurement')
+    p.add_argument('--no-memory', action='store_true', help='skip the peak-memory measurement')
+    p.add_argument('--nms-sizes', nargs='+', type=int, default=[2000, 10000])
+    p.add_argument('--nms-repeats', type=int, default=5)
+    p.add_argument('--no-nms', action='store_true', help='skip the loss-NMS-alone timing')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--out', default='results/bench/benchmark.json',
+                   help='JSON output; the markdown report goes next to it (.md)')
+    args = p.parse_args(argv)
+    if 'random' not in args.variants:
+        p.error('--variants must include "random" (the baseline the ratios refer to)')
+    if args.iters < 1 or args.warmup < 0 or args.batch < 1 or args.size < 32:
+        p.error(f'need --iters >= 1, --warmup >= 0, --batch >= 1, --size >= 32; got iters={args.iters}, '
+                f'warmup={args.warmup}, batch={args.batch}, size={args.size}')
+    return args
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _memory(args: argparse.Namespace, model: str, timings: Dict) -> Dict[str, dict]:
+    """Peak memory per variant: CUDA from the timed iterations, CPU from fresh processes."""
+    if args.no_memory:
+        return {}
+    if args.device.startswith('cuda'):
+        return {v: {'peak_mb': statistics.median(t.cuda_peak_mb),
+                    'iter_peak_mb': statistics.median(t.cuda_iter_peak_mb),
+                    'method': 'torch.cuda.max_memory_allocated (median over timed iterations)'}
+                for v, t in timings.items()}
+    from .memory import measure_cpu_peak
+    from .timing import Progress
+
+    out = {}
+    progress = Progress(len(args.variants), f'{model} memory')
+    for v in args.variants:
+        r = measure_cpu_peak(model, v, args.size, args.batch, args.num_items, args.memory_iters, args.seed,
+                             args.threads)
+        out[v] = {'peak_mb': r['peak_rss_mb'], 'iter_peak_mb': r['iter_peak_mb'],
+                  'rss_before_mb': r['rss_before_mb'], 'method': r['method']}
+        progress.step(f'{v} peak {r["peak_rss_mb"]:.0f} MB')
+    return out
+
+
+def run_model(args: argparse.Namespace, model: str) -> dict:
+    """Times and measures every variant on ``model``; returns the JSON record."""
+    from .timing import time_variants
+
+    prep = prepare(model, args.variants, args.size, args.batch, args.num_items, args.device, args.seed)
+    timings = time_variants(prep, args.variants, args.iters, args.warmup, args.device, args.seed, model)
+    del prep
+    memory = _memory(args, model, timings)
+    checks = check_targets(model, timings, memory)
+    spec = MODELS[model]
+    return {'model': model, 'label': spec.label, 'config': spec.config,
+            'notes': load_notes(model, args.device), 'sampler_budget': sampler_budget(model, args.device),
+            'timings': {v: t.as_dict() for v, t in timings.items()}, 'memory': memory, 'targets': checks,
+            'table': model_table(timings, memory), 'targets_table': targets_table(checks)}
+
+
+def load_notes(model: str, device: str) -> List[str]:
+    """What the benchmark changed in the model's config."""
+    from .setup import load_config
+    return load_config(model, device)[1]
+
+
+def sampler_budget(model: str, device: str) -> dict:
+    """The model's own sampler budget, shared by every variant."""
+    from .setup import base_sampler_settings, load_config
+    return base_sampler_settings(load_config(model, device)[0])
+
+
+def render(result: dict) -> str:
+    """The whole markdown report."""
+    m, a = result['machine'], result['args']
+    lines = ['# OHEM benchmark', '',
+             f"Command: `{result['command']}`  ",
+             f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
+             f"mmcv {m['mmcv']}, mmdet {m['mmdet']}, device {m['device']}"
+             + (f", GPU {m['gpu']}" if 'gpu' in m else '') + '  ',
+             f"Load average before / after: {result['load_before']} / {result['load_after']}  ",
+             f"Input: batch {a['batch']} x {a['size']}x{a['size']} synthetic images "
+             f"(mmdet.testing.demo_mm_inputs, {a['num_items']} gt boxes), {a['iters']} timed iterations per "
+             f"variant after {a['warmup']} warm-up round(s), interleaved round-robin; medians.", '']
+    for r in result['models']:
+        lines += [f"## {r['label']}", '', f"Config `{r['config']}`; {'; '.join(r['notes'])}; "
+                  f"sampler budget {r['sampler_budget']} for every variant.", '', r['table'], '',
+                  r['targets_table'], '']
+    if result.get('skipped'):
+        lines += [f'Skipped: {s}' for s in result['skipped']] + ['']
+    if result.get('nms'):
+        lines += ['## Loss-NMS alone (proposal-like boxes, IoU 0.7, CPU)', '', nms_table(result['nms']), '']
+    if result.get('memory_method'):
+        lines += [f"Peak memory: {result['memory_method']}.", '']
+    return '\n'.join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    """Runs the benchmark, prints the markdown report, writes JSON + markdown; returns the record."""
+    args = parse_args(argv)
+    threads = set_threads(args.threads)
+    os.environ.setdefault('OMP_NUM_THREADS', str(threads))  # memory children use the same count
+    t0 = time.perf_counter()
+    result: dict = {'command': 'python tools/benchmark.py ' + ' '.join(sys.argv[1:] if argv is None else argv),
+                    'args': vars(args), 'machine': machine_info(args.device),
+                    'load_before': [round(x, 2) for x in os.getloadavg()], 'models': [], 'skipped': []}
+    for model in args.models:
+        if not MODELS[model].exists():
+            result['skipped'].append(f'{model}: config {MODELS[model].config} not present')
+            _log(f'skipping {model}: config not present')
+            continue
+        _log(f'== {model}: {len(args.variants)} variants x ({args.warmup} warm-up + {args.iters}) iterations')
+        result['models'].append(run_model(args, model))
+    if not args.no_nms:
+        from .nms_timing import time_loss_nms
+        budgets = sorted({int(r['sampler_budget']['num']) for r in result['models']} or {64, 512})
+        _log('== loss-NMS alone')
+        result['nms'] = time_loss_nms(args.nms_sizes, budgets, repeats=args.nms_repeats)
+    mems = {m['method'] for r in result['models'] for m in r['memory'].values()}
+    result['memory_method'] = '; '.join(sorted(mems))
+    result['load_after'] = [round(x, 2) for x in os.getloadavg()]
+    result['wall_s'] = time.perf_counter() - t0
+    report = render(result)
+    print(report)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    out.with_suffix('.md').write_text(report + '\n')
+    _log(f'wrote {out} and {out.with_suffix(".md")} in {result["wall_s"]:.0f}s')
+    return result

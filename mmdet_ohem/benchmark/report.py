@@ -1,0 +1,120 @@
+"""Markdown tables, target checks and machine description for the benchmark's results."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from typing import Dict, List, Optional
+
+import torch
+
+from .setup import VARIANTS
+from .timing import VariantTiming, ratio
+
+__all__ = ['machine_info', 'model_table', 'nms_table', 'check_targets', 'targets_table']
+
+# Targets of issue 6 (ratios from one run).
+SPEED_TARGET_VS_RANDOM = {'vgg16': 1.35, 'r50_fpn': 1.08}
+SPEED_TARGET_VS_MMDET = 1.05
+MEMORY_TARGET_VS_RANDOM = 1.05
+NMS_SHARE_TARGET = 0.02
+
+
+def _cpu_name() -> str:
+    try:
+        out = subprocess.run(['lscpu'], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith('Model name:'):
+                return line.split(':', 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or 'unknown CPU'
+
+
+def machine_info(device: str) -> Dict[str, object]:
+    """CPU/GPU, core and thread counts, library versions and the current load average."""
+    import mmcv
+    import mmdet
+    import mmengine
+
+    info: Dict[str, object] = {
+        'cpu': _cpu_name(), 'cores': os.cpu_count(), 'torch_threads': torch.get_num_threads(),
+        'torch': torch.__version__, 'mmcv': mmcv.__version__, 'mmdet': mmdet.__version__,
+        'mmengine': mmengine.__version__, 'python': platform.python_version(), 'device': device,
+    }
+    if device.startswith('cuda'):
+        info['gpu'] = torch.cuda.get_device_name(torch.device(device))
+    if hasattr(os, 'getloadavg'):
+        info['loadavg'] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+def _fmt(x: Optional[float], spec: str = '.3f', suffix: str = '') -> str:
+    return '–' if x is None else f'{x:{spec}}{suffix}'
+
+
+def model_table(timings: Dict[str, VariantTiming], memory: Dict[str, dict]) -> str:
+    """One markdown table: a row per variant with time, ratios, breakdown and peak memory."""
+    base = timings.get('random')
+    base_mem = memory.get('random', {})
+    head = ('| variant | sampler | s/iter (median) | min–max | × RandomSampler | sampler s | read-only s '
+            '| loss-NMS ms | cand./img | peak mem MB | × Random (peak) | iter peak MB | × Random (iter peak) |')
+    rows = [head, '|' + '---|' * (head.count('|') - 1)]
+    for v, t in timings.items():
+        typ, extra = VARIANTS[v]
+        desc = typ + (' (no loss-NMS)' if extra.get('nms', 1) is None else '') + \
+            (f", read-only {extra['readonly_dtype']}" if extra.get('readonly_dtype') else '')
+        mem = memory.get(v, {})
+        cand = f'{sorted(t.candidates)[len(t.candidates) // 2]}' if t.candidates else '–'
+        rows.append(
+            f'| {v} | {desc} | {t.median:.3f} | {min(t.times):.3f}–{max(t.times):.3f} '
+            f'| {_fmt(ratio(t.median, base.median if base else None), ".3f", "×")} '
+            f'| {t.part_median("sampler"):.3f} | {t.part_median("readonly"):.3f} '
+            f'| {t.part_median("loss_nms") * 1e3:.1f} | {cand} '
+            f'| {_fmt(mem.get("peak_mb"), ".0f")} | {_fmt(ratio(mem.get("peak_mb"), base_mem.get("peak_mb")), ".3f", "×")} '
+            f'| {_fmt(mem.get("iter_peak_mb"), ".0f")} '
+            f'| {_fmt(ratio(mem.get("iter_peak_mb"), base_mem.get("iter_peak_mb")), ".3f", "×")} |')
+    return '\n'.join(rows)
+
+
+def nms_table(rows: List[Dict[str, object]]) -> str:
+    """Markdown table of loss-NMS-alone timings."""
+    out = ['| boxes | method | median ms | kept |', '|---|---|---|---|']
+    out += [f"| {r['boxes']} | {r['method']} | {r['median_ms']:.2f} | {r['kept']} |" for r in rows]
+    return '\n'.join(out)
+
+
+def _check(name: str, value: Optional[float], limit: float) -> Dict[str, object]:
+    return {'target': name, 'value': value, 'limit': limit,
+            'status': 'n/a' if value is None else ('met' if value <= limit else 'MISSED')}
+
+
+def check_targets(model: str, timings: Dict[str, VariantTiming], memory: Dict[str, dict]) -> List[dict]:
+    """Issue 6's targets for one model, evaluated on this run's measurements."""
+    t = timings
+    med = {v: x.median for v, x in t.items()}
+    out = []
+    if model in SPEED_TARGET_VS_RANDOM:
+        out.append(_check(f'{model}: time ours / RandomSampler', ratio(med.get('ours'), med.get('random')),
+                          SPEED_TARGET_VS_RANDOM[model]))
+    out.append(_check(f'{model}: time ours / mmdet OHEM', ratio(med.get('ours'), med.get('mmdet_ohem')),
+                      SPEED_TARGET_VS_MMDET))
+    for key, what in (('peak_mb', 'peak memory'), ('iter_peak_mb', 'iteration peak memory (strict)')):
+        out.append(_check(f'{model}: {what} ours / RandomSampler',
+                          ratio(memory.get('ours', {}).get(key), memory.get('random', {}).get(key)),
+                          MEMORY_TARGET_VS_RANDOM))
+    if 'ours' in t:
+        out.append(_check(f'{model}: loss-NMS share of an OHEM iteration',
+                          ratio(t['ours'].part_median('loss_nms'), med['ours']), NMS_SHARE_TARGET))
+    return out
+
+
+def targets_table(checks: List[dict]) -> str:
+    """Markdown table of target checks."""
+    out = ['| target | measured | limit | status |', '|---|---|---|---|']
+    for c in checks:
+        pct = 'share' in c['target']
+        val = '–' if c['value'] is None else (f"{c['value'] * 100:.2f}%" if pct else f"{c['value']:.3f}×")
+        lim = f"{c['limit'] * 100:.0f}%" if pct else f"{c['limit']:.2f}×"
+        out.append(f"| {c['target']} | {val} | {lim} | {c['status']} |")
+    return '\n'.join(out)

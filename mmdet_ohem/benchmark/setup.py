@@ -1,0 +1,197 @@
+"""What the benchmark runs: a model built once, a fixed batch, and the sampler variants to compare."""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..utils import config_path, drop_pretrained, quick, rcnn_train_cfgs, set_rcnn_sampler, use_roi_align
+from ..utils.quick import build_detector, synthetic_batch
+
+__all__ = ['MODELS', 'VARIANTS', 'ModelSpec', 'Prepared', 'base_sampler_settings', 'load_config',
+           'prepare', 'sampler_cfg', 'swap_sampler']
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A detector config the benchmark knows.
+
+    Attributes:
+        config: mmengine config path (``mmdet::...`` for mmdet's shipped configs, else repo-relative).
+        label: Human-readable name for tables.
+        neg_iou_thr: Optional override of the R-CNN assigner's ``neg_iou_thr`` (``bg_lo``, ``0.5``).
+    """
+
+    config: str
+    label: str
+    neg_iou_thr: Optional[Tuple[float, float]] = None
+
+    def path(self) -> str:
+        """The config file (``mmdet::`` names resolve to mmdet's shipped copy; else repo-relative)."""
+        return config_path(self.config if '::' in self.config else str(REPO_ROOT / self.config))
+
+    def exists(self) -> bool:
+        """Whether the config file is present."""
+        try:
+            return Path(self.path()).is_file()
+        except FileNotFoundError:
+            return False
+
+
+MODELS: Dict[str, ModelSpec] = {
+    'r50_fpn': ModelSpec('mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', "R50-FPN Faster R-CNN (mmdet's)"),
+    # The model file every VGG16 config inherits, with the OHEM configs' assigner (bg_lo = 0: every RoI
+    # with IoU < 0.5 is a background candidate), as in configs/ohem/faster_rcnn_vgg16_ohem_voc07.py.
+    # (The full config is not loaded: it inherits mmdet's dataset/runtime bases, which need nothing here.)
+    'vgg16': ModelSpec('configs/_base_/models/faster_rcnn_vgg16.py', 'VGG16 Faster R-CNN (ours)',
+                       neg_iou_thr=(0.0, 0.5)),
+}
+
+# name -> (sampler type, settings on top of the model's num/pos_fraction/neg_pos_ub/add_gt_as_proposals)
+VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
+    'random': ('RandomSampler', {}),
+    'mmdet_ohem': ('MMDetOHEMSampler', {}),
+    'ours_nonms': ('OHEMSampler', dict(nms=None, log_stats=False)),
+    'ours': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False)),
+    'ours_bf16': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
+                                      readonly_dtype='bf16')),
+}
+DEFAULT_VARIANTS = ('random', 'mmdet_ohem', 'ours_nonms', 'ours')
+BASE_KEYS = ('num', 'pos_fraction', 'neg_pos_ub', 'add_gt_as_proposals')
+
+
+def base_sampler_settings(cfg) -> Dict[str, Any]:
+    """The budget settings of the model's own R-CNN sampler, shared by every variant.
+
+    Only ``num``, ``pos_fraction``, ``neg_pos_ub`` and ``add_gt_as_proposals`` are kept, so that all
+    variants mine the same per-image budget whatever sampler the config itself names.
+
+    Raises:
+        KeyError: If the config is not a single-stage-RoI-head two-stage detector or has no ``num``.
+    """
+    stages = rcnn_train_cfgs(cfg)
+    if len(stages) != 1:
+        raise KeyError(f'benchmark supports single-stage RoI heads, the config has {len(stages)} stages')
+    sampler = dict(stages[0].get('sampler') or {})
+    if 'num' not in sampler:
+        raise KeyError(f'train_cfg.rcnn.sampler has no num: {sampler}')
+    base = {k: sampler[k] for k in BASE_KEYS if k in sampler}
+    base.setdefault('pos_fraction', 0.25)
+    return base
+
+
+def sampler_cfg(variant: str, base: Dict[str, Any]) -> Dict[str, Any]:
+    """The sampler config dict of ``variant`` with the shared budget ``base``.
+
+    Raises:
+        KeyError: On an unknown variant name.
+    """
+    if variant not in VARIANTS:
+        raise KeyError(f'unknown sampler variant {variant!r}; known: {sorted(VARIANTS)}')
+    typ, extra = VARIANTS[variant]
+    return dict(type=typ, **base, **copy.deepcopy(extra))
+
+
+def _drop_custom_pretrained(model_cfg) -> None:
+    """Drops init configs such as ``VGG16Pretrained`` that :func:`drop_pretrained` does not know."""
+    for part in (model_cfg.get('backbone'), (model_cfg.get('roi_head') or {}).get('bbox_head')):
+        init = part.get('init_cfg') if isinstance(part, dict) else None
+        if isinstance(init, dict) and str(init.get('type', '')).endswith('Pretrained'):
+            part['init_cfg'] = None
+
+
+def load_config(model: str, device: str):
+    """The model's config with the benchmark's edits: random init, RandomSampler, RoIAlign on CPU.
+
+    Returns:
+        ``(cfg, notes)``: the edited config and a list of human-readable notes on what was changed.
+
+    Raises:
+        KeyError: Unknown model name. FileNotFoundError: config not present.
+    """
+    from mmengine.config import Config
+
+    if model not in MODELS:
+        raise KeyError(f'unknown model {model!r}; known: {sorted(MODELS)}')
+    spec = MODELS[model]
+    if not spec.exists():
+        raise FileNotFoundError(f'config for {model!r} not found: {spec.path()}')
+    cfg = Config.fromfile(spec.path())
+    notes = ['random init (no pretrained download)']
+    drop_pretrained(cfg)
+    _drop_custom_pretrained(cfg.model)
+    if device == 'cpu':
+        before = str(cfg.model)
+        use_roi_align(cfg)
+        if str(cfg.model) != before:
+            notes.append('RoIPool -> RoIAlign (mmcv 2.1 has no CPU RoIPool kernel)')
+    if spec.neg_iou_thr is not None:
+        rcnn_train_cfgs(cfg)[0]['assigner']['neg_iou_thr'] = tuple(spec.neg_iou_thr)
+        notes.append(f'R-CNN assigner neg_iou_thr={tuple(spec.neg_iou_thr)} (bg_lo = {spec.neg_iou_thr[0]}, '
+                     'as in the OHEM configs)')
+    base = base_sampler_settings(cfg)
+    set_rcnn_sampler(cfg, 'RandomSampler', keep=False, **base)
+    return cfg, notes
+
+
+@dataclass
+class Prepared:
+    """A built model, its optimiser, a fixed batch, and a sampler object per variant."""
+
+    model: nn.Module
+    optim: torch.optim.Optimizer
+    data: dict
+    samplers: Dict[str, Any]
+    base: Dict[str, Any]
+    notes: List[str] = field(default_factory=list)
+
+
+def swap_sampler(model: nn.Module, sampler: Any) -> None:
+    """Puts ``sampler`` into the model's (single-stage) RoI head."""
+    model.roi_head.bbox_sampler = sampler
+
+
+def prepare(model_name: str, variants: Sequence[str], size: int, batch_size: int = 2,
+            num_items: Sequence[int] = (6, 4), device: str = 'cpu', seed: int = 0,
+            lr: float = 0.02) -> Prepared:
+    """Builds the model once (fixed seed), a fixed ``size`` x ``size`` batch, and a sampler per variant.
+
+    The optimiser is mmdet's default (SGD, momentum 0.9, weight decay 1e-4).
+
+    Raises:
+        ValueError: If ``size`` or ``batch_size`` is not positive.
+    """
+    from mmdet.registry import TASK_UTILS
+
+    if batch_size <= 0 or size <= 0:
+        raise ValueError(f'batch_size and size must be positive, got batch_size={batch_size}, size={size}')
+    cfg, notes = load_config(model_name, device)
+    model = build_detector(cfg, seed, device)
+    base = base_sampler_settings(cfg)
+    samplers = {v: TASK_UTILS.build(sampler_cfg(v, base), default_args=dict(context=model.roi_head))
+                for v in variants}
+    optim = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    data = synthetic_batch(model, batch_size, size, num_items, model.roi_head.bbox_head.num_classes,
+                           seed=seed)
+    return Prepared(model, optim, data, samplers, base, notes)
+
+
+def train_step(model: nn.Module, optim: torch.optim.Optimizer, data: dict) -> None:
+    """One training iteration: forward with losses, backward, optimiser step."""
+    quick.train_step(model, data, optim)
+
+
+def set_threads(threads: Optional[int]) -> int:
+    """Sets torch's intra-op threads (default: all cores) and returns the number in use."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    elif os.cpu_count():
+        torch.set_num_threads(os.cpu_count())
+    return torch.get_num_threads()

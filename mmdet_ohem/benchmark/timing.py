@@ -1,0 +1,212 @@
+"""Interleaved timing of full training iterations, one sampler variant after another.
+
+Every timed iteration starts from the same weights, optimiser state, RNG state and inputs: the model
+state and the SGD momentum buffers are restored in place (untimed) before each one. Variants run
+round-robin (the order rotates every round) after untimed warm-up rounds, so that drifts of a shared,
+noisy machine hit every variant alike. Inside each iteration, the sampler, the read-only pass and
+loss-NMS are timed too (by wrapping them), to show where OHEM's extra time goes.
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
+
+import torch
+
+from .setup import Prepared, swap_sampler, train_step
+
+__all__ = ['VariantTiming', 'time_variants', 'breakdown_timers', 'Progress']
+
+BREAKDOWN_KEYS = ('roi_head', 'sampler', 'readonly', 'loss_nms')
+
+
+@dataclass
+class VariantTiming:
+    """Measurements of one variant.
+
+    Attributes:
+        times: Seconds per timed iteration (forward + backward + optimiser step).
+        parts: Per-iteration seconds spent in ``roi_head`` (RoI head loss incl. sampling), ``sampler``
+            (all ``sample()`` calls), ``readonly`` (read-only RoI pass) and ``loss_nms``.
+        cuda_peak_mb: Per-iteration CUDA allocator peak (``max_memory_allocated``; CUDA only).
+        cuda_iter_peak_mb: The same minus the allocation before the iteration (CUDA only).
+        candidates: Candidates per image seen by our sampler (its last image), per iteration.
+    """
+
+    times: List[float] = field(default_factory=list)
+    parts: Dict[str, List[float]] = field(default_factory=lambda: {k: [] for k in BREAKDOWN_KEYS})
+    cuda_peak_mb: List[float] = field(default_factory=list)
+    cuda_iter_peak_mb: List[float] = field(default_factory=list)
+    candidates: List[int] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        """Median seconds per iteration."""
+        return statistics.median(self.times)
+
+    def part_median(self, key: str) -> float:
+        """Median seconds per iteration spent in breakdown part ``key``."""
+        return statistics.median(self.parts[key]) if self.parts[key] else 0.0
+
+    def as_dict(self) -> dict:
+        """JSON-ready record (raw samples and medians)."""
+        return {'times_s': self.times, 'median_s': self.median,
+                'parts_s': self.parts, 'parts_median_s': {k: self.part_median(k) for k in self.parts},
+                'cuda_peak_mb': self.cuda_peak_mb, 'cuda_iter_peak_mb': self.cuda_iter_peak_mb,
+                'candidates_per_image': self.candidates}
+
+
+class Progress:
+    """Prints ``done/total``, elapsed time and ETA lines to stderr."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label, self.done, self.t0 = total, label, 0, time.perf_counter()
+
+    def step(self, msg: str) -> None:
+        """Marks one unit done and prints a progress line with ``msg``."""
+        self.done += 1
+        el = time.perf_counter() - self.t0
+        eta = el / self.done * (self.total - self.done)
+        print(f'[{self.label}] {self.done}/{self.total} {msg} | elapsed {el:6.1f}s ETA {eta:6.1f}s',
+              file=sys.stderr, flush=True)
+
+
+def _sync(device: str) -> None:
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+@contextlib.contextmanager
+def _patched(owner: object, name: str, wrap: Callable[[Callable], Callable]) -> Iterator[None]:
+    had = name in vars(owner) if isinstance(owner, type) else name in getattr(owner, '__dict__', {})
+    orig = getattr(owner, name)
+    setattr(owner, name, wrap(orig))
+    try:
+        yield
+    finally:
+        if had:
+            setattr(owner, name, orig)
+        else:
+            delattr(owner, name)
+
+
+@contextlib.contextmanager
+def breakdown_timers(prep: Prepared, acc: Dict[str, float], device: str) -> Iterator[None]:
+    """Accumulates seconds spent in the RoI head, samplers, read-only passes and loss-NMS into ``acc``.
+
+    The wrappers are installed for the duration of the block and removed afterwards. Our read-only
+    pass is :meth:`RoIHeadAdapter.readonly_losses`; mmdet's is ``OHEMSampler.hard_mining``.
+    """
+    from mmdet.models.task_modules.samplers import OHEMSampler as MMDetOwn
+
+    from ..mining.readonly_pass import RoIHeadAdapter
+    from ..selection import select as select_mod
+
+    def timed(key: str) -> Callable[[Callable], Callable]:
+        def wrap(fn: Callable) -> Callable:
+            def inner(*args, **kwargs):
+                _sync(device)
+                t = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    _sync(device)
+                    acc[key] = acc.get(key, 0.0) + time.perf_counter() - t
+            return inner
+        return wrap
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_patched(prep.model.roi_head, 'loss', timed('roi_head')))
+        stack.enter_context(_patched(RoIHeadAdapter, 'readonly_losses', timed('readonly')))
+        stack.enter_context(_patched(MMDetOwn, 'hard_mining', timed('readonly')))
+        stack.enter_context(_patched(select_mod, 'greedy_loss_nms', timed('loss_nms')))
+        for sampler in prep.samplers.values():
+            stack.enter_context(_patched(sampler, 'sample', timed('sampler')))
+        yield
+
+
+class _StateRestorer:
+    """Snapshots model tensors and optimiser state once; restores them in place (no allocation)."""
+
+    def __init__(self, prep: Prepared) -> None:
+        self.model = {k: v.detach().clone() for k, v in prep.model.state_dict().items()}
+        self.optim = {id(p): {k: v.detach().clone() for k, v in st.items() if torch.is_tensor(v)}
+                      for p, st in prep.optim.state.items()}
+        self.prep = prep
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for k, v in self.prep.model.state_dict().items():
+            v.copy_(self.model[k])
+        for p, st in self.prep.optim.state.items():
+            for k, v in self.optim.get(id(p), {}).items():
+                st[k].copy_(v)
+
+
+def _one_iteration(prep: Prepared, variant: str, device: str, seed: int, rec: VariantTiming,
+                   restorer: _StateRestorer, keep: bool) -> float:
+    swap_sampler(prep.model, prep.samplers[variant])
+    restorer.restore()
+    torch.manual_seed(seed)
+    acc: Dict[str, float] = {}
+    cuda = device.startswith('cuda')
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    with breakdown_timers(prep, acc, device):
+        t0 = time.perf_counter()
+        train_step(prep.model, prep.optim, prep.data)
+        _sync(device)
+        dt = time.perf_counter() - t0
+    if keep:
+        rec.times.append(dt)
+        for k in BREAKDOWN_KEYS:
+            rec.parts[k].append(acc.get(k, 0.0))
+        if cuda:
+            rec.cuda_peak_mb.append(torch.cuda.max_memory_allocated() / 2**20)
+            rec.cuda_iter_peak_mb.append((torch.cuda.max_memory_allocated() - before) / 2**20)
+        stats = getattr(prep.samplers[variant], 'last_stats', None)
+        if stats is not None:
+            rec.candidates.append(int(stats.candidates))
+    return dt
+
+
+def time_variants(prep: Prepared, variants: Sequence[str], iters: int, warmup: int = 1,
+                  device: str = 'cpu', seed: int = 0, label: str = 'bench') -> Dict[str, VariantTiming]:
+    """Times ``iters`` training iterations per variant, interleaved, after ``warmup`` untimed rounds.
+
+    One untimed optimiser step is taken first so that the SGD momentum buffers exist; that state is
+    then the common starting point of every timed iteration.
+
+    Raises:
+        ValueError: If ``iters`` < 1 or ``warmup`` < 0, or a variant was not prepared.
+    """
+    if iters < 1 or warmup < 0:
+        raise ValueError(f'need iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}')
+    missing = [v for v in variants if v not in prep.samplers]
+    if missing:
+        raise ValueError(f'variants {missing} were not prepared (have {sorted(prep.samplers)})')
+    swap_sampler(prep.model, prep.samplers[variants[0]])
+    torch.manual_seed(seed)
+    train_step(prep.model, prep.optim, prep.data)
+    restorer = _StateRestorer(prep)
+    out = {v: VariantTiming() for v in variants}
+    progress = Progress((warmup + iters) * len(variants), label)
+    for r in range(warmup + iters):
+        order = list(variants[r % len(variants):]) + list(variants[:r % len(variants)])
+        for v in order:
+            dt = _one_iteration(prep, v, device, seed, out[v], restorer, keep=r >= warmup)
+            progress.step(f'{"warm-up" if r < warmup else "round " + str(r - warmup + 1)} {v} {dt:.3f}s')
+    return out
+
+
+def ratio(num: Optional[float], den: Optional[float]) -> Optional[float]:
+    """``num / den``, or ``None`` when either is missing or the denominator is not positive."""
+    if num is None or den is None or den <= 0:
+        return None
+    return num / den

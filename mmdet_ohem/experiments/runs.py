@@ -1,0 +1,168 @@
+"""One experiment run: train a config with mmengine's ``Runner`` in-process, test it, and record results.
+
+A finished run leaves ``<work_dir>/result.json`` (metrics, final loss, timing, the config's hash);
+:func:`load_finished` recognises it so that sweeps and the demo can skip work already done.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+from mmengine.config import Config
+
+from .logs import load_json_log, median_time, tail_mean
+from .progress import JobClock, ProgressHook
+
+__all__ = ['RunResult', 'config_hash', 'load_finished', 'train_and_evaluate', 'RESULT_FILE']
+
+RESULT_FILE = 'result.json'
+MAP_KEY = 'pascal_voc/mAP'
+HASH_IGNORED = ('work_dir', 'experiment_name', 'log_level', 'resume')
+
+
+@dataclass
+class RunResult:
+    """What one run produced.
+
+    Attributes:
+        name: Run label.
+        work_dir: Where its logs, checkpoint and ``result.json`` are.
+        config_hash: :func:`config_hash` of the config it ran.
+        metrics: Test metrics (``pascal_voc/mAP`` etc.).
+        final_loss: Mean logged total training loss over the last 10% of logged iterations.
+        s_per_iter: Median logged seconds per training iteration (first log line skipped).
+        train_seconds: Wall-clock seconds of ``runner.train()``.
+        test_seconds: Wall-clock seconds of ``runner.test()``.
+        iters: Training iterations.
+        extra: Anything else (e.g. sweep axis values).
+        final_allroi_loss: Mean loss per RoI over all RoIs (``allroi/mean_rl``, the same measure for
+            every sampler) over the last 10% of its logged points; ``None`` without the probe.
+    """
+
+    name: str
+    work_dir: str
+    config_hash: str
+    metrics: Dict[str, float]
+    final_loss: Optional[float]
+    s_per_iter: Optional[float]
+    train_seconds: float
+    test_seconds: float
+    iters: int
+    extra: Dict[str, Any] = field(default_factory=dict)
+    final_allroi_loss: Optional[float] = None
+
+    @property
+    def map(self) -> Optional[float]:
+        """VOC mAP on the test split (``None`` if missing)."""
+        return self.metrics.get(MAP_KEY)
+
+    def save(self) -> Path:
+        path = Path(self.work_dir) / RESULT_FILE
+        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + '\n')
+        return path
+
+
+def config_hash(cfg: Union[Config, dict]) -> str:
+    """A stable hash of a config's content (what decides whether a finished run can be reused).
+
+    Keys that do not change what is trained (:data:`HASH_IGNORED`: output folder, run name, log level,
+    resuming) are left out.
+    """
+    d = cfg.to_dict() if isinstance(cfg, Config) else dict(cfg)
+    d = {k: v for k, v in d.items() if k not in HASH_IGNORED}
+    blob = json.dumps(d, sort_keys=True, default=repr)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_finished(work_dir: Union[str, Path], cfg_hash: Optional[str] = None) -> Optional[RunResult]:
+    """The run's :class:`RunResult` if ``work_dir`` holds a finished run (of ``cfg_hash``, if given)."""
+    path = Path(work_dir) / RESULT_FILE
+    try:
+        data = json.loads(path.read_text())
+        result = RunResult(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+    if cfg_hash is not None and result.config_hash != cfg_hash:
+        return None
+    return result
+
+
+def _floats(metrics: Dict[str, Any]) -> Dict[str, float]:
+    out = {}
+    for k, v in (metrics or {}).items():
+        try:
+            out[k] = float(v)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def train_and_evaluate(cfg: Config, work_dir: Union[str, Path], name: Optional[str] = None,
+                       clock: Optional[JobClock] = None, progress_interval_s: float = 15.0,
+                       quiet: bool = True, probe: bool = True,
+                       extra: Optional[Dict[str, Any]] = None) -> RunResult:
+    """Trains ``cfg`` for its schedule, tests it on its ``test_dataloader``, writes ``result.json``.
+
+    Args:
+        cfg: A complete mmdet config (its ``randomness.seed`` decides the run's seed).
+        work_dir: Output folder (created).
+        name: Label for progress lines and the result (default: the folder's name).
+        clock: Optional :class:`JobClock` shared by several runs for a job-wide ETA.
+        progress_interval_s: Least seconds between progress lines.
+        quiet: Set mmengine's log level to WARNING (the json log is still written; our progress hook
+            prints the progress instead of mmengine's long config dump and per-iteration lines).
+        probe: Log the all-RoI mean loss (:class:`~mmdet_ohem.experiments.probe.AllRoILossHook`) at every
+            logging step, so that runs with different samplers have a comparable loss curve.
+        extra: Extra fields stored in the result.
+
+    Returns:
+        The :class:`RunResult` (also saved to ``work_dir/result.json``).
+    """
+    from mmengine.runner import Runner
+
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    name = name or work_dir.name
+    cfg = copy.deepcopy(cfg)
+    digest = config_hash(cfg)
+    cfg.work_dir = str(work_dir)
+    cfg.experiment_name = f'{name}_{digest}_{time.strftime("%Y%m%d_%H%M%S")}'
+    if quiet:
+        cfg.log_level = 'WARNING'
+    if cfg.get('visualizer') is not None:  # mmengine keeps one instance per name per process
+        cfg.visualizer['name'] = f'visualizer_{cfg.experiment_name}'
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(ProgressHook(name, interval_s=progress_interval_s, clock=clock))
+    if probe:
+        from .probe import AllRoILossHook
+        interval = int(((cfg.get('default_hooks') or {}).get('logger') or {}).get('interval', 50))
+        runner.register_hook(AllRoILossHook(interval))
+    t0 = time.perf_counter()
+    runner.train()
+    t1 = time.perf_counter()
+    metrics = runner.test()
+    t2 = time.perf_counter()
+    records = load_json_log(Path(runner.log_dir))
+    result = RunResult(name=name, work_dir=str(work_dir), config_hash=digest, metrics=_floats(metrics),
+                       final_loss=tail_mean(records, 'loss', 0.1), s_per_iter=median_time(records),
+                       train_seconds=t1 - t0, test_seconds=t2 - t1, iters=int(runner.max_iters),
+                       extra=dict(extra or {}, log_dir=str(runner.log_dir)),
+                       final_allroi_loss=tail_mean(records, 'allroi/mean_rl', 0.1))
+    result.save()
+    _close_file_handlers(runner)
+    return result
+
+
+def _close_file_handlers(runner) -> None:
+    """Closes the run's log-file handlers (several runs share one process)."""
+    logger = getattr(runner, 'logger', None)
+    for h in list(getattr(logger, 'handlers', [])):
+        if isinstance(h, logging.FileHandler):
+            h.close()
+            logger.removeHandler(h)

@@ -1,0 +1,115 @@
+"""Smoke tests of the benchmark tool's code path (tiny sizes; no timing is asserted)."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmdet_ohem.benchmark import report
+from mmdet_ohem.benchmark.memory import peak_rss_mb, reset_peak_rss, rss_mb
+from mmdet_ohem.benchmark.nms_timing import proposal_like_boxes, time_loss_nms
+from mmdet_ohem.benchmark.setup import base_sampler_settings, load_config, prepare, sampler_cfg, train_step
+from mmdet_ohem.benchmark.timing import VariantTiming, _StateRestorer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_variants_share_the_models_budget():
+    cfg, notes = load_config('r50_fpn', 'cpu')
+    base = base_sampler_settings(cfg)
+    assert base == dict(num=512, pos_fraction=0.25, neg_pos_ub=-1, add_gt_as_proposals=True)
+    assert sampler_cfg('mmdet_ohem', base) == dict(type='MMDetOHEMSampler', **base)
+    ours = sampler_cfg('ours_nonms', base)
+    assert ours['type'] == 'OHEMSampler' and ours['nms'] is None and ours['num'] == 512
+    with pytest.raises(KeyError, match='bogus'):
+        sampler_cfg('bogus', base)
+
+
+def test_vgg16_config_loads_with_roialign_on_cpu():
+    cfg, notes = load_config('vgg16', 'cpu')
+    assert cfg.model.roi_head.bbox_roi_extractor.roi_layer.type == 'RoIAlign'
+    assert any('RoIAlign' in n for n in notes)
+    assert cfg.model.backbone.init_cfg is None  # no download
+    assert base_sampler_settings(cfg)['num'] == 64
+
+
+def test_restored_state_gives_identical_iterations():
+    """Every timed iteration starts from the same weights, optimiser state and RNG state."""
+    prep = prepare('r50_fpn', ['random'], 64, batch_size=1, num_items=(2, ))
+    prep.model.roi_head.bbox_sampler = prep.samplers['random']
+    torch.manual_seed(0)
+    train_step(prep.model, prep.optim, prep.data)  # creates the momentum buffers
+    restorer = _StateRestorer(prep)
+    losses = []
+    for _ in range(2):
+        restorer.restore()
+        torch.manual_seed(0)
+        losses.append(train_step(prep.model, prep.optim, prep.data))
+    assert losses[0] == losses[1]
+
+
+def test_our_full_loss_nms_keeps_what_mmcv_nms_keeps():
+    from mmcv.ops import nms
+    from mmdet_ohem.selection import greedy_loss_nms
+    boxes, losses = proposal_like_boxes(1500, seed=3)
+    ours = greedy_loss_nms(boxes, losses, 0.7).keep
+    _, ref = nms(boxes, losses, 0.7)
+    assert ours.tolist() == ref.tolist()
+    rows = time_loss_nms(sizes=(300, ), budgets=(64, ), repeats=1)
+    assert {r['method'] for r in rows} == {'ours, max_keep=64', 'ours, full (max_keep=None)',
+                                           'mmcv.ops.nms, full'}
+    assert all(r['median_ms'] > 0 for r in rows)
+    assert next(r for r in rows if r['method'] == 'ours, max_keep=64')['kept'] == 64
+
+
+def test_peak_rss_sees_a_torch_allocation():
+    if not reset_peak_rss():
+        pytest.skip('/proc/self/clear_refs not writable here')
+    before = rss_mb()
+    x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    del x
+    assert peak_rss_mb() - before > 50
+
+
+def test_target_checks_compare_against_limits():
+    def timing(t, nms=0.0):
+        v = VariantTiming(times=[t, t, t])
+        v.parts['loss_nms'] = [nms] * 3
+        return v
+    timings = {'random': timing(1.0), 'mmdet_ohem': timing(1.2), 'ours': timing(1.3, nms=0.05)}
+    memory = {'random': {'peak_mb': 1000, 'iter_peak_mb': 100}, 'ours': {'peak_mb': 1040, 'iter_peak_mb': 130}}
+    got = {c['target'].split(': ', 1)[1]: c['status'] for c in report.check_targets('vgg16', timings, memory)}
+    assert got == {'time ours / RandomSampler': 'met', 'time ours / mmdet OHEM': 'MISSED',
+                   'peak memory ours / RandomSampler': 'met',
+                   'iteration peak memory (strict) ours / RandomSampler': 'MISSED',
+                   'loss-NMS share of an OHEM iteration': 'MISSED'}
+    assert '1.300×' in report.model_table(timings, memory)
+
+
+@pytest.mark.slow
+def test_tool_end_to_end_tiny(tmp_path):
+    """The real command line: R50-FPN at 64 px, 1 iteration per variant, memory in fresh processes."""
+    from mmdet_ohem.benchmark.cli import main
+    out = tmp_path / 'bench.json'
+    result = main(['--models', 'r50_fpn', '--size', '64', '--batch', '1', '--num-items', '2',
+                   '--iters', '1', '--warmup', '0', '--memory-iters', '1', '--variants', 'random', 'ours',
+                   '--nms-sizes', '300', '--nms-repeats', '1', '--threads', '1', '--out', str(out)])
+    saved = json.loads(out.read_text())
+    assert saved['models'][0]['model'] == 'r50_fpn'
+    t = saved['models'][0]['timings']
+    assert set(t) == {'random', 'ours'} and all(len(v['times_s']) == 1 for v in t.values())
+    assert t['random']['parts_median_s']['readonly'] == 0.0
+    assert t['ours']['parts_median_s']['readonly'] > 0.0  # the read-only pass ran and was timed
+    assert t['ours']['candidates_per_image'][0] > 0
+    mem = saved['models'][0]['memory']
+    assert set(mem) == {'random', 'ours'} and all(m['peak_mb'] > 100 for m in mem.values())
+    assert out.with_suffix('.md').read_text().startswith('# OHEM benchmark')
+    assert result['nms'] and 'R50-FPN' in out.with_suffix('.md').read_text()
+
+
+def test_tools_script_shows_help():
+    import subprocess
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'benchmark.py'), '--help'],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and '--device' in proc.stdout
