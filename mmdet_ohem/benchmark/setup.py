@@ -49,7 +49,7 @@ MODELS: Dict[str, ModelSpec] = {
     'r50_fpn': ModelSpec('mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', "R50-FPN Faster R-CNN (mmdet's)"),
     # The model file every VGG16 config inherits, with the OHEM configs' assigner (bg_lo = 0: every RoI
     # with IoU < 0.5 is a background candidate), as in configs/ohem/faster_rcnn_vgg16_ohem_voc07.py.
-    # (The full config is not loaded: it inherits mmdet's dataset/runtime bases, which need nothing here.)
+    # Only the model file is loaded (identical to the full config's model), so no dataset paths are needed.
     'vgg16': ModelSpec('configs/_base_/models/faster_rcnn_vgg16.py', 'VGG16 Faster R-CNN (ours)',
                        neg_iou_thr=(0.0, 0.5)),
 }
@@ -99,14 +99,6 @@ def sampler_cfg(variant: str, base: Dict[str, Any]) -> Dict[str, Any]:
     return dict(type=typ, **base, **copy.deepcopy(extra))
 
 
-def _drop_custom_pretrained(model_cfg) -> None:
-    """Drops init configs such as ``VGG16Pretrained`` that :func:`drop_pretrained` does not know."""
-    for part in (model_cfg.get('backbone'), (model_cfg.get('roi_head') or {}).get('bbox_head')):
-        init = part.get('init_cfg') if isinstance(part, dict) else None
-        if isinstance(init, dict) and str(init.get('type', '')).endswith('Pretrained'):
-            part['init_cfg'] = None
-
-
 def load_config(model: str, device: str):
     """The model's config with the benchmark's edits: random init, RandomSampler, RoIAlign on CPU.
 
@@ -126,7 +118,6 @@ def load_config(model: str, device: str):
     cfg = Config.fromfile(spec.path())
     notes = ['random init (no pretrained download)']
     drop_pretrained(cfg)
-    _drop_custom_pretrained(cfg.model)
     if device == 'cpu':
         before = str(cfg.model)
         use_roi_align(cfg)

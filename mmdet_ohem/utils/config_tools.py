@@ -88,15 +88,20 @@ def use_roi_align(cfg: MutableMapping, sampling_ratio: int = 0) -> MutableMappin
     return cfg
 
 
+def _is_pretrained(init: Any) -> bool:
+    """``Pretrained`` and registered variants such as ``VGG16Pretrained`` (they load a file/URL)."""
+    return isinstance(init, MutableMapping) and str(init.get('type', '')).endswith('Pretrained')
+
+
 def drop_pretrained(cfg: MutableMapping) -> MutableMapping:
-    """Removes ``init_cfg`` of type ``Pretrained`` everywhere (no downloads; random init)."""
+    """Removes every ``init_cfg`` that loads weights (``Pretrained``, ``VGG16Pretrained``, ...) and
+    ``load_from``: random init, no downloads."""
     for d in _walk(cfg):
         init = d.get('init_cfg')
-        if isinstance(init, MutableMapping) and init.get('type') == 'Pretrained':
+        if _is_pretrained(init):
             d['init_cfg'] = None
         elif isinstance(init, list):
-            d['init_cfg'] = [i for i in init if not (isinstance(i, MutableMapping)
-                                                     and i.get('type') == 'Pretrained')] or None
+            d['init_cfg'] = [i for i in init if not _is_pretrained(i)] or None
     if 'load_from' in cfg:
         cfg['load_from'] = None
     return cfg
