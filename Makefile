@@ -6,8 +6,9 @@ PY := .venv/bin/python
 setup:
 	bash tools/setup_env.sh
 
+# One torch thread: what the published results used; on 2 shared cores more threads ran slower.
 demo: setup
-	$(PY) tools/demo.py $(ARGS)
+	$(PY) tools/demo.py --threads 1 $(ARGS)
 
 test: setup
 	$(PY) -m pytest tests $(ARGS)

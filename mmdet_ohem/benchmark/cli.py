@@ -25,14 +25,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='models to time (none: only the loss-NMS timing)')
     p.add_argument('--variants', nargs='+', default=list(DEFAULT_VARIANTS), choices=sorted(VARIANTS),
                    help='sampler variants; ratios are to "random" (include it)')
-    p.add_argument('--size', type=int, default=512, help='input image side, pixels (square synthetic batch)')
+    p.add_argument('--size', type=int, default=320,
+                   help='input image side, pixels (square synthetic batch; 320 = the published tables)')
     p.add_argument('--batch', type=int, default=2, help='images per iteration')
     p.add_argument('--num-items', nargs='+', type=int, default=[6, 4], help='gt boxes per image')
-    p.add_argument('--iters', type=int, default=5, help='timed iterations per variant')
+    p.add_argument('--iters', type=int, default=3, help='timed iterations per variant')
     p.add_argument('--warmup', type=int, default=1, help='untimed warm-up rounds')
     p.add_argument('--device', default='cpu', help="'cpu' or 'cuda' (or 'cuda:N')")
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: all cores)')
-    p.add_argument('--memory-iters', type=int, default=2,
+    p.add_argument('--memory-iters', type=int, default=1,
                    help='iterations per fresh process for the CPU peak-memory measurement')
     p.add_argument('--no-memory', action='store_true', help='skip the peak-memory measurement')
     p.add_argument('--nms-sizes', nargs='+', type=int, default=[2000, 10000])
