@@ -34,6 +34,7 @@ def all_roi_mean_loss(model, data_batch: dict) -> tuple:
         TypeError: If the model has no RPN + RoI head (not a two-stage detector).
     """
     from mmdet.registry import TASK_UTILS
+    from mmdet.structures.bbox import get_box_tensor
     if not (hasattr(model, 'rpn_head') and hasattr(model, 'roi_head')):
         raise TypeError(f'AllRoILossHook needs a two-stage detector, got {type(model).__name__}')
     was_training = model.training
@@ -50,11 +51,11 @@ def all_roi_mean_loss(model, data_batch: dict) -> tuple:
         total, count, fg = 0.0, 0, 0
         for i, (props, sample) in enumerate(zip(proposals, samples)):
             gt = sample.gt_instances
-            priors = torch.cat([gt.bboxes.tensor if hasattr(gt.bboxes, 'tensor') else gt.bboxes, props.bboxes])
+            gt_boxes = get_box_tensor(gt.bboxes)
+            priors = torch.cat([gt_boxes, props.bboxes])
             result = assigner.assign(InstanceData(priors=priors), gt)
             pos = result.gt_inds > 0
             neg = result.gt_inds == 0
-            gt_boxes = gt.bboxes.tensor if hasattr(gt.bboxes, 'tensor') else gt.bboxes
             losses = adapter.readonly_losses([f[i:i + 1] for f in feats], priors[pos],
                                              gt_boxes[result.gt_inds[pos] - 1], gt.labels[result.gt_inds[pos] - 1],
                                              priors[neg])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import MutableMapping
 
+from ..utils.config_tools import drop_pretrained
 from .vgg import _WIDTH_MULT
 
 __all__ = ['shrink_vgg16']
@@ -40,9 +41,5 @@ def shrink_vgg16(cfg: MutableMapping, base_channels: int = 8, fc_out_channels: i
     head = roi['bbox_head']
     head['in_channels'] = out
     head['fc_out_channels'] = fc_out_channels
-    init = head.get('init_cfg')
-    if isinstance(init, list):
-        head['init_cfg'] = [i for i in init if i.get('type') != 'VGG16Pretrained'] or None
-    elif isinstance(init, MutableMapping) and init.get('type') == 'VGG16Pretrained':
-        head['init_cfg'] = None
+    drop_pretrained(model)  # the head's VGG16Pretrained fc6/fc7 entry (its Normal init for cls/box stays)
     return cfg
