@@ -3,22 +3,26 @@
 Importing this package (configs do it with
 ``custom_imports=dict(imports=['mmdet_ohem'], allow_failed_imports=False)``):
 
-* registers ``OHEMSampler`` (ours, replacing mmdet's class of that name) and ``LossNMS`` in mmdet's
-  ``TASK_UTILS``; mmdet's original sampler stays available as ``MMDetOHEMSampler``;
-* registers the VGG16 backbone and Fast R-CNN box head used by the paper's configs;
+* takes over exactly one existing name, ``OHEMSampler`` in mmdet's ``TASK_UTILS`` (the build log says
+  which OHEM is active); mmdet's original stays available as ``MMDetOHEMSampler``;
+* registers new names only: ``LossNMS``, ``UniformSampler``, ``MMDetOHEMSampler`` and the paper's model
+  parts (``VGG16``, ``FRCNBBoxHead``, ``VGG16Pretrained``);
 * allow-lists the types in mmengine checkpoints for ``torch.load(weights_only=True)`` so that
-  ``--resume`` and ``load_from`` work on torch >= 2.6.
+  ``--resume`` and ``load_from`` work on torch >= 2.6 (a behaviour-preserving compatibility fix).
 
-Pipeline: :mod:`mmdet_ohem.selection` (pure rule) <- :mod:`mmdet_ohem.mining` (read-only pass) <-
+The project's own reliability extras (checked VOC dataset, CPU ``--amp``, corrupt-checkpoint errors, the
+RNG-state hook) are opt-in: ``custom_imports=dict(imports=['mmdet_ohem', 'mmdet_ohem.reliability'])``.
+
+Pipeline: :mod:`mmdet_ohem.selection` (pure rule) <- :mod:`mmdet_ohem.readonly_pass` (read-only pass) <-
 :mod:`mmdet_ohem.samplers` (mmdet adapter).
 """
 import mmdet.models.task_modules.samplers  # noqa: F401  (mmdet registers its own OHEMSampler first)
 
-from . import datasets, models, reliability  # noqa: F401  (registers the VGG16 model parts, dataset checks)
+from . import models  # noqa: F401  (registers the VGG16 model parts)
 from .compat import allow_mmengine_checkpoints, patch_history_buffer_pickling
 from .samplers import LossNMS, MMDetOHEMSampler, OHEMSampler, UniformSampler
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 allow_mmengine_checkpoints()
 patch_history_buffer_pickling()
 

@@ -1,8 +1,13 @@
 """Shared test fixtures and helpers."""
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+# The experiment tooling (toy data, demo, sweeps, benchmark) lives beside the plugin, in tools/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tools'))
 
 # Deterministic, quiet CPU runs on a 2-core machine.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmdet_ohem.benchmark import report
-from mmdet_ohem.benchmark.nms_timing import proposal_like_boxes, time_loss_nms
-from mmdet_ohem.benchmark.setup import base_sampler_settings, load_config, prepare, sampler_cfg, train_step
-from mmdet_ohem.benchmark.timing import VariantTiming, _StateRestorer
+from ohem_experiments.benchmark import report
+from ohem_experiments.benchmark.nms_timing import proposal_like_boxes, time_loss_nms
+from ohem_experiments.benchmark.detectors import base_sampler_settings, load_config, prepare, sampler_cfg, train_step
+from ohem_experiments.benchmark.timing import VariantTiming, _StateRestorer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def test_our_full_loss_nms_keeps_what_mmcv_nms_keeps():
 def test_peak_rss_sees_a_torch_allocation():
     """In a fresh process (as the tool measures), a 64 MiB torch tensor shows up in the reset peak."""
     import subprocess
-    code = ('import torch; from mmdet_ohem.benchmark.memory import peak_rss_mb, reset_peak_rss, rss_mb\n'
+    code = ('import torch; from ohem_experiments.benchmark.memory import peak_rss_mb, reset_peak_rss, rss_mb\n'
             'ok = reset_peak_rss(); before = rss_mb(); x = torch.ones(64 * 2**20 // 4); del x\n'
             'print(ok, peak_rss_mb() - before)')
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120, cwd=ROOT)
@@ -94,7 +94,7 @@ def test_target_checks_compare_against_limits():
 @pytest.mark.slow
 def test_tool_end_to_end_tiny(tmp_path):
     """The real command line: R50-FPN at 64 px, 1 iteration per variant, memory in fresh processes."""
-    from mmdet_ohem.benchmark.cli import main
+    from ohem_experiments.benchmark.cli import main
     out = tmp_path / 'bench.json'
     result = main(['--models', 'r50_fpn', '--size', '64', '--batch', '1', '--num-items', '2',
                    '--iters', '1', '--warmup', '0', '--memory-iters', '1', '--variants', 'random', 'ours',

@@ -21,9 +21,9 @@ import torch
 from mmengine.config import Config
 
 import mmdet_ohem  # noqa: F401
-from mmdet_ohem.datasets import DEFAULT_CLASSES, generate_toy_voc, toy_voc_metainfo
-from mmdet_ohem.models import shrink_vgg16
-from mmdet_ohem.utils import drop_pretrained, rcnn_train_cfgs, use_roi_align
+from ohem_experiments.toy_voc import DEFAULT_CLASSES, generate_toy_voc, toy_voc_metainfo
+from ohem_experiments.toy_vgg import shrink_vgg16
+from mmdet_ohem.config_tools import drop_pretrained, rcnn_train_cfgs, use_roi_align
 
 ROOT = Path(__file__).resolve().parents[1]
 # every runnable config (``_base_/`` parts and ``_*.py`` partials excluded), and the paper pack among them
@@ -348,8 +348,8 @@ def test_trains_and_evaluates_on_tiny_voc(name, voc_root, tmp_path):
         st = sampler.last_stats
         assert 0 < st.mined <= min(64, st.candidates)
         hub = MessageHub.get_current_instance()
-        assert hub.get_scalar('train/ohem/cands').current() > 0
-        assert 0 <= hub.get_scalar('train/ohem/fg_share').current() <= 1
+        assert hub.get_scalar('train/ohem_cands').current() > 0
+        assert 0 <= hub.get_scalar('train/ohem_fg_share').current() <= 1
 
 
 @pytest.mark.slow

@@ -60,11 +60,11 @@ def test_quick_demo_end_to_end(tmp_path: Path):
     assert '| ohem | OHEMSampler |' in md and 'mAP' in md
     assert (out / 'loss_curves.png').read_bytes()[:4] == b'\x89PNG'
     # the OHEM run logged its mining stats to the json log
-    from mmdet_ohem.experiments.logs import load_json_log, ohem_keys
+    from ohem_experiments.json_logs import load_json_log, ohem_keys
     ohem_log = load_json_log(summary['runs'][2]['work_dir'])
     assert {'fg_share', 'cands', 'mined_rl', 'cand_rl'} <= set(ohem_keys(ohem_log).get('ohem', []))
     for r in summary['runs']:  # the all-RoI probe logged for every run (the comparable loss curve)
-        assert any('allroi/mean_rl' in rec for rec in load_json_log(r['work_dir']))
+        assert any('allroi_mean_rl' in rec for rec in load_json_log(r['work_dir']))
     # a second call reuses the finished runs instead of retraining
     again = demo.main(['--quick', '--data-root', str(tmp_path / 'data'), '--work-dir', str(tmp_path / 'work'),
                        '--out-dir', str(tmp_path / 'out2'), '--iters', '4', '--num-trainval', '4',

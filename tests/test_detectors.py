@@ -71,7 +71,7 @@ def test_trains_with_mmdet_config_sampler_swapped(case):
     if case == 'cascade':
         assert {'s0.loss_cls', 's1.loss_cls', 's2.loss_cls'} <= set(log)
         hub = MessageHub.get_current_instance()
-        assert {'train/ohem_s0/fg_share', 'train/ohem_s2/cands'} <= set(hub.log_scalars)
+        assert {'train/ohem_s0_fg_share', 'train/ohem_s2_cands'} <= set(hub.log_scalars)
 
 
 def _rpn_sampler_cfg():

@@ -58,8 +58,8 @@ def test_bad_sampler_setting_fails_through_task_utils_build():
 def test_one_stage_detector_use_fails_at_build_time_with_reason():
     from mmengine.config import Config
 
-    from mmdet_ohem.utils import drop_pretrained
-    from mmdet_ohem.utils.config_tools import config_path
+    from mmdet_ohem.config_tools import drop_pretrained
+    from mmdet_ohem.config_tools import config_path
     cfg = drop_pretrained(Config.fromfile(config_path('mmdet::retinanet/retinanet_r18_fpn_1x_coco.py')))
     cfg.model.train_cfg.sampler = dict(type='OHEMSampler', num=256)
     with pytest.raises(TypeError, match=r'built for RetinaHead.*train_cfg\.rcnn\.sampler.*no RoI network'):
@@ -227,7 +227,7 @@ def test_nonfinite_readonly_losses_never_decide_the_ranking(frcnn, policy):
     assert torch.isfinite(loss), log  # only finite-loss RoIs were trained on
     assert sampler.last_stats.nonfinite > 0
     hub = MessageHub.get_current_instance()
-    assert hub.get_scalar('train/ohem/nonfinite').current() > 0
+    assert hub.get_scalar('train/ohem_nonfinite').current() > 0
     for boxes in mined_boxes:  # no mined RoI reaches into the NaN corner (4 cells * stride >= 16 px)
         assert not any(torch.equal(b, p) for b in boxes for p in poisoned[0])
 
@@ -270,13 +270,13 @@ def test_full_training_steps_with_bf16_readonly_pass_stay_finite():
 # --------------------------------------------------------------------------------------------------
 @pytest.fixture()
 def toy_voc(tmp_path):
-    from mmdet_ohem.datasets import generate_toy_voc
+    from ohem_experiments.toy_voc import generate_toy_voc
     generate_toy_voc(tmp_path, num_trainval=4, num_test=1, image_size=64, seed=0)
     return tmp_path
 
 
 def _voc_cfg(root, **kw) -> dict:
-    from mmdet_ohem.datasets import toy_voc_metainfo
+    from ohem_experiments.toy_voc import toy_voc_metainfo
     return dict(type='VOCDataset', data_root=str(root), ann_file='VOC2007/ImageSets/Main/trainval.txt',
                 data_prefix=dict(sub_data_root='VOC2007/'), metainfo=toy_voc_metainfo(), pipeline=[], **kw)
 
@@ -286,7 +286,7 @@ def _first_id(root) -> str:
 
 
 def test_intact_toy_voc_loads_through_the_checked_dataset(toy_voc):
-    from mmdet_ohem.datasets import CheckedVOCDataset
+    from mmdet_ohem.reliability import CheckedVOCDataset
     ds = DATASETS.build(_voc_cfg(toy_voc))
     assert isinstance(ds, CheckedVOCDataset) and len(ds) > 0
     assert DATASETS.get('MMDetVOCDataset') is not CheckedVOCDataset
@@ -302,7 +302,7 @@ MALFORMED_XML = {
 
 @pytest.mark.parametrize('case', list(MALFORMED_XML))
 def test_malformed_voc_annotation_names_the_file(toy_voc, case):
-    from mmdet_ohem.datasets import AnnotationError
+    from mmdet_ohem.reliability import AnnotationError
     edit, detail = MALFORMED_XML[case]
     xml = toy_voc / 'VOC2007' / 'Annotations' / f'{_first_id(toy_voc)}.xml'
     if case != 'not_well_formed':
@@ -314,7 +314,7 @@ def test_malformed_voc_annotation_names_the_file(toy_voc, case):
 
 
 def test_missing_annotation_file_names_the_file(toy_voc):
-    from mmdet_ohem.datasets import AnnotationError
+    from mmdet_ohem.reliability import AnnotationError
     xml = toy_voc / 'VOC2007' / 'Annotations' / f'{_first_id(toy_voc)}.xml'
     xml.unlink()
     with pytest.raises(AnnotationError, match=rf'annotation file .*{xml.name} not found'):
@@ -322,7 +322,7 @@ def test_missing_annotation_file_names_the_file(toy_voc):
 
 
 def test_missing_image_names_the_file_at_build_time(toy_voc):
-    from mmdet_ohem.datasets import MissingImageError
+    from mmdet_ohem.reliability import MissingImageError
     img = toy_voc / 'VOC2007' / 'JPEGImages' / f'{_first_id(toy_voc)}.jpg'
     img.unlink()
     with pytest.raises(MissingImageError, match=rf'1 of \d+ images .*{img.name}'):

@@ -31,7 +31,7 @@ RUN_TIMEOUT = 240
 
 @pytest.fixture(scope='module')
 def toy_root(tmp_path_factory) -> Path:
-    from mmdet_ohem.datasets import generate_toy_voc
+    from ohem_experiments.toy_voc import generate_toy_voc
     root = tmp_path_factory.mktemp('toy_voc')
     generate_toy_voc(root, num_trainval=12, num_test=1, image_size=64, seed=0)
     return root
@@ -137,10 +137,10 @@ def test_two_process_gloo_run_completes_with_identical_weights_and_logs_mining_s
     records = _json_log_records(work)
     train = [r for r in records if 'loss' in r]
     assert len(train) == 6
-    for key in ('ohem/cands', 'ohem/nms_supp', 'ohem/fg_share', 'ohem/mined_rl', 'ohem/cand_rl',
-                'ohem/nonfinite'):
+    for key in ('ohem_cands', 'ohem_nms_supp', 'ohem_fg_share', 'ohem_mined_rl', 'ohem_cand_rl',
+                'ohem_nonfinite'):
         assert all(key in r for r in train), (key, train[0])
-    assert all(r['ohem/cands'] > 0 for r in train)
+    assert all(r['ohem_cands'] > 0 for r in train)
 
 
 @pytest.mark.slow
@@ -154,7 +154,7 @@ def test_amp_flag_trains_with_bf16_autocast_on_cpu(toy_root, tmp_path):
     records = [r for r in _json_log_records(work) if 'loss' in r]
     assert len(records) == 4
     assert all(torch.isfinite(torch.tensor(r['loss'])) for r in records)
-    assert all(r['ohem/nonfinite'] == 0 for r in records)  # the read-only pass ranks on finite losses
+    assert all(r['ohem_nonfinite'] == 0 for r in records)  # the read-only pass ranks on finite losses
     ckpt = torch.load(work / 'iter_4.pth', map_location='cpu')
     assert 'loss_scaler' not in ckpt['optimizer']  # bf16: no loss scaling
     assert all(v.dtype == torch.float32 for v in ckpt['state_dict'].values() if v.is_floating_point())

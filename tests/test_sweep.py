@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
-from mmdet_ohem.experiments.edits import is_ohem, set_data_root, set_iters
-from mmdet_ohem.experiments.logs import load_json_log, median_time, tail_mean
-from mmdet_ohem.experiments.runs import RunResult, config_hash, load_finished
-from mmdet_ohem.experiments.sweep import NA, apply_cell, expand_grid, parse_axis_values, run_sweep
+from ohem_experiments.config_edits import is_ohem, set_data_root, set_iters
+from ohem_experiments.json_logs import load_json_log, median_time, tail_mean
+from ohem_experiments.runs import RunResult, config_hash, load_finished
+from ohem_experiments.sweep import NA, apply_cell, expand_grid, parse_axis_values, run_sweep
 
 
 def base_cfg(sampler: str = 'RandomSampler') -> Config:
@@ -198,7 +198,7 @@ def test_resumed_logs_are_joined(tmp_path: Path):
     second.mkdir(parents=True)
     second.joinpath('20260101_000100.json').write_text(
         '\n'.join(json.dumps(dict(iter=i, loss=1.0 / i, lr=0.01)) for i in (3, 4)) + '\n')
-    from mmdet_ohem.experiments.logs import curve
+    from ohem_experiments.json_logs import curve
     steps, _ = curve(load_json_log(tmp_path), 'loss')
     assert steps == [1, 2, 3, 4]
 
@@ -208,7 +208,7 @@ def test_sweep_cli_trains_a_real_cell_and_skips_it_on_rerun(tmp_path: Path):
     """tools/sweep.py on a toy config: one real 2-iteration cell, then a rerun that trains nothing."""
     import importlib.util
 
-    from mmdet_ohem.datasets import generate_toy_voc
+    from ohem_experiments.toy_voc import generate_toy_voc
     spec = importlib.util.spec_from_file_location('sweep_tool', Path(__file__).parents[1] / 'tools/sweep.py')
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)

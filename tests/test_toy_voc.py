@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmdet_ohem.datasets import DEFAULT_CLASSES, generate_toy_voc, toy_voc_metainfo
+from ohem_experiments.toy_voc import DEFAULT_CLASSES, generate_toy_voc, toy_voc_metainfo
 
 SMALL = dict(num_trainval=6, num_test=4, image_size=80, seed=3, hard_negative_rate=0.5)
 

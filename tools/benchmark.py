@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmdet_ohem.benchmark.cli import main  # noqa: E402
+from ohem_experiments.benchmark.cli import main  # noqa: E402
 
 if __name__ == '__main__':
     main()

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    from mmdet_ohem.experiments.demo import DEMO_RUNS, DemoSettings
+    from ohem_experiments.demo import DEMO_RUNS, DemoSettings
     d = DemoSettings()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data-root', default=d.data_root)
@@ -51,7 +51,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
     import torch
 
-    from mmdet_ohem.experiments.demo import DemoSettings, run_demo
+    from ohem_experiments.demo import DemoSettings, run_demo
     given = {a.split('=')[0] for a in argv if a.startswith('--')}
     if args.quick:
         quick = dict(num_trainval=8, num_test=4, image_size=96, iters=6, data_root='data/toy_voc_quick',

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Writes the deterministic toy VOC2007-format dataset (see :mod:`mmdet_ohem.datasets.toy_voc`).
+"""Writes the deterministic toy VOC2007-format dataset (see :mod:`ohem_experiments.toy_voc`).
 
 Example::
 
@@ -18,7 +18,7 @@ from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmdet_ohem.datasets.toy_voc import DEFAULT_CLASSES, SUPPORTED_SHAPES, generate_toy_voc, preview  # noqa: E402
+from ohem_experiments.toy_voc import DEFAULT_CLASSES, SUPPORTED_SHAPES, generate_toy_voc, preview  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

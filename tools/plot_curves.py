@@ -24,7 +24,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('runs', nargs='+', help='work dirs, log dirs or json log files')
     p.add_argument('--labels', nargs='+', default=None, help='one label per run (default: folder names)')
-    p.add_argument('--keys', nargs='+', default=['allroi/mean_rl', 'loss', 'loss_cls'],
+    p.add_argument('--keys', nargs='+', default=['allroi_mean_rl', 'loss', 'loss_cls'],
                    help='logged keys, one panel each (missing ones are skipped)')
     p.add_argument('--smooth', type=int, default=5, help='moving-average window over logged points')
     p.add_argument('--no-ohem-stats', action='store_true', help='leave out the OHEM mining-stat panels')
@@ -35,8 +35,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> Path:
     args = parse_args(argv)
-    from mmdet_ohem.experiments.logs import load_json_log
-    from mmdet_ohem.experiments.plots import plot_loss_curves
+    from ohem_experiments.json_logs import load_json_log
+    from ohem_experiments.plots import plot_loss_curves
     labels = args.labels or [Path(r).name for r in args.runs]
     if len(labels) != len(args.runs):
         sys.exit(f'plot_curves: {len(args.runs)} runs but {len(labels)} labels')

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from mmdet_ohem.utils.quick import FASTER_FPN, build_detector, mmdet_config, synthetic_batch, train_step
+from ohem_experiments.quick_detectors import FASTER_FPN, build_detector, mmdet_config, synthetic_batch, train_step
 
 
 def main(argv=None) -> int:

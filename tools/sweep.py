@@ -41,8 +41,8 @@ def main(argv: Optional[List[str]] = None):
     args = parse_args(argv)
     from mmengine.config import Config, DictAction
 
-    from mmdet_ohem.experiments.edits import is_ohem, set_data_root
-    from mmdet_ohem.experiments.sweep import expand_grid, parse_axis_values, run_sweep
+    from ohem_experiments.config_edits import is_ohem, set_data_root
+    from ohem_experiments.sweep import expand_grid, parse_axis_values, run_sweep
     try:
         grid = dict(parse_axis_values(a) for a in args.axis)
         cfg = Config.fromfile(args.config)

@@ -23,6 +23,7 @@ from mmdet.utils import setup_cache_size_limit_of_dynamo
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repo root, if not installed
 import mmdet_ohem  # noqa: E402,F401  (registers the plugin before any config is built)
+import mmdet_ohem.reliability  # noqa: E402,F401  (the project's opt-in extras: CPU --amp, checked checkpoints, CPU gloo)
 
 
 # TODO: support fuse_conv_bn and format_only

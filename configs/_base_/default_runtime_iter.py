@@ -1,7 +1,7 @@
 # mmdet's default runtime, iteration-based (checkpoints every 10k iterations, logs every 20), plus the
-# plugin import and exact-resume RNG checkpointing. OHEM's per-iteration mining stats (train/ohem/*) appear in the log lines and json log.
+# plugin import and exact-resume RNG checkpointing. OHEM's per-iteration mining stats (ohem_*) appear in the log lines and json log.
 _base_ = 'mmdet::_base_/default_runtime.py'
-custom_imports = dict(imports=['mmdet_ohem'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmdet_ohem', 'mmdet_ohem.reliability'], allow_failed_imports=False)
 default_scope = 'mmdet'
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),

@@ -1,6 +1,8 @@
-"""Reliability for long trainings: clear errors for damaged checkpoints, exact resume.
+"""Reliability extras for long trainings, opt-in: ``import mmdet_ohem.reliability``.
 
-Importing :mod:`mmdet_ohem` imports this package, which
+Importing :mod:`mmdet_ohem` does **not** import this module. A config opts in with
+``custom_imports=dict(imports=['mmdet_ohem', 'mmdet_ohem.reliability'])`` (this project's configs and
+tools do). It then
 
 * makes mmengine's loader for local checkpoint paths raise
   :class:`~mmdet_ohem.reliability.checkpoint.CorruptCheckpointError` (naming the file) for a truncated or
@@ -15,9 +17,11 @@ Importing :mod:`mmdet_ohem` imports this package, which
 * makes ``--amp`` (mmengine's ``AmpOptimWrapper``) run on CPU-only machines with bfloat16 autocast
   (:mod:`mmdet_ohem.reliability.amp`); with a GPU it is mmengine's class unchanged.
 
-Dataset errors that name the bad file live in :mod:`mmdet_ohem.datasets.checked_voc`.
+* registers ``CheckedVOCDataset`` (:mod:`mmdet_ohem.reliability.checked_voc`), a VOC reader whose errors
+  name the bad file, under its own name (mmdet's ``VOCDataset`` is untouched).
 """
 from .amp import AmpOptimWrapper
+from .checked_voc import AnnotationError, CheckedVOCDataset, MissingImageError
 from .checkpoint import (CorruptCheckpointError, checkpoint_damage, load_from_local_checked,
                          register_checked_local_loader)
 from .distributed import prepare_cpu_distributed
@@ -28,4 +32,5 @@ register_checked_local_loader()
 
 __all__ = ['CorruptCheckpointError', 'checkpoint_damage', 'load_from_local_checked',
            'register_checked_local_loader', 'RNGStateHook', 'get_rng_state', 'set_rng_state',
-           'prepare_cpu_distributed', 'WeightsDigestHook', 'weights_digest', 'AmpOptimWrapper']
+           'prepare_cpu_distributed', 'WeightsDigestHook', 'weights_digest', 'AmpOptimWrapper',
+           'AnnotationError', 'CheckedVOCDataset', 'MissingImageError']

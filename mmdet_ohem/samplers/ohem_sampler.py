@@ -1,7 +1,7 @@
 """``OHEMSampler``: the paper's Online Hard Example Mining as an mmdet 3.x sampler.
 
 Thin adapter: it gathers one image's candidates with mmdet's own ``BaseSampler`` machinery, asks the
-read-only pass (:mod:`mmdet_ohem.mining`) for their losses, and hands those to the pure selection rule
+read-only pass (:mod:`mmdet_ohem.readonly_pass`) for their losses, and hands those to the pure selection rule
 (:mod:`mmdet_ohem.selection`). The result is a normal ``SamplingResult``, so the RoI head then runs its
 usual forward and backward on the mined RoIs alone.
 
@@ -21,7 +21,7 @@ from mmdet.structures.bbox import get_box_tensor
 from mmengine.logging import MessageHub, MMLogger
 from torch import Tensor
 
-from ..mining import RoIHeadAdapter
+from ..readonly_pass import RoIHeadAdapter
 from ..selection import Selection, select_hard_examples, select_hard_examples_ratio
 from .candidates import CandidateSampler
 from .loss_nms import LossNMS
@@ -117,7 +117,7 @@ class OHEMSampler(CandidateSampler):
         keep_ratio: Mine foreground and background pools separately with ``pos_fraction`` (mmdet's
             flavour, for ablations).
         nonfinite: ``'skip'`` (default): RoIs with a NaN/inf read-only loss are never mined, counted and
-            logged as ``ohem/nonfinite``; ``'raise'``: raise ``FloatingPointError``.
+            logged as ``ohem_nonfinite``; ``'raise'``: raise ``FloatingPointError``.
         readonly_dtype: ``None`` (float32), ``'bf16'`` or ``'fp16'``: autocast for the read-only
             forward only (opt-in speed-up; the training pass is unchanged).
         log_stats: Publish per-iteration mining statistics to mmengine's ``MessageHub``.
@@ -169,7 +169,7 @@ class OHEMSampler(CandidateSampler):
         self.nonfinite = nonfinite
         self.readonly_dtype = readonly_dtype
         self.last_stats: Optional[MiningStats] = None
-        self._stats_logger = (_IterationStatsLogger('ohem/' if stage is None else f'ohem_s{stage}/')
+        self._stats_logger = (_IterationStatsLogger('ohem/' if stage is None else f'ohem_s{stage}_')
                               if log_stats else None)
         MMLogger.get_current_instance().info(f'[mmdet_ohem] {self.describe()}')
 

@@ -5,7 +5,7 @@
 #   --cfg-options train_dataloader.dataset.data_root=<dir holding VOC2007/>
 _base_ = '../../configs/ohem/faster_rcnn_vgg16_ohem_voc07.py'
 
-classes = ('circle', 'square', 'triangle', 'cross')  # mmdet_ohem.datasets.toy_voc.DEFAULT_CLASSES
+classes = ('circle', 'square', 'triangle', 'cross')  # ohem_experiments.toy_voc.DEFAULT_CLASSES
 max_iters = 12
 model = dict(
     backbone=dict(base_channels=8, frozen_stages=0, init_cfg=None),

@@ -4,7 +4,7 @@
 # bbox_min_size=32 filter (not the paper's protocol) and no RepeatDataset (iteration-based schedule).
 # Class names: VOCDataset's defaults (the 20 VOC classes).
 _base_ = 'mmdet::_base_/datasets/voc0712.py'
-dataset_type = 'VOCDataset'
+dataset_type = 'CheckedVOCDataset'  # mmdet's VOCDataset + errors naming the bad file (mmdet_ohem.reliability)
 data_root = 'data/VOCdevkit/'
 train_dataloader = dict(
     batch_size=2,  # N = 2 images per iteration (the paper's N; per GPU)

@@ -6,7 +6,7 @@
 #   --cfg-options model.backbone.init_cfg.checkpoint=PATH model.roi_head.bbox_head.init_cfg.checkpoint=PATH
 # CPU runs: mmcv 2.1 has no CPU kernel for RoIPool. Switch to RoIAlign with one line:
 #   --cfg-options model.roi_head.bbox_roi_extractor.roi_layer.type=RoIAlign
-#   (or in Python: mmdet_ohem.utils.use_roi_align(cfg)).
+#   (or in Python: mmdet_ohem.config_tools.use_roi_align(cfg)).
 # The types above are registered by `mmdet_ohem` (custom_imports in _base_/default_runtime_iter.py).
 vgg16_checkpoint = 'https://download.pytorch.org/models/vgg16-397923af.pth'  # torchvision's vgg16
 model = dict(

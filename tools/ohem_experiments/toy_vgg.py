@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import MutableMapping
 
-from ..utils.config_tools import drop_pretrained
-from .vgg import _WIDTH_MULT
+from mmdet_ohem.config_tools import drop_pretrained
+from mmdet_ohem.models.vgg import _WIDTH_MULT
 
 __all__ = ['shrink_vgg16']
 

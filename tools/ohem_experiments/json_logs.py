@@ -2,11 +2,12 @@
 
 mmengine's ``LoggerHook`` writes one json object per line: training lines carry ``iter`` (or
 ``epoch``), ``step``, ``lr``, ``time``, ``data_time`` and every logged scalar (``loss``, ``loss_cls``,
-``ohem/fg_share``, ...); evaluation lines carry the metrics (``pascal_voc/mAP``) and ``step``.
+``ohem_fg_share``, ...); evaluation lines carry the metrics (``pascal_voc/mAP``) and ``step``.
 """
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -95,14 +96,22 @@ def median_time(records: Sequence[dict]) -> Optional[float]:
     return statistics.median(values) if values else None
 
 
+OHEM_STAT_NAMES = ('cands', 'nms_supp', 'fg_share', 'mined_rl', 'cand_rl', 'nonfinite')
+_OHEM_KEY = re.compile(r'^(ohem(?:_s\d+)?)_(' + '|'.join(OHEM_STAT_NAMES) + r')$')
+
+
 def ohem_keys(records: Sequence[dict]) -> Dict[str, List[str]]:
-    """The OHEM mining-stat keys present, grouped by prefix (``ohem``, ``ohem_s0``, ...)."""
+    """The OHEM mining-stat keys present, grouped by prefix (``ohem``, ``ohem_s0``, ...).
+
+    A key is ``<prefix>_<name>`` (``ohem_fg_share``, ``ohem_s1_cands``): no '/', so that mmdet's
+    ``analyze_logs.py`` reads the json log.
+    """
     groups: Dict[str, List[str]] = {}
     for r in train_records(records):
         for k in r:
-            if k.startswith('ohem'):
-                prefix, _, name = k.partition('/')
-                groups.setdefault(prefix, [])
-                if name and name not in groups[prefix]:
-                    groups[prefix].append(name)
+            m = _OHEM_KEY.match(k)
+            if m:
+                names = groups.setdefault(m.group(1), [])
+                if m.group(2) not in names:
+                    names.append(m.group(2))
     return groups

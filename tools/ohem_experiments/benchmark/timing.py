@@ -17,7 +17,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 
-from .setup import Prepared, swap_sampler, train_step
+from .detectors import Prepared, swap_sampler, train_step
 
 __all__ = ['VariantTiming', 'time_variants', 'breakdown_timers', 'Progress']
 
@@ -103,8 +103,8 @@ def breakdown_timers(prep: Prepared, acc: Dict[str, float], device: str) -> Iter
     """
     from mmdet.models.task_modules.samplers import OHEMSampler as MMDetOwn
 
-    from ..mining.readonly_pass import RoIHeadAdapter
-    from ..selection import select as select_mod
+    from mmdet_ohem.readonly_pass import RoIHeadAdapter
+    from mmdet_ohem.selection import select as select_mod
 
     def timed(key: str) -> Callable[[Callable], Callable]:
         def wrap(fn: Callable) -> Callable:

@@ -13,7 +13,7 @@ left out.
 CUDA: in-process, ``torch.cuda.max_memory_allocated()`` after ``reset_peak_memory_stats()``, minus
 the allocation before the iteration (recorded by :mod:`.timing` for every timed iteration).
 
-Run as ``python -m mmdet_ohem.benchmark.memory '<json args>'`` (what :func:`measure_cpu_peak` does).
+Run as ``python -m ohem_experiments.benchmark.memory '<json args>'`` (what :func:`measure_cpu_peak` does).
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import re
 import resource
 import subprocess
 import sys
+from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import torch
@@ -65,7 +66,7 @@ def reset_peak_rss() -> bool:
 
 def _child(args: dict) -> dict:
     """Runs in the fresh process: build, reset the peak, train ``iters`` iterations, report."""
-    from .setup import prepare, set_threads, swap_sampler, train_step
+    from .detectors import prepare, set_threads, swap_sampler, train_step
 
     set_threads(args.get('threads'))
     prep = prepare(args['model'], [args['variant']], args['size'], args['batch'], args['num_items'],
@@ -92,8 +93,10 @@ def measure_cpu_peak(model: str, variant: str, size: int, batch: int, num_items:
     """
     args = dict(model=model, variant=variant, size=size, batch=batch, num_items=list(num_items),
                 iters=iters, seed=seed, threads=threads)
-    proc = subprocess.run([sys.executable, '-m', 'mmdet_ohem.benchmark.memory', json.dumps(args)],
-                          capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+    tools_dir = str(Path(__file__).resolve().parents[2])  # tools/, where ohem_experiments lives
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [tools_dir, os.environ.get('PYTHONPATH')])))
+    proc = subprocess.run([sys.executable, '-m', 'ohem_experiments.benchmark.memory', json.dumps(args)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f'memory child for {variant!r} failed (rc={proc.returncode}):\n'
                            f'{proc.stderr[-3000:]}')

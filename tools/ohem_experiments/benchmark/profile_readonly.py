@@ -2,8 +2,8 @@
 
 Usage::
 
-    .venv/bin/python -m mmdet_ohem.benchmark.profile_readonly r50_fpn 320
-    .venv/bin/python -m mmdet_ohem.benchmark.profile_readonly vgg16 320 --threads 2
+    .venv/bin/python -m ohem_experiments.benchmark.profile_readonly r50_fpn 320
+    .venv/bin/python -m ohem_experiments.benchmark.profile_readonly vgg16 320 --threads 2
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from .setup import MODELS, prepare, set_threads, swap_sampler
+from .detectors import MODELS, prepare, set_threads, swap_sampler
 
 __all__ = ['profile_readonly', 'main']
 
@@ -24,7 +24,7 @@ def profile_readonly(model: str, size: int, device: str = 'cpu', rows: int = 12)
     Returns:
         The profiler's table sorted by self CPU time.
     """
-    from ..mining.readonly_pass import RoIHeadAdapter
+    from mmdet_ohem.readonly_pass import RoIHeadAdapter
 
     prep = prepare(model, ['ours'], size, device=device)
     swap_sampler(prep.model, prep.samplers['ours'])

@@ -14,9 +14,9 @@ from typing import Dict, List, Optional, Sequence
 
 from mmengine.config import Config
 
-from ..datasets.toy_voc import generate_toy_voc, preview
-from .edits import is_ohem, set_data_root, set_iters, set_seed
-from .logs import load_json_log
+from .toy_voc import generate_toy_voc, preview
+from .config_edits import is_ohem, set_data_root, set_iters, set_seed
+from .json_logs import load_json_log
 from .progress import JobClock, format_seconds
 from .runs import RunResult, config_hash, load_finished, train_and_evaluate
 

@@ -11,20 +11,19 @@ into training. :class:`CheckedVOCDataset` parses exactly as mmdet does, but:
 * at build time (before training starts) it checks that every listed image exists and raises
   :class:`MissingImageError` naming the first missing files.
 
-It is registered as ``CheckedVOCDataset`` and also under mmdet's name ``VOCDataset`` (replacing it, as
-``OHEMSampler`` does), so every config that loads ``mmdet_ohem`` gets the checks without edits. mmdet's
-original stays available as ``MMDetVOCDataset``.
+It is registered under its own name only, ``CheckedVOCDataset`` (mmdet's ``VOCDataset`` is untouched):
+a config opts in with ``dataset=dict(type='CheckedVOCDataset', ...)`` after
+``custom_imports=dict(imports=['mmdet_ohem', 'mmdet_ohem.reliability'])``, as this project's configs do.
 """
 from __future__ import annotations
 
 import os.path as osp
 from typing import Any, List, Union
 
-import mmdet.datasets  # noqa: F401  (mmdet registers its own VOCDataset first; we then replace the name)
 from mmdet.datasets import VOCDataset as _MMDetVOCDataset
 from mmdet.registry import DATASETS
 
-__all__ = ['AnnotationError', 'MissingImageError', 'CheckedVOCDataset', 'MMDetVOCDataset']
+__all__ = ['AnnotationError', 'MissingImageError', 'CheckedVOCDataset']
 
 
 class AnnotationError(ValueError):
@@ -43,12 +42,6 @@ def _field_hint(err: Exception) -> str:
     return ''
 
 
-@DATASETS.register_module(name='MMDetVOCDataset')
-class MMDetVOCDataset(_MMDetVOCDataset):
-    """mmdet 3.3's ``VOCDataset``, unchanged, under an explicit name."""
-
-
-@DATASETS.register_module(name='VOCDataset', force=True)
 @DATASETS.register_module(name='CheckedVOCDataset')
 class CheckedVOCDataset(_MMDetVOCDataset):
     """mmdet's ``VOCDataset`` with errors that name the bad file, and a missing-image check at build.

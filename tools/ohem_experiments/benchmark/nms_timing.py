@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..selection import greedy_loss_nms
+from mmdet_ohem.selection import greedy_loss_nms
 
 __all__ = ['proposal_like_boxes', 'time_loss_nms']
 

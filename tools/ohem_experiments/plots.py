@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
-from .logs import curve, ohem_keys
+from .json_logs import curve, ohem_keys
 
 __all__ = ['plot_loss_curves', 'plot_sweep_bars', 'moving_average']
 
 # Loss-like keys worth a panel, in order, when present in the logs.
-LOSS_KEYS = ('allroi/mean_rl', 'loss', 'loss_cls')
-TITLES = {'allroi/mean_rl': 'mean loss per RoI over all RoIs\n(same measure for every run; paper Fig. 3)',
+LOSS_KEYS = ('allroi_mean_rl', 'loss', 'loss_cls')
+TITLES = {'allroi_mean_rl': 'mean loss per RoI over all RoIs\n(same measure for every run; paper Fig. 3)',
           'loss': 'logged training loss\n(RPN + RoI head, on each run\'s own RoIs)',
           'loss_cls': 'logged RoI cls loss\n(on each run\'s own RoIs)'}
 OHEM_STAT_KEYS = ('fg_share', 'cand_rl', 'mined_rl')
@@ -43,12 +43,12 @@ def plot_loss_curves(runs: Mapping[str, Sequence[dict]], out_png: Union[str, Pat
     """One panel per loss key (all runs overlaid), plus OHEM mining-stat panels where logged.
 
     Args:
-        runs: Run label -> its json-log records (:func:`mmdet_ohem.experiments.logs.load_json_log`).
+        runs: Run label -> its json-log records (:func:`ohem_experiments.json_logs.load_json_log`).
         out_png: Output file.
         keys: Loss keys to plot (missing ones are skipped).
         smooth: Moving-average window over logged points (1 = raw).
         title: Figure title.
-        with_ohem_stats: Add panels for ``ohem*/fg_share`` and ``ohem*/{cand,mined}_rl``.
+        with_ohem_stats: Add panels for ``ohem*_fg_share`` and ``ohem*_{cand,mined}_rl``.
 
     Raises:
         ValueError: If no run has any of ``keys``.
@@ -62,13 +62,13 @@ def plot_loss_curves(runs: Mapping[str, Sequence[dict]], out_png: Union[str, Pat
         for label, records in runs.items():
             for prefix, names in ohem_keys(records).items():
                 if 'fg_share' in names:
-                    stat_panels.setdefault('fg_share', []).append((f'{label} mined', f'{prefix}/fg_share', label))
-                    if any(curve(records, 'allroi/fg_share')[1]):
-                        stat_panels['fg_share'].append((f'{label} all RoIs', 'allroi/fg_share', label))
+                    stat_panels.setdefault('fg_share', []).append((f'{label} mined', f'{prefix}_fg_share', label))
+                    if any(curve(records, 'allroi_fg_share')[1]):
+                        stat_panels['fg_share'].append((f'{label} all RoIs', 'allroi_fg_share', label))
                 for n in ('cand_rl', 'mined_rl'):
                     if n in names:
                         stat_panels.setdefault('ranking loss per RoI', []).append(
-                            (f'{label} {n}', f'{prefix}/{n}', label))
+                            (f'{label} {n}', f'{prefix}_{n}', label))
     n = len(panels) + len(stat_panels)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
     axes = axes[0]

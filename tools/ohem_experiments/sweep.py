@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from mmengine.config import Config
 
-from .edits import AXIS_ORDER, EDITS, OHEM_ONLY, is_ohem
+from .config_edits import AXIS_ORDER, EDITS, OHEM_ONLY, is_ohem
 from .runs import RunResult, config_hash, load_finished, train_and_evaluate
 
 __all__ = ['Cell', 'expand_grid', 'apply_cell', 'parse_axis_values', 'run_sweep', 'write_results_table',

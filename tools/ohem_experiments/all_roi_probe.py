@@ -4,9 +4,9 @@ Each method's logged training loss is computed on the RoIs it trained on (random
 for OHEM), so those curves are not comparable. :class:`AllRoILossHook` measures every run the same way:
 at each logging step it takes the current batch, runs the current network (eval mode, no grad) on all
 RPN proposals plus gt boxes, labels them with one fixed rule (fg IoU >= 0.5, everything else
-background: bg_lo = 0) and logs the mean cls + box loss per RoI as ``allroi/mean_rl`` (and the
-foreground share of those RoIs as ``allroi/fg_share``). It reuses the read-only pass of
-:mod:`mmdet_ohem.mining`, so it costs one extra no-grad forward every ``interval`` iterations.
+background: bg_lo = 0) and logs the mean cls + box loss per RoI as ``allroi_mean_rl`` (and the
+foreground share of those RoIs as ``allroi_fg_share``). It reuses the read-only pass of
+:mod:`mmdet_ohem.readonly_pass`, so it costs one extra no-grad forward every ``interval`` iterations.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from mmengine.logging import MessageHub
 from mmengine.model import is_model_wrapper
 from mmengine.structures import InstanceData
 
-from ..mining import RoIHeadAdapter
+from mmdet_ohem.readonly_pass import RoIHeadAdapter
 
 __all__ = ['AllRoILossHook', 'all_roi_mean_loss']
 
@@ -70,7 +70,7 @@ def all_roi_mean_loss(model, data_batch: dict) -> tuple:
 
 
 class AllRoILossHook(Hook):
-    """Logs ``allroi/mean_rl`` and ``allroi/fg_share`` every ``interval`` training iterations.
+    """Logs ``allroi_mean_rl`` and ``allroi_fg_share`` every ``interval`` training iterations.
 
     Args:
         interval: Iterations between measurements; use the logger's interval so that every log line
@@ -90,5 +90,5 @@ class AllRoILossHook(Hook):
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         mean_rl, fg_share = all_roi_mean_loss(model, data_batch)
         hub = MessageHub.get_current_instance()
-        hub.update_scalar('train/allroi/mean_rl', mean_rl)
-        hub.update_scalar('train/allroi/fg_share', fg_share)
+        hub.update_scalar('train/allroi_mean_rl', mean_rl)
+        hub.update_scalar('train/allroi_fg_share', fg_share)

@@ -1,13 +1,13 @@
 """Named config edits for experiments: the paper's heuristics as knobs on any two-stage config.
 
 Each edit changes a full mmdet ``Config`` in place and returns it. Sampler edits go through
-:func:`mmdet_ohem.utils.set_rcnn_sampler`, so they work for every R-CNN stage (cascade included).
+:func:`mmdet_ohem.config_tools.set_rcnn_sampler`, so they work for every R-CNN stage (cascade included).
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, MutableMapping, Optional
 
-from ..utils import rcnn_train_cfgs, set_rcnn_sampler
+from mmdet_ohem.config_tools import rcnn_train_cfgs, set_rcnn_sampler
 
 __all__ = ['EDITS', 'AXIS_ORDER', 'OHEM_ONLY', 'is_ohem', 'set_batch_size', 'set_rois_per_batch',
            'set_bg_lo', 'set_ohem', 'set_ratio', 'set_loss_nms', 'set_ranking_loss', 'set_seed',

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Union
 
 from mmengine.config import Config
 
-from .logs import load_json_log, median_time, tail_mean
+from .json_logs import load_json_log, median_time, tail_mean
 from .progress import JobClock, ProgressHook
 
 __all__ = ['RunResult', 'config_hash', 'load_finished', 'train_and_evaluate', 'RESULT_FILE']
@@ -41,7 +41,7 @@ class RunResult:
         test_seconds: Wall-clock seconds of ``runner.test()``.
         iters: Training iterations.
         extra: Anything else (e.g. sweep axis values).
-        final_allroi_loss: Mean loss per RoI over all RoIs (``allroi/mean_rl``, the same measure for
+        final_allroi_loss: Mean loss per RoI over all RoIs (``allroi_mean_rl``, the same measure for
             every sampler) over the last 10% of its logged points; ``None`` without the probe.
     """
 
@@ -117,7 +117,7 @@ def train_and_evaluate(cfg: Config, work_dir: Union[str, Path], name: Optional[s
         progress_interval_s: Least seconds between progress lines.
         quiet: Set mmengine's log level to WARNING (the json log is still written; our progress hook
             prints the progress instead of mmengine's long config dump and per-iteration lines).
-        probe: Log the all-RoI mean loss (:class:`~mmdet_ohem.experiments.probe.AllRoILossHook`) at every
+        probe: Log the all-RoI mean loss (:class:`~ohem_experiments.all_roi_probe.AllRoILossHook`) at every
             logging step, so that runs with different samplers have a comparable loss curve.
         extra: Extra fields stored in the result.
 
@@ -140,7 +140,7 @@ def train_and_evaluate(cfg: Config, work_dir: Union[str, Path], name: Optional[s
     runner = Runner.from_cfg(cfg)
     runner.register_hook(ProgressHook(name, interval_s=progress_interval_s, clock=clock))
     if probe:
-        from .probe import AllRoILossHook
+        from .all_roi_probe import AllRoILossHook
         interval = int(((cfg.get('default_hooks') or {}).get('logger') or {}).get('interval', 50))
         runner.register_hook(AllRoILossHook(interval))
     t0 = time.perf_counter()
@@ -153,7 +153,7 @@ def train_and_evaluate(cfg: Config, work_dir: Union[str, Path], name: Optional[s
                        final_loss=tail_mean(records, 'loss', 0.1), s_per_iter=median_time(records),
                        train_seconds=t1 - t0, test_seconds=t2 - t1, iters=int(runner.max_iters),
                        extra=dict(extra or {}, log_dir=str(runner.log_dir)),
-                       final_allroi_loss=tail_mean(records, 'allroi/mean_rl', 0.1))
+                       final_allroi_loss=tail_mean(records, 'allroi_mean_rl', 0.1))
     result.save()
     _close_file_handlers(runner)
     return result

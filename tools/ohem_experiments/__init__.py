@@ -1,8 +1,8 @@
 """Experiment tooling: the CPU demo (:mod:`.demo`), ablation sweeps (:mod:`.sweep`), config knobs
 (:mod:`.edits`), runs with results on disk (:mod:`.runs`), json-log reading (:mod:`.logs`) and plots
 (:mod:`.plots`). Not imported by ``mmdet_ohem`` itself (it needs matplotlib only when plotting)."""
-from .edits import AXIS_ORDER, EDITS, set_data_root, set_iters
-from .logs import load_json_log
+from .config_edits import AXIS_ORDER, EDITS, set_data_root, set_iters
+from .json_logs import load_json_log
 from .runs import RunResult, config_hash, load_finished, train_and_evaluate
 from .sweep import Cell, apply_cell, expand_grid, run_sweep
 

@@ -10,13 +10,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..utils import config_path, drop_pretrained, quick, rcnn_train_cfgs, set_rcnn_sampler, use_roi_align
-from ..utils.quick import build_detector, synthetic_batch
+from .. import quick_detectors as quick
+from mmdet_ohem.config_tools import config_path, drop_pretrained, rcnn_train_cfgs, set_rcnn_sampler, use_roi_align
+from ..quick_detectors import build_detector, synthetic_batch
 
 __all__ = ['MODELS', 'VARIANTS', 'ModelSpec', 'Prepared', 'base_sampler_settings', 'load_config',
            'prepare', 'sampler_cfg', 'swap_sampler']
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .report import check_targets, machine_info, model_table, nms_table, targets_table
-from .setup import DEFAULT_VARIANTS, MODELS, VARIANTS, prepare, set_threads
+from .detectors import DEFAULT_VARIANTS, MODELS, VARIANTS, prepare, set_threads
 
 __all__ = ['main', 'parse_args']
 
@@ -96,13 +96,13 @@ def run_model(args: argparse.Namespace, model: str) -> dict:
 
 def load_notes(model: str, device: str) -> List[str]:
     """What the benchmark changed in the model's config."""
-    from .setup import load_config
+    from .detectors import load_config
     return load_config(model, device)[1]
 
 
 def sampler_budget(model: str, device: str) -> dict:
     """The model's own sampler budget, shared by every variant."""
-    from .setup import base_sampler_settings, load_config
+    from .detectors import base_sampler_settings, load_config
     return base_sampler_settings(load_config(model, device)[0])
 
 

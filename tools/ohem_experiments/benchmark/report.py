@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from .setup import VARIANTS
+from .detectors import VARIANTS
 from .timing import VariantTiming, ratio
 
 __all__ = ['machine_info', 'model_table', 'nms_table', 'check_targets', 'targets_table']

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import torch
 from mmengine.config import Config
 
-from .config_tools import config_path, drop_pretrained, set_rcnn_sampler, use_roi_align
+from mmdet_ohem.config_tools import config_path, drop_pretrained, set_rcnn_sampler, use_roi_align
 
 __all__ = ['FASTER_FPN', 'FASTER_C4', 'MASK_FPN', 'CASCADE_FPN', 'DOUBLE_HEAD', 'mmdet_config',
            'build_detector', 'synthetic_batch', 'train_step']
