@@ -68,7 +68,7 @@ def test_peak_rss_sees_a_torch_allocation():
     code = ('import torch; from ohem_experiments.benchmark.memory import peak_rss_mb, reset_peak_rss, rss_mb\n'
             'ok = reset_peak_rss(); before = rss_mb(); x = torch.ones(64 * 2**20 // 4); del x\n'
             'print(ok, peak_rss_mb() - before)')
-    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120, cwd=ROOT / 'tools')
     assert proc.returncode == 0, proc.stderr[-2000:]
     ok, grew = proc.stdout.split()[-2:]
     if ok != 'True':

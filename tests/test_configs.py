@@ -2,7 +2,7 @@
 
 Training tests run the real configs on CPU with only what a CPU needs changed: RoIAlign for RoIPool,
 VGG16 narrowed with ``shrink_vgg16`` (same architecture), tiny images, a tiny VOC-format folder made by
-the test (real ``VOCDataset``, real ``VOCMetric``), two iterations.
+the test (real ``CheckedVOCDataset``, i.e. mmdet's ``VOCDataset`` with file-naming errors, real ``VOCMetric``), two iterations.
 """
 from __future__ import annotations
 
@@ -72,7 +72,8 @@ def build_model(cfg: Config):
 def test_config_loads_and_model_builds(name):
     cfg = load(name)
     assert cfg.default_scope == 'mmdet'
-    assert cfg.custom_imports == dict(imports=['mmdet_ohem'], allow_failed_imports=False)
+    assert cfg.custom_imports.imports[0] == 'mmdet_ohem' and not cfg.custom_imports.allow_failed_imports
+    assert set(cfg.custom_imports.imports) <= {'mmdet_ohem', 'mmdet_ohem.reliability'}
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader', 'val_evaluator', 'optim_wrapper',
                 'param_scheduler', 'train_cfg'):
         assert key in cfg, key
@@ -176,7 +177,7 @@ def test_config_sets_what_its_name_claims(name):
     if data and data.startswith('voc'):
         years = {'voc07': ['VOC2007'], 'voc0712': ['VOC2007', 'VOC2012'], 'voc12': ['VOC2012']}[data]
         assert [ds.data_prefix.sub_data_root.strip('/') for ds in datasets] == years
-        assert all(ds.type == 'VOCDataset' and 'metainfo' not in ds for ds in datasets)
+        assert all(ds.type == 'CheckedVOCDataset' and 'metainfo' not in ds for ds in datasets)
         test_ds = cfg.test_dataloader.dataset
         if data in ('voc07', 'voc0712'):
             assert [ds.ann_file for ds in datasets] == [f'{y}/ImageSets/Main/trainval.txt' for y in years]
@@ -309,7 +310,7 @@ def tiny(name: str, root: Path, work_dir: Path, roi_align: bool = True) -> Confi
     for d in _walk(cfg._cfg_dict):
         if d.get('type') == 'Resize':
             d['scale'] = SCALE
-        if d.get('type') == 'VOCDataset':
+        if d.get('type') in ('VOCDataset', 'CheckedVOCDataset'):
             d.update(data_root=str(root), metainfo=toy_voc_metainfo())
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[key].update(num_workers=0, persistent_workers=False)

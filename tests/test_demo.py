@@ -65,8 +65,35 @@ def test_quick_demo_end_to_end(tmp_path: Path):
     assert {'fg_share', 'cands', 'mined_rl', 'cand_rl'} <= set(ohem_keys(ohem_log).get('ohem', []))
     for r in summary['runs']:  # the all-RoI probe logged for every run (the comparable loss curve)
         assert any('allroi_mean_rl' in rec for rec in load_json_log(r['work_dir']))
+    _mmdet_analyze_logs_reads(Path(summary['runs'][2]['work_dir']), tmp_path)
     # a second call reuses the finished runs instead of retraining
     again = demo.main(['--quick', '--data-root', str(tmp_path / 'data'), '--work-dir', str(tmp_path / 'work'),
                        '--out-dir', str(tmp_path / 'out2'), '--iters', '4', '--num-trainval', '4',
                        '--num-test', '2', '--image-size', '64'])
     assert [r['train_seconds'] for r in again['runs']] == [r['train_seconds'] for r in summary['runs']]
+
+
+def _mmdet_analyze_logs_reads(work_dir: Path, tmp_path: Path) -> None:
+    """mmdet's own ``analyze_logs.py`` (shipped in mmdet/.mim/tools) reads our json log: the OHEM stats
+    carry no '/', which it would take for a validation metric (and then skip every key after it)."""
+    import os
+    import subprocess
+    import sys
+
+    import mmdet
+    tool = Path(mmdet.__file__).parent / '.mim' / 'tools' / 'analysis_tools' / 'analyze_logs.py'
+    log = sorted(work_dir.glob('*/vis_data/*.json'))[-1]
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    train = [r for r in records if 'loss' in r]
+    assert train and all('/' not in k for r in train for k in r), [k for k in train[0] if '/' in k]
+    env = dict(os.environ, MPLBACKEND='Agg')
+    out = subprocess.run([sys.executable, str(tool), 'cal_train_time', str(log), '--include-outliers'],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert 'average iter time' in out.stdout and 'nan' not in out.stdout, out.stdout
+    png = tmp_path / 'analyze_logs.png'
+    out = subprocess.run([sys.executable, str(tool), 'plot_curve', str(log), '--keys', 'loss', 'ohem_fg_share',
+                          '--out', str(png), '--backend', 'Agg'], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert png.read_bytes()[:4] == b'\x89PNG'

@@ -10,8 +10,8 @@ import torch
 from mmengine.config import Config
 
 import mmdet_ohem  # noqa: F401  (registers the parts)
-from mmdet_ohem.models import (FRCNBBoxHead, VGG16, VGG16Pretrained, convert_torchvision_vgg16, load_vgg16_part,
-                               shrink_vgg16)
+from mmdet_ohem.models import FRCNBBoxHead, VGG16, VGG16Pretrained, convert_torchvision_vgg16, load_vgg16_part
+from ohem_experiments.toy_vgg import shrink_vgg16
 from mmdet_ohem.config_tools import use_roi_align
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -277,7 +277,7 @@ def toy_voc(tmp_path):
 
 def _voc_cfg(root, **kw) -> dict:
     from ohem_experiments.toy_voc import toy_voc_metainfo
-    return dict(type='VOCDataset', data_root=str(root), ann_file='VOC2007/ImageSets/Main/trainval.txt',
+    return dict(type='CheckedVOCDataset', data_root=str(root), ann_file='VOC2007/ImageSets/Main/trainval.txt',
                 data_prefix=dict(sub_data_root='VOC2007/'), metainfo=toy_voc_metainfo(), pipeline=[], **kw)
 
 
@@ -289,7 +289,8 @@ def test_intact_toy_voc_loads_through_the_checked_dataset(toy_voc):
     from mmdet_ohem.reliability import CheckedVOCDataset
     ds = DATASETS.build(_voc_cfg(toy_voc))
     assert isinstance(ds, CheckedVOCDataset) and len(ds) > 0
-    assert DATASETS.get('MMDetVOCDataset') is not CheckedVOCDataset
+    from mmdet.datasets import VOCDataset
+    assert DATASETS.get('VOCDataset') is VOCDataset  # mmdet's own name stays mmdet's class
 
 
 MALFORMED_XML = {

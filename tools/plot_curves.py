@@ -7,8 +7,14 @@ Example::
         --labels FRCN OHEM --keys loss loss_cls --out loss.png
 
 Each RUN is a work dir (its newest ``<timestamp>/vis_data/<timestamp>.json`` is read), a timestamped
-log folder, or a json log file. mmdet's ``tools/analysis_tools/analyze_logs.py plot_curve`` plots the
-same logs but is not shipped in the mmdet wheel and has no OHEM-stat panels, hence this tool.
+log folder, or a json log file. mmdet's own analysis tool reads the same json logs (the OHEM statistics
+are named without '/', e.g. ``ohem_fg_share``, as it needs); it ships inside the mmdet package::
+
+    python $(python -c "import mmdet, os; print(os.path.dirname(mmdet.__file__))")/.mim/tools/analysis_tools/analyze_logs.py \
+        plot_curve work_dirs/.../vis_data/<timestamp>.json --keys loss ohem_fg_share --out loss.png
+
+This tool adds what analyze_logs does not: several runs in one figure, smoothing, resolving a work dir to
+its newest log, and the OHEM mining-stat panels.
 """
 from __future__ import annotations
 

@@ -169,7 +169,7 @@ class OHEMSampler(CandidateSampler):
         self.nonfinite = nonfinite
         self.readonly_dtype = readonly_dtype
         self.last_stats: Optional[MiningStats] = None
-        self._stats_logger = (_IterationStatsLogger('ohem/' if stage is None else f'ohem_s{stage}_')
+        self._stats_logger = (_IterationStatsLogger('ohem_' if stage is None else f'ohem_s{stage}_')
                               if log_stats else None)
         MMLogger.get_current_instance().info(f'[mmdet_ohem] {self.describe()}')
 

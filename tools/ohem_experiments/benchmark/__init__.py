@@ -1,6 +1,6 @@
 """Benchmark logic behind ``tools/benchmark.py``: OHEM's cost per training iteration and in memory.
 
-* :mod:`.setup` builds one detector and one fixed synthetic batch, and the sampler variants to compare
+* :mod:`.detectors` builds one detector and one fixed synthetic batch, and the sampler variants to compare
   (RandomSampler baseline, mmdet's built-in OHEM, ours with and without loss-NMS).
 * :mod:`.timing` times full training iterations (forward, backward, optimiser step) with the variants
   interleaved round-robin on the same weights and inputs, with a breakdown of where OHEM spends time.

@@ -2,8 +2,8 @@
 
 Usage::
 
-    .venv/bin/python -m ohem_experiments.benchmark.profile_readonly r50_fpn 320
-    .venv/bin/python -m ohem_experiments.benchmark.profile_readonly vgg16 320 --threads 2
+    cd tools && ../.venv/bin/python -m ohem_experiments.benchmark.profile_readonly r50_fpn 320
+    cd tools && ../.venv/bin/python -m ohem_experiments.benchmark.profile_readonly vgg16 320 --threads 2
 """
 from __future__ import annotations
 
