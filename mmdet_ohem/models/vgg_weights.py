@@ -119,8 +119,11 @@ class VGG16Pretrained:
             update_init_info(module, init_info=f'VGG16Pretrained({self.part}): load from {self.checkpoint}')
 
 
-def load_vgg16_part(module: nn.Module, detector_sd: Mapping[str, torch.Tensor], part: str) -> None:
+def load_vgg16_part(module: nn.Module, detector_sd: Mapping[str, torch.Tensor], part: str,
+                    label: str = 'VGG16Pretrained') -> None:
     """Copies the ``part`` tensors of a detector-named state dict into ``module`` (strict on that part).
+
+    ``label`` names the caller in error messages (the VGGM initializer shares this function).
 
     Raises:
         ValueError: If ``part`` is unknown, a tensor is missing, or a shape differs (named).
@@ -134,11 +137,11 @@ def load_vgg16_part(module: nn.Module, detector_sd: Mapping[str, torch.Tensor], 
     own = module.state_dict()
     missing = [k for k in sub if k not in own]
     if missing or not sub:
-        raise ValueError(f'VGG16Pretrained({part}): module {type(module).__name__} has no parameter(s) '
+        raise ValueError(f'{label}({part}): module {type(module).__name__} has no parameter(s) '
                          f'{missing or "(checkpoint had none for this part)"}')
     for k, v in sub.items():
         if own[k].shape != v.shape:
-            raise ValueError(f'VGG16Pretrained({part}): {prefix}{k} has shape {tuple(v.shape)} in the '
+            raise ValueError(f'{label}({part}): {prefix}{k} has shape {tuple(v.shape)} in the '
                              f'checkpoint but {tuple(own[k].shape)} in the model (narrowed width?)')
     with torch.no_grad():
         for k, v in sub.items():
