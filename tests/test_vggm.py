@@ -11,7 +11,7 @@ import torch
 from mmengine.config import Config
 
 import mmdet_ohem  # noqa: F401  (registers the parts)
-from mmdet_ohem.config_tools import drop_pretrained, use_roi_align
+from mmdet_ohem.config_tools import use_roi_align
 from mmdet_ohem.models import VGGM, VGGMBBoxHead, VGGMPretrained, convert_vggm, read_caffemodel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,14 +238,15 @@ def test_vggm_configs_exist_and_say_what_they_are():
 
 def tiny_vggm(name: str) -> Config:
     """The real VGGM config, narrowed (same architecture), no ImageNet file, RoIAlign for the CPU."""
+    from ohem_experiments.toy_vgg import shrink_vggm
     cfg = Config.fromfile(str(ROOT / 'configs' / name))
-    drop_pretrained(cfg)
     use_roi_align(cfg)
+    shrink_vggm(cfg)
+    cfg.model.roi_head.bbox_head.num_classes = 5
     m = cfg.model
-    m.backbone.channels = (8, 16, 32, 32, 32)
-    m.rpn_head.update(in_channels=32, feat_channels=32)
-    m.roi_head.bbox_roi_extractor.out_channels = 32
-    m.roi_head.bbox_head.update(in_channels=32, fc6_channels=64, fc_out_channels=32, num_classes=5)
+    assert tuple(m.backbone.channels) == (8, 16, 32, 32, 32) and m.backbone.init_cfg is None
+    assert (m.rpn_head.in_channels, m.roi_head.bbox_roi_extractor.out_channels, m.roi_head.bbox_head.in_channels,
+            m.roi_head.bbox_head.fc6_channels, m.roi_head.bbox_head.init_cfg) == (32, 32, 32, 64, None)
     return cfg
 
 
