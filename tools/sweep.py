@@ -25,7 +25,9 @@ ratio, neither, N = 1, All RoIs B = 2048, OHEM, OHEM N = 1, OHEM without loss-NM
 ``<out>/table.md`` (mean mAP with a 95% t CI per row, paired OHEM-vs-FRCN tests over seeds),
 ``table.json`` (the same plus every run's raw result) and ``table.png``. ``--rows`` picks rows,
 ``--iters`` shortens runs, ``--stop-starting-after S`` starts no run after S seconds (for time-limited
-device calls: run the same command again to continue).
+device calls: run the same command again to continue). Without ``--data-root`` the toy configs read
+``data/toy_voc`` (relative to the current folder: run from the repository root); if it does not exist it
+is written first with the generator's default settings (300 trainval / 100 test images, seed 0).
 """
 from __future__ import annotations
 
@@ -86,6 +88,10 @@ def _main_preset(args: argparse.Namespace, argv: Optional[List[str]]):
         for j in jobs:
             print(f'  {j.name}')
         return jobs
+    if args.data_root is None and not Path('data/toy_voc/VOC2007').is_dir():
+        from ohem_experiments.toy_voc import generate_toy_voc
+        print('[sweep] no data/toy_voc here: writing the toy set with the generator\'s default settings')
+        generate_toy_voc('data/toy_voc')
     results, failures = run_jobs(jobs, workers=args.workers, threads=_threads(args),
                                  stop_starting_after_s=args.stop_starting_after)
     command = 'python tools/sweep.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
