@@ -10,13 +10,12 @@ with ``torch.save`` (``.pth``) or ``numpy.savez`` (``.npz``) works too::
 
 The output holds ``backbone.features.conv{1..5}.*`` and ``roi_head.bbox_head.shared_fcs.{0,1}.*`` (fc6,
 fc7; the ImageNet fc8 is dropped). The VGGM configs read that path by default
-(``vggm_checkpoint`` in ``configs/_base_/models/faster_rcnn_vggm.py``). The weights expect Caffe's input:
+(``vggm_checkpoint`` in ``configs/_base_/models/vggm.py``). The weights expect Caffe's input:
 BGR, 0-255, pixel mean subtracted, which is what those configs feed them. Nothing is downloaded.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import os.path as osp
 import sys
 from typing import List, Optional
@@ -25,6 +24,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repo root, if not installed
+from mmdet_ohem.models.vgg_weights import save_converted  # noqa: E402
+from mmdet_ohem.models.vggm import VGGM_LAYERS  # noqa: E402
 from mmdet_ohem.models.vggm_weights import convert_vggm, read_caffemodel  # noqa: E402
 
 
@@ -53,12 +54,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise FileNotFoundError(f'no such file: {args.src!r}')
     src = _read(args.src)
     out = convert_vggm(src)
-    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    torch.save({'state_dict': out, 'meta': {'source': osp.basename(args.src),
-                                            'converter': 'mmdet_ohem convert_vggm_caffe'}}, args.dst)
-    n = sum(v.numel() for v in out.values())
+    n = save_converted(out, args.dst, args.src, 'convert_vggm_caffe')
+    left_out = sorted({k.split('.')[0] for k in src} - set(VGGM_LAYERS))
     print(f'wrote {args.dst}: {len(out)} tensors, {n / 1e6:.2f}M parameters (conv1-conv5 + fc6/fc7; '
-          f'left out: {sorted(set(k.split(".")[0] for k in src) - {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"})})')
+          f'left out: {left_out})')
     return 0
 
 

@@ -22,19 +22,16 @@ from typing import Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
-import torch.nn as nn
-from mmengine.logging import print_log
 from mmengine.registry import WEIGHT_INITIALIZERS
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from .vgg_weights import BACKBONE_PREFIX, FC67_PREFIX, load_vgg16_part
+from .vgg_weights import BACKBONE_PREFIX, FC67_PREFIX, VGG16Pretrained
 from .vggm import VGGM_LAYERS
 
 __all__ = ['read_caffemodel', 'convert_vggm', 'load_vggm_file', 'VGGMPretrained', 'VGGM_FC_MAP']
 
 #: Caffe fc layer -> box head module (fc8 is dropped).
 VGGM_FC_MAP = {'fc6': 'shared_fcs.0', 'fc7': 'shared_fcs.1'}
-_PARTS = ('backbone', 'fc67')
 CONVERT_HINT = 'python tools/convert_vggm_caffe.py VGG_CNN_M_1024.v2.caffemodel checkpoints/vggm1024_frcn_init.pth'
 
 
@@ -203,7 +200,7 @@ def load_vggm_file(path: str, map_location: str = 'cpu') -> Dict[str, torch.Tens
 
 
 @WEIGHT_INITIALIZERS.register_module()
-class VGGMPretrained:
+class VGGMPretrained(VGG16Pretrained):
     """mmengine initializer: ImageNet VGG_CNN_M_1024 weights into ``VGGM`` or ``VGGMBBoxHead``'s fc6/fc7.
 
     Args:
@@ -220,19 +217,10 @@ class VGGMPretrained:
 
     def __init__(self, part: str = 'backbone', checkpoint: Optional[str] = None,
                  map_location: str = 'cpu') -> None:
-        if part not in _PARTS:
-            raise ValueError(f'VGGMPretrained: part must be one of {sorted(_PARTS)}, got {part!r}')
         if not checkpoint:
             raise ValueError(f'VGGMPretrained: checkpoint must be a local file; convert yours with `{CONVERT_HINT}`')
-        self.part = part
-        self.checkpoint = checkpoint
-        self.map_location = map_location
-        self.wholemodule = False
+        super().__init__(part=part, checkpoint=checkpoint, map_location=map_location)
 
-    def __call__(self, module: nn.Module) -> None:
-        print_log(f'VGGMPretrained: load {self.part} from {self.checkpoint}', logger='current')
-        load_vgg16_part(module, load_vggm_file(self.checkpoint, self.map_location), self.part,
-                        label='VGGMPretrained')
-        if hasattr(module, '_params_init_info'):
-            from mmengine.model.weight_init import update_init_info
-            update_init_info(module, init_info=f'VGGMPretrained({self.part}): load from {self.checkpoint}')
+    def detector_state_dict(self) -> Dict[str, torch.Tensor]:
+        """The file's VGGM tensors under the detector's names (:func:`load_vggm_file`)."""
+        return load_vggm_file(self.checkpoint, self.map_location)

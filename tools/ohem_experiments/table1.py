@@ -235,9 +235,10 @@ def _markdown(data: dict) -> str:
         t = p['test']
         ci = t['ci']
         ci_txt = 'n/a' if ci['low'] is None else f"[{_pct(ci['low'])}, {_pct(ci['high'])}]"
-        lines.append(f"| {p['ohem']} | {p['frcn']} | {t['n']} | {_pct(t['mean_diff'])} | {ci_txt} | "
-                     f"{'n/a' if t['t'] is None else format(t['t'], '.2f')} | "
-                     f"{'n/a' if t['p_value'] is None else format(t['p_value'], '.3g')} | {t['wins']} / {t['losses']} |")
+        t_txt = 'n/a' if t['t'] is None else format(t['t'], '.2f')
+        p_txt = 'n/a' if t['p_value'] is None else format(t['p_value'], '.3g')
+        lines.append(f"| {p['ohem']} | {p['frcn']} | {t['n']} | {_pct(t['mean_diff'])} | {ci_txt} | {t_txt} | "
+                     f"{p_txt} | {t['wins']} / {t['losses']} |")
     return '\n'.join(lines) + '\n'
 
 
