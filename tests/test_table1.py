@@ -153,3 +153,40 @@ def test_preset_cli_runs_seeds_in_parallel_and_restarts(tmp_path, capsys):
     again = tool.main(argv)
     assert '4 finished earlier, 0 to run' in capsys.readouterr().out
     assert {k: v.train_seconds for k, v in again.items()} == {k: v.train_seconds for k, v in results.items()}
+
+
+def test_run_jobs_skips_finished_runs_without_starting_a_process(tmp_path, monkeypatch):
+    from ohem_experiments import parallel
+    jobs = plan_jobs(PRESETS['table1'], [0, 1], tmp_path, rows=['frcn'], iters=4, root=ROOT)
+    done = _result(jobs[0], 0.5)
+    Path(done.work_dir).mkdir(parents=True)
+    done.save()
+    started = []
+    monkeypatch.setattr(parallel, '_launch', lambda job, threads: started.append(job.name) or _Exited())
+    lines = []
+    results, failures = parallel.run_jobs(jobs, workers=2, threads=1, log=lines.append, poll_s=0.0)
+    assert started == ['frcn__seed-1']  # seed 0 finished earlier with the same config hash
+    assert list(results) == ['frcn__seed-0'] and results['frcn__seed-0'].map == 0.5
+    assert [(f.job.name, f.returncode) for f in failures] == [('frcn__seed-1', 1)]  # exited without a result
+    assert any('1 finished earlier, 1 to run' in line for line in lines)
+    # a changed config (other hash) is not taken for finished
+    changed = plan_jobs(PRESETS['table1'], [0], tmp_path, rows=['frcn'], iters=5, root=ROOT)
+    started.clear()
+    parallel.run_jobs(changed, workers=1, threads=1, log=lines.append, poll_s=0.0)
+    assert started == ['frcn__seed-0']
+    with pytest.raises(ValueError, match='workers'):
+        parallel.run_jobs(jobs, workers=0)
+    # stop starting after the deadline: nothing starts, everything is left for the next call
+    started.clear()
+    results, failures = parallel.run_jobs(jobs[1:], workers=1, threads=1, log=lines.append,
+                                          stop_starting_after_s=0.0)
+    assert started == [] and results == {} and failures == []
+
+
+class _Exited:
+    """A finished worker process that wrote no result."""
+
+    returncode = 1
+
+    def poll(self):
+        return self.returncode

@@ -1,9 +1,11 @@
 """Ablation sweeps: a grid of named axes over any base config, one work dir per cell, restartable.
 
-Axes (see :mod:`.edits`): ``N`` (images/batch), ``B`` (RoIs/batch), ``bg_lo``, ``ohem`` (on/off),
+Axes (see :mod:`.config_edits`): ``N`` (images/batch), ``B`` (RoIs/batch), ``bg_lo``, ``ohem`` (on/off),
 ``ratio`` (1:3 fg:bg on/off), ``nms`` (loss-NMS IoU, ``None`` = off), ``ranking_loss``, ``seed``,
-``iters``. ``nms`` and ``ranking_loss`` only mean something for OHEM cells: in cells where OHEM is off
-they are dropped (shown as ``n/a``) and cells that become identical are run once.
+``iters``, ``lr_mult``, ``multiscale`` ("M") and ``iter_bbox`` ("B"). ``nms`` and ``ranking_loss`` only
+mean something for OHEM cells: in cells where OHEM is off they are dropped (shown as ``n/a``) and cells
+that become identical are run once. With ``workers > 1`` the cells run in parallel worker processes
+(:mod:`.parallel`); the paper's Table 1 over seeds is the preset in :mod:`.table1`.
 """
 from __future__ import annotations
 
