@@ -59,7 +59,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--threads', type=int, default=None,
                    help='torch CPU threads per run (default: all cores, divided by --workers)')
     p.add_argument('--stop-starting-after', type=float, default=None, metavar='SECONDS',
-                   help='with --workers: start no new run after this many seconds (rerun to continue)')
+                   help='preset mode: start no new run after this many seconds (rerun to continue)')
     return p.parse_args(argv)
 
 
@@ -108,6 +108,8 @@ def main(argv: Optional[List[str]] = None):
         return _main_preset(args, argv)
     if not args.config:
         sys.exit('sweep: give a base config (grid sweep) or --preset NAME')
+    if args.stop_starting_after is not None:
+        sys.exit('sweep: --stop-starting-after is for --preset runs')
     from mmengine.config import Config, DictAction
 
     from ohem_experiments.config_edits import is_ohem, set_data_root
