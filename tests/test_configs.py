@@ -22,7 +22,7 @@ from mmengine.config import Config
 
 import mmdet_ohem  # noqa: F401
 from ohem_experiments.toy_voc import DEFAULT_CLASSES, generate_toy_voc, toy_voc_metainfo
-from ohem_experiments.toy_vgg import shrink_vgg16
+from ohem_experiments.toy_vgg import shrink_vgg16, shrink_vggm
 from mmdet_ohem.config_tools import drop_pretrained, rcnn_train_cfgs, use_roi_align
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +80,8 @@ def test_config_loads_and_model_builds(name):
     drop_pretrained(cfg)
     if cfg.model.backbone.type == 'VGG16' and cfg.model.backbone.get('base_channels', 64) == 64:
         shrink_vgg16(cfg, base_channels=8, fc_out_channels=32)  # the full fc6 is built once, in test_models
+    elif cfg.model.backbone.type == 'VGGM':
+        shrink_vggm(cfg)  # the full VGGM is built once, in test_vggm
     model = build_model(cfg)
     assert type(model).__name__ == cfg.model.type
     assert type(model.roi_head.bbox_sampler).__name__ == rcnn_train_cfgs(cfg)[0].sampler.type
@@ -93,9 +95,10 @@ def claims(name: str) -> dict:
     """What a config must set, derived from its file name alone."""
     stem = Path(name).stem
     tokens = set(stem.split('_'))
-    vgg = 'vgg16' in tokens
+    vggm = 'vggm' in tokens  # VGG_CNN_M_1024: same method settings, its own net (tests/test_vggm.py)
+    vgg = 'vgg16' in tokens or vggm
     c = dict(model='FastRCNN' if stem.startswith('fast_rcnn') else 'FasterRCNN',
-             backbone='VGG16' if vgg else 'ResNet',
+             backbone='VGGM' if vggm else 'VGG16' if vgg else 'ResNet',
              batch=1 if 'n1' in tokens else 2)
     ohem = 'ohem' in tokens
     allrois = 'allrois' in tokens
@@ -109,7 +112,7 @@ def claims(name: str) -> dict:
         bg0 = ohem or allrois or 'bglo0' in tokens
         c['neg_iou_thr'] = (0.0, 0.5) if bg0 else (0.1, 0.5)
         c['rois_per_iter'] = 2048 if allrois else 128  # B, over N images
-        c['lr'] = 0.003 if allrois else 0.001
+        c['lr'] = (0.004 if vggm else 0.003) if allrois else 0.001
     else:  # mmdet's R50-FPN config, sampler swapped only
         c['neg_iou_thr'] = 0.5
         c['rois_per_iter'] = 512 * c['batch']

@@ -224,3 +224,27 @@ def test_sweep_cli_trains_a_real_cell_and_skips_it_on_rerun(tmp_path: Path):
     again = tool.main(argv)
     assert [o.skipped for o in again] == [True] and again[0].result.train_seconds == result.train_seconds
     assert 'iters-2__nms-none' in (tmp_path / 'sweep' / 'results.md').read_text()
+
+
+def test_ohem_off_on_the_real_toy_config_gives_the_1_to_3_random_sampler():
+    """``--axis ohem=on,off`` on configs/toy/toy_ohem.py (the --help example): the OHEM configs carry no
+    pos_fraction (_base_/ohem_rcnn.py), and 'off' must still build Fast R-CNN's 1:3 RandomSampler."""
+    from mmdet.registry import TASK_UTILS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    root = Path(__file__).resolve().parents[1]
+    base = Config.fromfile(str(root / 'configs/toy/toy_ohem.py'))
+    assert 'pos_fraction' not in base.model.train_cfg.rcnn.sampler
+    cells = {c.name: c for c in expand_grid({'ohem': [True, False]}, is_ohem(base))}
+    off = apply_cell(base, cells['ohem-off'])
+    s = _sampler(off)
+    assert (s.type, s.num, s.pos_fraction, s.neg_pos_ub) == ('RandomSampler', 64, 0.25, -1)
+    sampler = TASK_UTILS.build(s)
+    assert type(sampler).__name__ == 'RandomSampler' and sampler.pos_fraction == 0.25 and sampler.num == 64
+    assert _sampler(apply_cell(base, cells['ohem-on'])).type == 'OHEMSampler'
+    # the ratio axis on an OHEM config without pos_fraction gets the same 25% quota
+    keep = apply_cell(base, expand_grid({'ratio': [True]}, True)[0])
+    assert _sampler(keep).keep_ratio is True and _sampler(keep).pos_fraction == 0.25
+    from ohem_experiments.quick_detectors import build_detector
+    model = build_detector(off)  # the whole toy detector builds with it (the crash was here)
+    assert type(model.roi_head.bbox_sampler).__name__ == 'RandomSampler'

@@ -17,7 +17,6 @@ The output holds ``backbone.features.*`` (conv1_1 ... conv5_3) and ``roi_head.bb
 from __future__ import annotations
 
 import argparse
-import os
 import os.path as osp
 import sys
 from typing import List, Optional
@@ -25,7 +24,7 @@ from typing import List, Optional
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repo root, if not installed
-from mmdet_ohem.models.vgg_weights import convert_torchvision_vgg16  # noqa: E402
+from mmdet_ohem.models.vgg_weights import convert_torchvision_vgg16, save_converted  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -45,10 +44,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if isinstance(sd, dict) and 'state_dict' in sd:
         sd = sd['state_dict']
     out = convert_torchvision_vgg16(sd)
-    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    torch.save({'state_dict': out, 'meta': {'source': osp.basename(args.src),
-                                            'converter': 'mmdet_ohem convert_vgg16_torchvision'}}, args.dst)
-    n = sum(v.numel() for v in out.values())
+    n = save_converted(out, args.dst, args.src, 'convert_vgg16_torchvision')
     print(f'wrote {args.dst}: {len(out)} tensors, {n / 1e6:.1f}M parameters '
           f'(backbone convs + fc6/fc7; dropped {len(sd) - len(out)} tensor(s), i.e. fc8)')
     return 0

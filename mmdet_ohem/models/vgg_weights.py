@@ -11,6 +11,7 @@ the paper initialises them from VGG16's classifier) and drops fc8.
 """
 from __future__ import annotations
 
+import os
 import re
 from collections import OrderedDict
 from typing import Dict, Mapping, Optional
@@ -24,7 +25,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from .vgg import vgg16_conv_indices
 
 __all__ = ['TORCHVISION_VGG16_URL', 'BACKBONE_PREFIX', 'FC67_PREFIX', 'convert_torchvision_vgg16',
-           'load_vgg16_part', 'VGG16Pretrained']
+           'load_vgg16_part', 'VGG16Pretrained', 'save_converted']
 
 #: The standard torchvision ImageNet VGG16 checkpoint (``torchvision.models.vgg16(pretrained=True)``).
 TORCHVISION_VGG16_URL = 'https://download.pytorch.org/models/vgg16-397923af.pth'
@@ -68,6 +69,15 @@ def convert_torchvision_vgg16(state_dict: Mapping[str, torch.Tensor]) -> 'Ordere
     return out
 
 
+def save_converted(state_dict: Mapping[str, torch.Tensor], dst: str, source: str, converter: str) -> int:
+    """Writes a converted ImageNet init file (``{'state_dict': ..., 'meta': ...}``) as the converter tools
+    do, creating the folder; returns the number of parameters written."""
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    torch.save({'state_dict': dict(state_dict), 'meta': {'source': os.path.basename(source),
+                                                         'converter': f'mmdet_ohem {converter}'}}, dst)
+    return sum(v.numel() for v in state_dict.values())
+
+
 def _as_detector_state_dict(ckpt: Mapping) -> Dict[str, torch.Tensor]:
     """Accepts a raw torchvision file, a converted file, or an mmengine checkpoint of our detector."""
     sd = ckpt.get('state_dict', ckpt) if isinstance(ckpt, Mapping) else ckpt
@@ -102,7 +112,7 @@ class VGG16Pretrained:
     def __init__(self, part: str = 'backbone', checkpoint: str = TORCHVISION_VGG16_URL,
                  map_location: str = 'cpu') -> None:
         if part not in _PARTS:
-            raise ValueError(f'VGG16Pretrained: part must be one of {sorted(_PARTS)}, got {part!r}')
+            raise ValueError(f'{type(self).__name__}: part must be one of {sorted(_PARTS)}, got {part!r}')
         if checkpoint == 'torchvision://vgg16':  # mmengine's torchvision:// needs torchvision installed
             checkpoint = TORCHVISION_VGG16_URL
         self.part = part
@@ -111,16 +121,24 @@ class VGG16Pretrained:
         self.wholemodule = False
 
     def __call__(self, module: nn.Module) -> None:
-        print_log(f'VGG16Pretrained: load {self.part} from {self.checkpoint}', logger='current')
-        ckpt = CheckpointLoader.load_checkpoint(self.checkpoint, map_location=self.map_location)
-        load_vgg16_part(module, _as_detector_state_dict(ckpt), self.part)
+        name = type(self).__name__
+        print_log(f'{name}: load {self.part} from {self.checkpoint}', logger='current')
+        load_vgg16_part(module, self.detector_state_dict(), self.part, label=name)
         if hasattr(module, '_params_init_info'):
             from mmengine.model.weight_init import update_init_info
-            update_init_info(module, init_info=f'VGG16Pretrained({self.part}): load from {self.checkpoint}')
+            update_init_info(module, init_info=f'{name}({self.part}): load from {self.checkpoint}')
+
+    def detector_state_dict(self) -> Dict[str, torch.Tensor]:
+        """The checkpoint's tensors under the detector's names (subclasses read other formats)."""
+        ckpt = CheckpointLoader.load_checkpoint(self.checkpoint, map_location=self.map_location)
+        return _as_detector_state_dict(ckpt)
 
 
-def load_vgg16_part(module: nn.Module, detector_sd: Mapping[str, torch.Tensor], part: str) -> None:
+def load_vgg16_part(module: nn.Module, detector_sd: Mapping[str, torch.Tensor], part: str,
+                    label: str = 'VGG16Pretrained') -> None:
     """Copies the ``part`` tensors of a detector-named state dict into ``module`` (strict on that part).
+
+    ``label`` names the caller in error messages (the VGGM initializer shares this function).
 
     Raises:
         ValueError: If ``part`` is unknown, a tensor is missing, or a shape differs (named).
@@ -134,11 +152,11 @@ def load_vgg16_part(module: nn.Module, detector_sd: Mapping[str, torch.Tensor], 
     own = module.state_dict()
     missing = [k for k in sub if k not in own]
     if missing or not sub:
-        raise ValueError(f'VGG16Pretrained({part}): module {type(module).__name__} has no parameter(s) '
+        raise ValueError(f'{label}({part}): module {type(module).__name__} has no parameter(s) '
                          f'{missing or "(checkpoint had none for this part)"}')
     for k, v in sub.items():
         if own[k].shape != v.shape:
-            raise ValueError(f'VGG16Pretrained({part}): {prefix}{k} has shape {tuple(v.shape)} in the '
+            raise ValueError(f'{label}({part}): {prefix}{k} has shape {tuple(v.shape)} in the '
                              f'checkpoint but {tuple(own[k].shape)} in the model (narrowed width?)')
     with torch.no_grad():
         for k, v in sub.items():

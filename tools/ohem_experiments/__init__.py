@@ -7,6 +7,8 @@
   :mod:`.progress` - progress and ETA; :mod:`.all_roi_probe` - the all-RoI loss hook (paper Fig. 3);
 * :mod:`.quick_detectors` - small mmdet detectors and synthetic batches for tests and benchmarks;
   :mod:`.toy_vgg` - VGG16 narrowed for CPU runs;
+* :mod:`.parallel`, :mod:`.worker` - parallel, restartable runs; :mod:`.table1`, :mod:`.stats` - the
+  Table 1 preset with error bars (95% t-intervals, paired tests);
 * :mod:`.benchmark` - the logic behind ``tools/benchmark.py``.
 """
 from .config_edits import AXIS_ORDER, EDITS, set_data_root, set_iters

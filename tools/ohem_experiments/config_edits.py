@@ -11,10 +11,13 @@ from mmdet_ohem.config_tools import rcnn_train_cfgs, set_rcnn_sampler
 
 __all__ = ['EDITS', 'AXIS_ORDER', 'OHEM_ONLY', 'is_ohem', 'set_batch_size', 'set_rois_per_batch',
            'set_bg_lo', 'set_ohem', 'set_ratio', 'set_loss_nms', 'set_ranking_loss', 'set_seed',
-           'set_iters', 'set_data_root']
+           'set_iters', 'set_data_root', 'set_lr_mult', 'set_multiscale', 'set_iter_bbox', 'multiscale_scales',
+           'FRCN_RATIO']
 
 OHEM_KEYS = ('ranking_loss', 'nms', 'keep_ratio', 'nonfinite', 'readonly_dtype', 'log_stats')
 BASIC_KEYS = ('num', 'pos_fraction', 'neg_pos_ub', 'add_gt_as_proposals')
+#: Fast R-CNN's fg:bg quota (1:3), used where a config without one switches to ``RandomSampler``.
+FRCN_RATIO = dict(pos_fraction=0.25, neg_pos_ub=-1)
 
 
 def _sampler(cfg: MutableMapping) -> dict:
@@ -71,17 +74,21 @@ def set_ohem(cfg: MutableMapping, on: bool) -> MutableMapping:
     if on and old.get('type') != 'OHEMSampler':
         set_rcnn_sampler(cfg, 'OHEMSampler', keep=False, keep_ratio=False, **basics)
     elif not on and old.get('type') == 'OHEMSampler':
-        set_rcnn_sampler(cfg, 'RandomSampler', keep=False, **basics)
+        # The OHEM configs (_base_/ohem_rcnn.py) have no ratio, hence no pos_fraction: 'off' means Fast
+        # R-CNN's sampler, so the missing quota is Fast R-CNN's 1:3 (RandomSampler needs it).
+        set_rcnn_sampler(cfg, 'RandomSampler', keep=False, **dict(FRCN_RATIO, **basics))
     return cfg
 
 
 def set_ratio(cfg: MutableMapping, on: bool) -> MutableMapping:
-    """``ratio``: the 1:3 fg:bg quota (``pos_fraction``). OHEM: ``keep_ratio``; else Random vs Uniform."""
+    """``ratio``: the 1:3 fg:bg quota (``pos_fraction``). OHEM: ``keep_ratio``; else Random vs Uniform.
+    A sampler without a ``pos_fraction`` gets Fast R-CNN's 0.25 when the ratio is switched on."""
     if not isinstance(on, bool):
         raise ValueError(f'ratio must be True or False, got {on!r}')
+    missing = {k: v for k, v in FRCN_RATIO.items() if k not in _sampler(cfg)} if on else {}
     if is_ohem(cfg):
-        return set_rcnn_sampler(cfg, 'OHEMSampler', keep=True, keep_ratio=on)
-    return set_rcnn_sampler(cfg, 'RandomSampler' if on else 'UniformSampler', keep=True)
+        return set_rcnn_sampler(cfg, 'OHEMSampler', keep=True, keep_ratio=on, **missing)
+    return set_rcnn_sampler(cfg, 'RandomSampler' if on else 'UniformSampler', keep=True, **missing)
 
 
 def _require_ohem(cfg: MutableMapping, axis: str) -> None:
@@ -142,6 +149,106 @@ def set_iters(cfg: MutableMapping, iters: int) -> MutableMapping:
     return cfg
 
 
+def set_lr_mult(cfg: MutableMapping, mult: float) -> MutableMapping:
+    """``lr_mult``: multiplies the optimiser's base lr (the paper trains "All RoIs" at 3-4x FRCN's lr)."""
+    if isinstance(mult, bool) or not isinstance(mult, (int, float)) or not mult > 0:
+        raise ValueError(f'lr_mult must be a positive number, got {mult!r}')
+    optimizer = cfg['optim_wrapper']['optimizer']
+    optimizer['lr'] = float(optimizer['lr']) * float(mult)
+    return cfg
+
+
+#: The paper's multi-scale training/testing scales (shorter side; Fast R-CNN / SPPnet) for a 600 px base.
+PAPER_SCALES = (480, 576, 688, 864, 1200)
+PAPER_BASE_SHORT, PAPER_MAX_SIZE = 600, 2000
+
+
+def multiscale_scales(base_short: int) -> tuple:
+    """The paper's scales relative to a config's single test scale: ``(scales, max_size)``.
+
+    ``multiscale_scales(600) == ((480, 576, 688, 864, 1200), 2000)``; a toy config at 160 px gets the same
+    ratios (128 ... 320, longer side <= 533).
+    """
+    if isinstance(base_short, bool) or not isinstance(base_short, int) or base_short <= 0:
+        raise ValueError(f'base shorter side must be a positive int, got {base_short!r}')
+    scales = tuple(int(round(s * base_short / PAPER_BASE_SHORT)) for s in PAPER_SCALES)
+    return scales, int(round(PAPER_MAX_SIZE * base_short / PAPER_BASE_SHORT))
+
+
+def _innermost_dataset(loader: MutableMapping) -> MutableMapping:
+    ds = loader['dataset']
+    while isinstance(ds.get('dataset'), MutableMapping):
+        ds = ds['dataset']
+    return ds
+
+
+def _resize_index(pipeline: list, where: str) -> int:
+    idx = [i for i, t in enumerate(pipeline) if t.get('type') in ('Resize', 'RandomChoiceResize')]
+    if len(idx) != 1:
+        raise ValueError(f'multiscale needs exactly one Resize in the {where} pipeline, found {len(idx)}: '
+                         f'{[t.get("type") for t in pipeline]}')
+    return idx[0]
+
+
+def set_multiscale(cfg: MutableMapping, on: bool) -> MutableMapping:
+    """``multiscale`` ("M"): train with the shorter side drawn per image from the paper's five scales
+    (:func:`multiscale_scales` of the config's test scale; ``RandomChoiceResize``) and test at the same
+    scales with mmdet's ``TestTimeAug`` + ``DetTTAModel`` (merge by the config's test NMS); sets
+    ``test_with_tta = True`` so that :func:`~ohem_experiments.runs.train_and_evaluate` tests that way.
+    ``off`` leaves a single-scale config unchanged (and only clears ``test_with_tta``)."""
+    if not isinstance(on, bool):
+        raise ValueError(f'multiscale must be True or False, got {on!r}')
+    if not on:
+        cfg['test_with_tta'] = False
+        return cfg
+    test_ds = _innermost_dataset(cfg['test_dataloader'])
+    test_pipeline = list(test_ds['pipeline'])
+    t_idx = _resize_index(test_pipeline, 'test')
+    scale = test_pipeline[t_idx].get('scale')
+    if not isinstance(scale, (list, tuple)) or len(scale) != 2:
+        raise ValueError(f'multiscale needs a (w, h) Resize scale in the test pipeline, got {scale!r}')
+    scales, max_size = multiscale_scales(int(min(scale)))
+    train_ds = _innermost_dataset(cfg['train_dataloader'])
+    train_pipeline = [dict(t) for t in train_ds['pipeline']]
+    train_pipeline[_resize_index(train_pipeline, 'train')] = dict(
+        type='RandomChoiceResize', scales=[(max_size, s) for s in scales], keep_ratio=True)
+    train_ds['pipeline'] = train_pipeline
+    groups: list = []
+    for i, t in enumerate(test_pipeline[1:], 1):
+        if i == t_idx:
+            groups.append([dict(type='Resize', scale=(max_size, s), keep_ratio=True) for s in scales])
+            groups.append([dict(type='RandomFlip', prob=0.)])
+        elif t.get('type') == 'PackDetInputs':
+            keys = tuple(t.get('meta_keys', ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')))
+            groups.append([dict(t, meta_keys=keys + tuple(k for k in ('flip', 'flip_direction') if k not in keys))])
+        else:
+            groups.append([dict(t)])
+    cfg['tta_pipeline'] = [dict(test_pipeline[0]), dict(type='TestTimeAug', transforms=groups)]
+    rcnn_test = cfg['model']['test_cfg']['rcnn']
+    cfg['tta_model'] = dict(type='DetTTAModel', tta_cfg=dict(nms=dict(rcnn_test['nms']),
+                                                             max_per_img=rcnn_test.get('max_per_img', 100)))
+    cfg['test_with_tta'] = True
+    return cfg
+
+
+def set_iter_bbox(cfg: MutableMapping, on: bool) -> MutableMapping:
+    """``iter_bbox`` ("B"): test-time iterative box regression with weighted voting
+    (``IterBBoxRegRoIHead``: 2 passes pooled, NMS from ``test_cfg.rcnn``, voting IoU 0.5); training is
+    unchanged. ``off`` restores ``StandardRoIHead``."""
+    if not isinstance(on, bool):
+        raise ValueError(f'iter_bbox must be True or False, got {on!r}')
+    roi = cfg['model']['roi_head']
+    if roi.get('type') not in ('StandardRoIHead', 'IterBBoxRegRoIHead'):
+        raise ValueError(f"iter_bbox needs a StandardRoIHead, got roi_head type {roi.get('type')!r}")
+    if on:
+        roi.update(type='IterBBoxRegRoIHead', num_iters=roi.get('num_iters', 2), vote_iou=roi.get('vote_iou', 0.5))
+    elif roi.get('type') == 'IterBBoxRegRoIHead':
+        for k in ('num_iters', 'vote_iou', 'max_rois_per_pass'):
+            roi.pop(k, None)
+        roi['type'] = 'StandardRoIHead'
+    return cfg
+
+
 EDITS: Dict[str, Callable[[MutableMapping, Any], MutableMapping]] = {
     'N': set_batch_size,
     'B': set_rois_per_batch,
@@ -152,9 +259,13 @@ EDITS: Dict[str, Callable[[MutableMapping, Any], MutableMapping]] = {
     'ranking_loss': set_ranking_loss,
     'seed': set_seed,
     'iters': set_iters,
+    'lr_mult': set_lr_mult,
+    'multiscale': set_multiscale,
+    'iter_bbox': set_iter_bbox,
 }
 # Edits are applied in this order whatever the grid's order (B needs N; ratio/nms/ranking need ohem).
-AXIS_ORDER = ('iters', 'seed', 'N', 'B', 'bg_lo', 'ohem', 'ratio', 'nms', 'ranking_loss')
+AXIS_ORDER = ('iters', 'seed', 'N', 'B', 'bg_lo', 'ohem', 'ratio', 'nms', 'ranking_loss', 'lr_mult', 'multiscale',
+              'iter_bbox')
 OHEM_ONLY = ('nms', 'ranking_loss')
 
 

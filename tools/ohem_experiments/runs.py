@@ -19,7 +19,7 @@ from mmengine.config import Config
 from .json_logs import load_json_log, median_time, tail_mean
 from .progress import JobClock, ProgressHook
 
-__all__ = ['RunResult', 'config_hash', 'load_finished', 'train_and_evaluate', 'RESULT_FILE']
+__all__ = ['RunResult', 'config_hash', 'load_finished', 'train_and_evaluate', 'test_with_tta', 'RESULT_FILE']
 
 RESULT_FILE = 'result.json'
 MAP_KEY = 'pascal_voc/mAP'
@@ -109,6 +109,9 @@ def train_and_evaluate(cfg: Config, work_dir: Union[str, Path], name: Optional[s
                        extra: Optional[Dict[str, Any]] = None) -> RunResult:
     """Trains ``cfg`` for its schedule, tests it on its ``test_dataloader``, writes ``result.json``.
 
+    A config with ``test_with_tta = True`` (the multi-scale "M" configs and sweep cells) is tested through
+    its ``tta_model``/``tta_pipeline`` (:func:`test_with_tta`), as ``tools/test.py --tta`` would.
+
     Args:
         cfg: A complete mmdet config (its ``randomness.seed`` decides the run's seed).
         work_dir: Output folder (created).
@@ -146,7 +149,7 @@ def train_and_evaluate(cfg: Config, work_dir: Union[str, Path], name: Optional[s
     t0 = time.perf_counter()
     runner.train()
     t1 = time.perf_counter()
-    metrics = runner.test()
+    metrics = test_with_tta(runner, cfg) if cfg.get('test_with_tta') else runner.test()
     t2 = time.perf_counter()
     records = load_json_log(Path(runner.log_dir))
     result = RunResult(name=name, work_dir=str(work_dir), config_hash=digest, metrics=_floats(metrics),
@@ -157,6 +160,37 @@ def train_and_evaluate(cfg: Config, work_dir: Union[str, Path], name: Optional[s
     result.save()
     _close_file_handlers(runner)
     return result
+
+
+def test_with_tta(runner, cfg: Config) -> Dict[str, Any]:
+    """Tests ``runner``'s trained model the way ``tools/test.py --tta`` does: ``cfg.tta_model``
+    (``DetTTAModel``) wraps the model and the test set goes through ``cfg.tta_pipeline``.
+
+    Raises:
+        ValueError: If ``cfg`` has no ``tta_model`` or ``tta_pipeline``.
+    """
+    from mmdet.registry import MODELS
+    from mmengine.model import is_model_wrapper
+    from mmengine.runner import Runner
+    if cfg.get('tta_model') is None or cfg.get('tta_pipeline') is None:
+        raise ValueError('test_with_tta=True needs tta_model and tta_pipeline in the config')
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    tta = MODELS.build(dict(copy.deepcopy(cfg.tta_model), module=model))
+    loader = copy.deepcopy(cfg.test_dataloader)
+    ds = loader['dataset']
+    while isinstance(ds.get('dataset'), dict):
+        ds = ds['dataset']
+    ds['pipeline'] = copy.deepcopy(cfg.tta_pipeline)
+    name = f'{runner.experiment_name}_tta'
+    tester = Runner(model=tta, work_dir=str(runner.work_dir), test_dataloader=loader,
+                    test_evaluator=copy.deepcopy(cfg.test_evaluator), test_cfg=copy.deepcopy(cfg.test_cfg),
+                    default_scope=cfg.get('default_scope', 'mmdet'), log_level=cfg.get('log_level', 'INFO'),
+                    env_cfg=copy.deepcopy(cfg.get('env_cfg', dict(dist_cfg=dict(backend='nccl')))),
+                    visualizer=dict(type='Visualizer', name=f'visualizer_{name}'), experiment_name=name)
+    try:
+        return tester.test()
+    finally:
+        _close_file_handlers(tester)
 
 
 def _close_file_handlers(runner) -> None:

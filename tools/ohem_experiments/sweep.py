@@ -1,9 +1,11 @@
 """Ablation sweeps: a grid of named axes over any base config, one work dir per cell, restartable.
 
-Axes (see :mod:`.edits`): ``N`` (images/batch), ``B`` (RoIs/batch), ``bg_lo``, ``ohem`` (on/off),
+Axes (see :mod:`.config_edits`): ``N`` (images/batch), ``B`` (RoIs/batch), ``bg_lo``, ``ohem`` (on/off),
 ``ratio`` (1:3 fg:bg on/off), ``nms`` (loss-NMS IoU, ``None`` = off), ``ranking_loss``, ``seed``,
-``iters``. ``nms`` and ``ranking_loss`` only mean something for OHEM cells: in cells where OHEM is off
-they are dropped (shown as ``n/a``) and cells that become identical are run once.
+``iters``, ``lr_mult``, ``multiscale`` ("M") and ``iter_bbox`` ("B"). ``nms`` and ``ranking_loss`` only
+mean something for OHEM cells: in cells where OHEM is off they are dropped (shown as ``n/a``) and cells
+that become identical are run once. With ``workers > 1`` the cells run in parallel worker processes
+(:mod:`.parallel`); the paper's Table 1 over seeds is the preset in :mod:`.table1`.
 """
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import copy
 import csv
 import itertools
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
@@ -19,12 +20,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 from mmengine.config import Config
 
 from .config_edits import AXIS_ORDER, EDITS, OHEM_ONLY, is_ohem
+from .parallel import Job, prepare_work_dir, run_jobs
 from .runs import RunResult, config_hash, load_finished, train_and_evaluate
 
 __all__ = ['Cell', 'expand_grid', 'apply_cell', 'parse_axis_values', 'run_sweep', 'write_results_table',
            'CellOutcome']
 
-HASH_FILE = 'config_hash.txt'
 NA = 'n/a'  # value of an OHEM-only axis in a cell where OHEM is off
 
 
@@ -138,21 +139,12 @@ class CellOutcome:
     skipped: bool
 
 
-def _prepare_cell_dir(work_dir: Path, digest: str) -> None:
-    """Creates ``work_dir``; a partial run of a *different* config there is cleared first."""
-    marker = work_dir / HASH_FILE
-    if work_dir.exists() and (not marker.exists() or marker.read_text().strip() != digest):
-        shutil.rmtree(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(digest + '\n')
-
-
 TrainFn = Callable[..., RunResult]
 
 
 def run_sweep(base: Config, grid: Mapping[str, Sequence[Any]], out_dir: Union[str, Path],
               train_fn: TrainFn = train_and_evaluate, resume_partial: bool = True,
-              log: Callable[[str], None] = print) -> List[CellOutcome]:
+              log: Callable[[str], None] = print, workers: int = 1, threads: int = 1) -> List[CellOutcome]:
     """Runs every cell not finished yet, then writes ``results.md``, ``results.csv`` and ``results.png``.
 
     Args:
@@ -163,9 +155,15 @@ def run_sweep(base: Config, grid: Mapping[str, Sequence[Any]], out_dir: Union[st
             (:func:`train_and_evaluate`; tests pass a fake).
         resume_partial: Continue an interrupted cell from its last checkpoint (mmengine ``resume``).
         log: Where progress lines go.
+        workers: With more than one, the cells run in that many worker processes at a time
+            (:func:`~ohem_experiments.parallel.run_jobs`; ``train_fn`` is then not used).
+        threads: torch threads per worker process.
 
     Returns:
         One :class:`CellOutcome` per cell, in grid order.
+
+    Raises:
+        RuntimeError: With ``workers > 1``, if a cell's worker ended without a result (after the others ran).
     """
     from .progress import JobClock
     out_dir = Path(out_dir)
@@ -176,6 +174,17 @@ def run_sweep(base: Config, grid: Mapping[str, Sequence[Any]], out_dir: Union[st
         plans.append((cell, cfg, config_hash(cfg)))
     todo_iters = sum(int(cfg.train_cfg.get('max_iters', 0)) for cell, cfg, h in plans
                      if load_finished(out_dir / 'cells' / cell.name, h) is None)
+    if workers > 1:
+        jobs = [Job(cell.name, cfg, digest, out_dir / 'cells' / cell.name, dict(axes=dict(cell.values)))
+                for cell, cfg, digest in plans]
+        already = {j.name for j in jobs if load_finished(j.work_dir, j.digest) is not None}
+        results, failures = run_jobs(jobs, workers=workers, threads=threads, log=log)
+        if failures:
+            raise RuntimeError(f'{len(failures)} cell(s) failed: '
+                               + ', '.join(f'{f.job.name} (log {f.log})' for f in failures))
+        outcomes = [CellOutcome(cell, results[cell.name], cell.name in already) for cell, _, _ in plans]
+        write_results_table(outcomes, out_dir, ohem_flags=[is_ohem(cfg) for _, cfg, _ in plans])
+        return outcomes
     clock = JobClock(todo_iters)
     outcomes = []
     for i, (cell, cfg, digest) in enumerate(plans, 1):
@@ -186,7 +195,7 @@ def run_sweep(base: Config, grid: Mapping[str, Sequence[Any]], out_dir: Union[st
             outcomes.append(CellOutcome(cell, done, True))
             continue
         log(f'[sweep {i}/{len(plans)}] {cell.name}: training')
-        _prepare_cell_dir(work_dir, digest)
+        prepare_work_dir(work_dir, digest)
         if resume_partial:
             cfg.resume = True
         result = train_fn(cfg, work_dir, name=cell.name, clock=clock,
