@@ -89,9 +89,10 @@ def readonly_autocast(device_type: str, dtype: Optional[torch.dtype]) -> context
 
 
 def _uses_mmdet_bbox_loss(head: nn.Module) -> bool:
-    """Whether ``head.loss`` is mmdet's ``BBoxHead.loss`` (not overridden by the head's class)."""
+    """Whether ``head.loss`` and ``head._get_targets_single`` are mmdet's ``BBoxHead`` methods."""
     from mmdet.models.roi_heads.bbox_heads import BBoxHead
-    return isinstance(head, BBoxHead) and type(head).loss is BBoxHead.loss
+    return (isinstance(head, BBoxHead) and type(head).loss is BBoxHead.loss
+            and type(head)._get_targets_single is BBoxHead._get_targets_single)
 
 
 def _bbox_head_losses_no_sync(head: nn.Module, cls_score: Optional[Tensor], bbox_pred: Optional[Tensor],
@@ -102,7 +103,10 @@ def _bbox_head_losses_no_sync(head: nn.Module, cls_score: Optional[Tensor], bbox
     The same loss-module calls as mmdet's ``BBoxHead.loss`` with the same inputs, so the same per-RoI
     values, but it needs no host read: the positives are the first ``num_pos`` rows (known from shapes),
     and the average factors, which ``reduction='none'`` ignores, are not computed (mmdet reads one with
-    ``.item()``). The accuracy that ``BBoxHead.loss`` adds is not computed either (not a loss).
+    ``.item()``). The accuracy that ``BBoxHead.loss`` adds is not computed either (not a loss). The box
+    loss gets no ``weight``: ``BBoxHead._get_targets_single`` sets every positive's box weights to 1, so
+    weighting multiplies by 1.0 (exact), and mmdet's regression losses test ``torch.any(weight > 0)`` on
+    the host when given weights.
     """
     losses = {}
     if cls_score is not None and cls_score.numel() > 0:
@@ -118,7 +122,7 @@ def _bbox_head_losses_no_sync(head: nn.Module, cls_score: Optional[Tensor], bbox
         else:
             pos_pred = pos_pred.view(num_pos, head.num_classes, -1)[
                 torch.arange(num_pos, device=pos_pred.device), labels[:num_pos]]
-        losses['loss_bbox'] = head.loss_bbox(pos_pred, bbox_targets[:num_pos], bbox_weights[:num_pos],
+        losses['loss_bbox'] = head.loss_bbox(pos_pred, bbox_targets[:num_pos], None,
                                              avg_factor=bbox_targets.size(0), reduction_override='none')
     return losses
 

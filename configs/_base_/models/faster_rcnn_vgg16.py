@@ -68,7 +68,8 @@ model = dict(
         # 10,000), NMS per level in turn; with nms_pre=12000 this RPN reaches it, and that path fails under
         # fp16 autocast (`--amp`: half scores, float boxes -> "Index put requires the source and destination
         # dtypes match"). This RPN has ONE level, so the split path would run the same single NMS over the
-        # same boxes: never splitting changes no result and no memory, and `--amp` works.
+        # same boxes: never splitting keeps the same boxes with the same scores and needs no more memory
+        # (only boxes with exactly equal scores may come out in another order), and `--amp` works.
         rpn_proposal=dict(nms_pre=12000, max_per_img=2000,
                           nms=dict(type='nms', iou_threshold=0.7, split_thr=1_000_000), min_bbox_size=0),
         rcnn=dict(
