@@ -44,7 +44,7 @@ def test_restored_state_gives_identical_iterations():
     for _ in range(2):
         restorer.restore()
         torch.manual_seed(0)
-        losses.append(train_step(prep.model, prep.optim, prep.data))
+        losses.append({k: float(v) for k, v in train_step(prep.model, prep.optim, prep.data).items()})
     assert losses[0] == losses[1]
 
 
