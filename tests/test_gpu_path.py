@@ -272,3 +272,26 @@ def test_statistics_are_read_back_once_when_logged(tiny_fpn):
     import copy
     from mmengine.logging import HistoryBuffer
     assert type(copy.deepcopy(cands)) is HistoryBuffer and len(copy.deepcopy(cands).data[0]) == 2
+
+
+@pytest.mark.parametrize('layer', ['RoIAlign', 'RoIPool'])
+def test_mmcv_roi_layers_take_bfloat16_features(layer):
+    """bf16 `--amp`: mmcv's kernels have no bfloat16 build; the compat fix computes in float32."""
+    import mmcv.ops
+    from mmcv.ops.roi_align import roi_align
+    feats = torch.randn(1, 4, 16, 16)
+    rois = torch.tensor([[0., 1., 1., 9., 9.], [0., 2., 3., 15., 12.]])
+    if layer == 'RoIPool':
+        if not torch.cuda.is_available():
+            pytest.skip('mmcv 2.1 has no CPU RoIPool kernel')
+        feats, rois = feats.cuda(), rois.cuda()
+    module = getattr(mmcv.ops, layer)(output_size=3, spatial_scale=1.0)
+    with pytest.raises(RuntimeError):  # mmcv's own function, the unwrapped path
+        (roi_align if layer == 'RoIAlign' else mmcv.ops.roi_pool)(feats.bfloat16(), rois.bfloat16(), 3, 1.0)
+    x = feats.bfloat16().requires_grad_()
+    out = module(x, rois.bfloat16())
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, module(x.detach().float(), rois.bfloat16().float()).bfloat16())
+    out.float().sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.bfloat16
+    assert module(feats, rois).dtype == torch.float32  # other dtypes: mmcv's path, unchanged

@@ -302,7 +302,7 @@ class OHEMSampler(CandidateSampler):
         return (f'OHEM active: mmdet_ohem.OHEMSampler (paper OHEM, read-only pass over all candidates) for '
                 f'{type(self.context).__name__}{stage} num={self.num}/image, ranking_loss={self.ranking_loss}, '
                 f'loss-NMS={self.nms!r}, {ratio}, add_gt_as_proposals={self.add_gt_as_proposals}, '
-                f'readonly_dtype={self.readonly_dtype or "float32"}, nonfinite={self.nonfinite}')
+                f'readonly_dtype={self.readonly_dtype or "None (training precision)"}, nonfinite={self.nonfinite}')
 
     def sample(self, assign_result, pred_instances, gt_instances, feats=None, **kwargs) -> SamplingResult:
         """Mines one image's hardest RoIs.
