@@ -80,6 +80,22 @@ LOGGED_STATS: Dict[str, Callable[[MiningStats, int], float]] = {
 }
 
 
+class _Flushing:
+    """Data descriptor for ``HistoryBuffer``'s arrays: reading one first flushes the owner's pending values."""
+
+    def __init__(self, slot: str) -> None:
+        self.slot = slot
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        obj._owner.flush()
+        return obj.__dict__[self.slot]
+
+    def __set__(self, obj: Any, value: np.ndarray) -> None:
+        obj.__dict__[self.slot] = value
+
+
 class _DeviceHistory(HistoryBuffer):
     """An mmengine ``HistoryBuffer`` whose newest values may still be on the device.
 
@@ -93,23 +109,8 @@ class _DeviceHistory(HistoryBuffer):
         log, count = base.data if base is not None else ([], [])
         super().__init__(list(log), list(count), base.max_length if base is not None else 1000000)
 
-    @property
-    def _log_history(self) -> np.ndarray:
-        self._owner.flush()
-        return self.__dict__['_log']
-
-    @_log_history.setter
-    def _log_history(self, value: np.ndarray) -> None:
-        self.__dict__['_log'] = value
-
-    @property
-    def _count_history(self) -> np.ndarray:
-        self._owner.flush()
-        return self.__dict__['_count']
-
-    @_count_history.setter
-    def _count_history(self, value: np.ndarray) -> None:
-        self.__dict__['_count'] = value
+    _log_history = _Flushing('_log')
+    _count_history = _Flushing('_count')
 
     def put(self, value: float, replace_last: bool) -> None:
         """Appends ``value`` (or replaces the newest one) without triggering a flush."""
