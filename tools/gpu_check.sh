@@ -40,7 +40,7 @@ timeout 100 python3 tools/benchmark.py --device cuda --models r50_fpn --size 800
 note "r50_fpn rc=$?"
 
 note 'read-only precision agreement'
-timeout 60 python3 -m ohem_experiments.benchmark.readonly_agreement --device cuda \
+timeout 90 python3 -m ohem_experiments.benchmark.readonly_agreement --device cuda \
     --out "$OUT/readonly_agreement.json" > "$OUT/readonly_agreement.log" 2>&1
 note "agreement rc=$?"
 ls -la "$OUT"
