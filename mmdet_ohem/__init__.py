@@ -11,7 +11,10 @@ Importing this package (configs do it with
 * allow-lists the types in mmengine checkpoints for ``torch.load(weights_only=True)`` so that
   ``--resume`` and ``load_from`` work on torch >= 2.6 (a behaviour-preserving compatibility fix);
 * makes ``_base_ = 'mmdet_ohem::ohem/...'`` resolve to the configs shipped in ``mmdet_ohem/.mim/configs``
-  (adds one new key to mmengine's package table; :mod:`mmdet_ohem.compat.package_configs`).
+  (adds one new key to mmengine's package table; :mod:`mmdet_ohem.compat.package_configs`);
+* lets mmcv's ``RoIAlign``/``RoIPool`` modules take bfloat16 features (bf16 ``--amp``) by computing
+  them in float32; other dtypes take mmcv's code path unchanged (a behaviour-preserving compatibility fix,
+  :mod:`mmdet_ohem.compat.mmcv_bf16`).
 
 The project's own reliability extras (checked VOC dataset, CPU ``--amp``, corrupt-checkpoint errors, the
 RNG-state hook) are opt-in: ``custom_imports=dict(imports=['mmdet_ohem', 'mmdet_ohem.reliability'])``.
@@ -22,12 +25,14 @@ Pipeline: :mod:`mmdet_ohem.selection` (pure rule) <- :mod:`mmdet_ohem.readonly_p
 import mmdet.models.task_modules.samplers  # noqa: F401  (mmdet registers its own OHEMSampler first)
 
 from . import models  # noqa: F401  (registers the VGG16/VGGM model parts and IterBBoxRegRoIHead)
-from .compat import allow_mmengine_checkpoints, patch_history_buffer_pickling, register_package_configs
+from .compat import (allow_mmengine_checkpoints, mmcv_roi_layers_accept_bfloat16, patch_history_buffer_pickling,
+                     register_package_configs)
 from .samplers import LossNMS, MMDetOHEMSampler, OHEMSampler, UniformSampler
 
 __version__ = '0.2.0'
 allow_mmengine_checkpoints()
 patch_history_buffer_pickling()
 register_package_configs()
+mmcv_roi_layers_accept_bfloat16()
 
 __all__ = ['OHEMSampler', 'MMDetOHEMSampler', 'LossNMS', 'UniformSampler', '__version__']

@@ -5,6 +5,12 @@ This is the only place that touches an mmdet RoI head's internals. It runs the h
 ``torch.no_grad()``, builds targets with the head's own ``_get_targets_single`` and evaluates the head's
 own configured losses with ``reduction_override='none'``. Nothing it computes keeps activations alive:
 after it returns, only two ``(n,)`` float tensors remain.
+
+It reads nothing back to the host: for heads that use mmdet's own ``BBoxHead.loss`` the losses are
+evaluated with the head's loss modules directly (the same calls, minus the ``.item()`` of the average
+factor and the ``pos_inds.any()`` test that ``BBoxHead.loss`` makes, neither of which changes a
+per-RoI loss); other heads go through their own ``loss``. mmdet code called on the way (a multi-level
+RoI extractor's per-level ``nonzero``) may still synchronise.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ['RoILosses', 'RoIHeadAdapter', 'frozen_norm_stats']
+__all__ = ['RoILosses', 'RoIHeadAdapter', 'frozen_norm_stats', 'readonly_autocast']
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,62 @@ def frozen_norm_stats(module: nn.Module) -> Iterator[None]:
                 m.running_var.copy_(var)
             if count is not None:
                 m.num_batches_tracked.copy_(count)
+
+
+def readonly_autocast(device_type: str, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
+    """The autocast context of the read-only forward.
+
+    ``dtype=None`` inherits the ambient precision: float32 outside autocast, the training pass's autocast
+    dtype under ``--amp``. An explicit dtype autocasts to it. Inside an outer autocast of *another*
+    dtype (``readonly_dtype='bf16'`` in fp16 ``--amp`` training) the weight-cast cache is disabled: torch
+    caches the casts of the weights by weight, not by dtype, until the outermost autocast exits, so a
+    nested bf16 region would leave bf16 copies of fc6/fc7 for the fp16 training pass that follows
+    (``RuntimeError: mat1 and mat2 must have the same dtype, but got Half and BFloat16``). Without the
+    cache the inner region neither stores nor reads cached casts, and the outer one is untouched.
+    """
+    if dtype is None:
+        return contextlib.nullcontext()
+    outer = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    return torch.autocast(device_type=device_type, dtype=dtype, cache_enabled=outer in (None, dtype))
+
+
+def _uses_mmdet_bbox_loss(head: nn.Module) -> bool:
+    """Whether ``head.loss`` and ``head._get_targets_single`` are mmdet's ``BBoxHead`` methods."""
+    from mmdet.models.roi_heads.bbox_heads import BBoxHead
+    return (isinstance(head, BBoxHead) and type(head).loss is BBoxHead.loss
+            and type(head)._get_targets_single is BBoxHead._get_targets_single)
+
+
+def _bbox_head_losses_no_sync(head: nn.Module, cls_score: Optional[Tensor], bbox_pred: Optional[Tensor],
+                              rois: Tensor, labels: Tensor, label_weights: Tensor, bbox_targets: Tensor,
+                              bbox_weights: Tensor, num_pos: int) -> dict:
+    """``BBoxHead.loss(..., reduction_override='none')`` for rows ordered positives first, without syncs.
+
+    The same loss-module calls as mmdet's ``BBoxHead.loss`` with the same inputs, so the same per-RoI
+    values, but it needs no host read: the positives are the first ``num_pos`` rows (known from shapes),
+    and the average factors, which ``reduction='none'`` ignores, are not computed (mmdet reads one with
+    ``.item()``). The accuracy that ``BBoxHead.loss`` adds is not computed either (not a loss). The box
+    loss gets no ``weight``: ``BBoxHead._get_targets_single`` sets every positive's box weights to 1, so
+    weighting multiplies by 1.0 (exact), and mmdet's regression losses test ``torch.any(weight > 0)`` on
+    the host when given weights.
+    """
+    losses = {}
+    if cls_score is not None and cls_score.numel() > 0:
+        out = head.loss_cls(cls_score, labels, label_weights, avg_factor=1.0, reduction_override='none')
+        losses.update(out if isinstance(out, dict) else {'loss_cls': out})
+    if bbox_pred is not None and num_pos > 0:
+        if head.reg_decoded_bbox:
+            from mmdet.structures.bbox import get_box_tensor
+            bbox_pred = get_box_tensor(head.bbox_coder.decode(rois[:, 1:], bbox_pred))
+        pos_pred = bbox_pred[:num_pos]
+        if head.reg_class_agnostic:
+            pos_pred = pos_pred.view(num_pos, -1)
+        else:
+            pos_pred = pos_pred.view(num_pos, head.num_classes, -1)[
+                torch.arange(num_pos, device=pos_pred.device), labels[:num_pos]]
+        losses['loss_bbox'] = head.loss_bbox(pos_pred, bbox_targets[:num_pos], None,
+                                             avg_factor=bbox_targets.size(0), reduction_override='none')
+    return losses
 
 
 def _per_row(value: Tensor, n: int) -> Tensor:
@@ -127,7 +189,8 @@ class RoIHeadAdapter:
             pos_gt_labels: ``(p,)`` their gt labels.
             neg_priors: ``(q, 4)`` background candidate boxes.
             autocast_dtype: Optional reduced precision (``torch.bfloat16``/``torch.float16``) for the
-                forward; the losses are still computed and returned in float32.
+                forward (see :func:`readonly_autocast`; ``None`` inherits the ambient autocast, i.e. the
+                training pass's precision); the losses are still computed and returned in float32.
 
         Returns:
             :class:`RoILosses` with ``p + q`` rows.
@@ -136,13 +199,12 @@ class RoIHeadAdapter:
 
         head = self.bbox_head
         pos_priors, neg_priors = get_box_tensor(pos_priors), get_box_tensor(neg_priors)
-        n = pos_priors.shape[0] + neg_priors.shape[0]
+        num_pos = pos_priors.shape[0]
+        n = num_pos + neg_priors.shape[0]
         rois = bbox2roi([torch.cat([pos_priors, neg_priors])])
         device_type = rois.device.type
-        amp = (torch.autocast(device_type=device_type, dtype=autocast_dtype)
-               if autocast_dtype is not None else contextlib.nullcontext())
         with torch.no_grad(), frozen_norm_stats(self.roi_head):
-            with amp:
+            with readonly_autocast(device_type, autocast_dtype):
                 out = self.bbox_forward(feats, rois)
             cls_score = out['cls_score'].float() if out['cls_score'] is not None else None
             bbox_pred = out['bbox_pred'].float() if out['bbox_pred'] is not None else None
@@ -150,8 +212,12 @@ class RoIHeadAdapter:
             labels, label_weights, bbox_targets, bbox_weights = head._get_targets_single(
                 pos_priors, neg_priors, pos_gt_bboxes, pos_gt_labels, self.train_cfg)
             with torch.autocast(device_type=device_type, enabled=False):
-                losses = head.loss(cls_score, bbox_pred, rois, labels, label_weights, bbox_targets,
-                                   bbox_weights, reduction_override='none')
+                if _uses_mmdet_bbox_loss(head):
+                    losses = _bbox_head_losses_no_sync(head, cls_score, bbox_pred, rois, labels, label_weights,
+                                                       bbox_targets, bbox_weights, num_pos)
+                else:
+                    losses = head.loss(cls_score, bbox_pred, rois, labels, label_weights, bbox_targets,
+                                       bbox_weights, reduction_override='none')
         cls = torch.zeros(n, device=rois.device)
         loc = torch.zeros(n, device=rois.device)
         for key, value in losses.items():

@@ -16,3 +16,13 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are skipped where torch sees no CUDA GPU."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason='needs a CUDA GPU (marker `cuda`; run tools/gpu_check.sh on a GPU machine)')
+    for item in items:
+        if 'cuda' in item.keywords:
+            item.add_marker(skip)

@@ -44,7 +44,7 @@ def test_restored_state_gives_identical_iterations():
     for _ in range(2):
         restorer.restore()
         torch.manual_seed(0)
-        losses.append(train_step(prep.model, prep.optim, prep.data))
+        losses.append({k: float(v) for k, v in train_step(prep.model, prep.optim, prep.data).items()})
     assert losses[0] == losses[1]
 
 
@@ -117,3 +117,28 @@ def test_tools_script_shows_help():
     proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'benchmark.py'), '--help'],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and '--device' in proc.stdout
+
+
+def test_size_is_height_width_and_cuda_gets_the_issue_variants():
+    from ohem_experiments.benchmark.cli import parse_args
+    a = parse_args(['--size', '600', '1000', '--precision', 'fp32', 'fp16'])
+    assert a.size == [600, 1000] and a.precision == ['fp32', 'fp16']
+    assert a.variants == ['random', 'mmdet_ohem', 'ours_nonms', 'ours']
+    assert parse_args(['--size', '320']).size == [320, 320]
+    assert parse_args(['--device', 'cuda']).variants == ['random', 'mmdet_ohem', 'ours', 'ours_bf16']
+    with pytest.raises(SystemExit):
+        parse_args(['--size', '600', '1000', '10'])
+    prep = prepare('r50_fpn', ['random'], (64, 96), batch_size=1, num_items=(2, ))
+    assert prep.data['inputs'].shape[-2:] == (64, 96) and prep.scaler is None
+
+
+def test_gpu_targets_use_issue_10_limits():
+    def timing(t):
+        return VariantTiming(times=[t])
+    timings = {'random': timing(1.0), 'mmdet_ohem': timing(1.08), 'ours': timing(1.04)}
+    memory = {'random': {'peak_mb': 1000}, 'ours': {'peak_mb': 1060}}
+    got = {c['target'].split(': ', 1)[1]: (c['limit'], c['status'])
+           for c in report.check_targets('r50_fpn', timings, memory, 'cuda', 'fp16')}
+    assert got == {'time ours / RandomSampler': (1.03, 'MISSED'),
+                   'time ours / mmdet OHEM (must be < 1)': (1.0, 'met'),
+                   'peak memory ours / RandomSampler': (1.05, 'MISSED')}

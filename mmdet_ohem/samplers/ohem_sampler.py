@@ -10,15 +10,16 @@ stays available as ``MMDetOHEMSampler``).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Optional, Union
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Dict, List, Optional, Union
 
+import numpy as np
 import torch
 from mmdet.models.task_modules.samplers import SamplingResult
 from mmdet.models.task_modules.samplers import OHEMSampler as _MMDetOHEMSampler
 from mmdet.registry import TASK_UTILS
 from mmdet.structures.bbox import get_box_tensor
-from mmengine.logging import MessageHub, MMLogger
+from mmengine.logging import HistoryBuffer, MessageHub, MMLogger
 from torch import Tensor
 
 from ..readonly_pass import RoIHeadAdapter
@@ -30,65 +31,182 @@ RANKING_LOSSES = ('cls', 'loc', 'cls+loc')
 AUTOCAST_DTYPES = {None: None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
+Number = Union[int, float, Tensor]
+
+
 @dataclass
 class MiningStats:
     """What one ``sample()`` call did, for logging and tests.
 
+    Counts known from shapes are Python ints; the others are 0-dim tensors on the candidates' device,
+    never read back by the sampler (no host synchronisation): ``int()``/``float()`` them outside the
+    training hot path. The logger reads them once per logged iteration.
+
     Attributes:
-        candidates: Candidates considered (positives + negatives; ignored RoIs excluded).
+        candidates: Candidates considered (positives + negatives; ignored RoIs excluded). int.
         suppressed: Candidates removed by loss-NMS while filling the budget.
         nonfinite: Candidates whose read-only loss was NaN/inf (never mined).
-        mined: RoIs returned.
-        mined_fg: Foreground RoIs among them.
+        mined: RoIs returned. int.
+        mined_fg: Foreground RoIs among them. int.
         mined_loss: Sum of the ranking loss over the mined RoIs.
         cand_loss: Sum of the ranking loss over all finite candidates.
         cand_finite: Number of finite candidates (denominator of ``cand_loss``).
     """
 
     candidates: int = 0
-    suppressed: int = 0
-    nonfinite: int = 0
+    suppressed: Number = 0
+    nonfinite: Number = 0
     mined: int = 0
     mined_fg: int = 0
-    mined_loss: float = 0.0
-    cand_loss: float = 0.0
-    cand_finite: int = 0
+    mined_loss: Number = 0.0
+    cand_loss: Number = 0.0
+    cand_finite: Number = 0
 
     def __iadd__(self, other: 'MiningStats') -> 'MiningStats':
-        for k, v in asdict(other).items():
-            setattr(self, k, getattr(self, k) + v)
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         return self
 
 
-class _IterationStatsLogger:
-    """Publishes per-iteration mining statistics to mmengine's ``MessageHub``.
+# Logged per iteration, from the iteration's summed MiningStats `t` over `n` images: key suffix -> value.
+# Keys have no ``loss`` in their name on purpose: mmengine would otherwise smooth them over its window.
+LOGGED_STATS: Dict[str, Callable[[MiningStats, int], float]] = {
+    'cands': lambda t, n: t.candidates / n,
+    'nms_supp': lambda t, n: t.suppressed / n,
+    'fg_share': lambda t, n: t.mined_fg / max(t.mined, 1),
+    'mined_rl': lambda t, n: t.mined_loss / max(t.mined, 1),
+    'cand_rl': lambda t, n: t.cand_loss / max(t.cand_finite, 1),
+    'nonfinite': lambda t, n: t.nonfinite,
+}
 
-    ``sample()`` runs once per image. Within one training iteration (read from the hub's ``iter`` info,
-    which mmengine's ``RuntimeInfoHook`` sets) the images are accumulated and the running aggregate is
-    written, so after the batch the hub's current value is the whole batch's. Keys have no ``loss`` in
-    their name on purpose: mmengine would otherwise smooth them over its window.
+
+class _Flushing:
+    """Data descriptor for ``HistoryBuffer``'s arrays: reading one first flushes the owner's pending values."""
+
+    def __init__(self, slot: str) -> None:
+        self.slot = slot
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        obj._owner.flush()
+        return obj.__dict__[self.slot]
+
+    def __set__(self, obj: Any, value: np.ndarray) -> None:
+        obj.__dict__[self.slot] = value
+
+
+class _DeviceHistory(HistoryBuffer):
+    """An mmengine ``HistoryBuffer`` whose newest values may still be on the device.
+
+    Every read of the history (``current()``, ``mean()``, ``data``, statistics, pickling) first asks the
+    owning :class:`_IterationStatsLogger` to read back its pending iterations, in one transfer. Copies
+    (``MessageHub.state_dict``) are plain ``HistoryBuffer`` objects.
     """
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, owner: '_IterationStatsLogger', base: Optional[HistoryBuffer] = None) -> None:
+        self._owner = owner
+        log, count = base.data if base is not None else ([], [])
+        super().__init__(list(log), list(count), base.max_length if base is not None else 1000000)
+
+    _log_history = _Flushing('_log')
+    _count_history = _Flushing('_count')
+
+    def put(self, value: float, replace_last: bool) -> None:
+        """Appends ``value`` (or replaces the newest one) without triggering a flush."""
+        log, count = self.__dict__['_log'], self.__dict__['_count']
+        if replace_last and len(log):
+            log, count = log.copy(), count
+            log[-1] = value
+        else:
+            log, count = np.append(log, value)[-self.max_length:], np.append(count, 1)[-self.max_length:]
+        self.__dict__['_log'], self.__dict__['_count'] = log, count
+
+    def plain(self) -> HistoryBuffer:
+        """A plain ``HistoryBuffer`` with the same (read-back) history."""
+        return HistoryBuffer(list(self._log_history), list(self._count_history), self.max_length)
+
+    def __deepcopy__(self, memo: dict) -> HistoryBuffer:
+        return self.plain()
+
+    def __reduce__(self):
+        return HistoryBuffer, (list(self._log_history), list(self._count_history), self.max_length)
+
+
+@dataclass
+class _IterationRecord:
+    it: Any
+    images: int = 0
+    total: MiningStats = field(default_factory=MiningStats)
+    published: bool = False  # already in the history (a later flush replaces that entry)
+    dirty: bool = True
+
+
+class _IterationStatsLogger:
+    """Publishes per-iteration mining statistics to mmengine's ``MessageHub``, read back lazily.
+
+    ``sample()`` runs once per image. Within one training iteration (read from the hub's ``iter`` info,
+    which mmengine's ``RuntimeInfoHook`` sets) the images' :class:`MiningStats` are summed, on the device
+    where they live. The hub holds a :class:`_DeviceHistory` per key, so nothing is read back until
+    someone reads a key (mmengine's ``LogProcessor`` at each logging interval); then every pending
+    iteration is read back in one transfer, each becoming one history entry. At most ``max_pending``
+    iterations wait (bounds the memory without a reader).
+    """
+
+    def __init__(self, prefix: str, max_pending: int = 100) -> None:
         self.prefix = prefix
-        self._iter: Any = object()
-        self._images = 0
-        self._total = MiningStats()
+        self.max_pending = max_pending
+        self._records: List[_IterationRecord] = []
+        self._hub: Any = None
+        self._buffers: Dict[str, _DeviceHistory] = {}
+
+    def _install(self, hub: MessageHub) -> None:
+        scalars = hub.log_scalars
+        for name in LOGGED_STATS:
+            key = f'train/{self.prefix}{name}'
+            if scalars.get(key) is not self._buffers.get(key) or key not in self._buffers:
+                self._buffers[key] = _DeviceHistory(self, scalars.get(key))  # keeps a resumed history
+                scalars[key] = self._buffers[key]
+        self._hub = hub
 
     def push(self, stats: MiningStats) -> None:
         hub = MessageHub.get_current_instance()
+        if hub is not self._hub or any(hub.log_scalars.get(k) is not b for k, b in self._buffers.items()) \
+                or not self._buffers:
+            self._install(hub)
         it = hub.get_info('iter')
-        if it is None or it != self._iter:
-            self._iter, self._images, self._total = it, 0, MiningStats()
-        self._images += 1
-        self._total += stats
-        t, p = self._total, self.prefix
-        hub.update_scalar(f'train/{p}cands', t.candidates / self._images)
-        hub.update_scalar(f'train/{p}nms_supp', t.suppressed / self._images)
-        hub.update_scalar(f'train/{p}fg_share', t.mined_fg / max(t.mined, 1))
-        hub.update_scalar(f'train/{p}mined_rl', t.mined_loss / max(t.mined, 1))
-        hub.update_scalar(f'train/{p}cand_rl', t.cand_loss / max(t.cand_finite, 1))
-        hub.update_scalar(f'train/{p}nonfinite', t.nonfinite)
+        if not self._records or self._records[-1].it != it or it is None:
+            self._records.append(_IterationRecord(it))
+        rec = self._records[-1]
+        rec.images += 1
+        rec.total += stats
+        rec.dirty = True
+        if sum(not r.published for r in self._records) > self.max_pending:
+            self.flush()
+
+    def flush(self) -> None:
+        """Reads back every pending iteration (one transfer per device) and appends it to the history."""
+        todo = [r for r in self._records if r.dirty]
+        if not todo:
+            return
+        for r in todo:
+            r.dirty = False  # before reading: the buffers' reads below must not flush again
+        leaves = [(r, f.name) for r in todo for f in fields(r.total) if isinstance(getattr(r.total, f.name), Tensor)]
+        by_device: Dict[torch.device, list] = {}
+        for leaf in leaves:
+            by_device.setdefault(getattr(leaf[0].total, leaf[1]).device, []).append(leaf)
+        for group in by_device.values():
+            values = torch.stack([getattr(r.total, name).detach().double().reshape(())
+                                  for r, name in group]).tolist()
+            for (r, name), v in zip(group, values):
+                setattr(r.total, name, v)
+        for r in todo:
+            for name, metric in LOGGED_STATS.items():
+                buf = self._buffers.get(f'train/{self.prefix}{name}')
+                if buf is not None:
+                    buf.put(float(metric(r.total, r.images)), replace_last=r.published)
+            r.published = True
+        self._records = self._records[-1:]  # only the newest iteration can still grow
 
 
 @TASK_UTILS.register_module(name='OHEMSampler', force=True)
@@ -118,9 +236,11 @@ class OHEMSampler(CandidateSampler):
             flavour, for ablations).
         nonfinite: ``'skip'`` (default): RoIs with a NaN/inf read-only loss are never mined, counted and
             logged as ``ohem_nonfinite``; ``'raise'``: raise ``FloatingPointError``.
-        readonly_dtype: ``None`` (float32), ``'bf16'`` or ``'fp16'``: autocast for the read-only
-            forward only (opt-in speed-up; the training pass is unchanged).
-        log_stats: Publish per-iteration mining statistics to mmengine's ``MessageHub``.
+        readonly_dtype: ``None`` (the training pass's precision: float32, or the ``--amp`` autocast
+            dtype), ``'bf16'`` or ``'fp16'``: autocast for the read-only forward only (opt-in speed-up;
+            the training pass is unchanged; any combination with ``--amp`` works).
+        log_stats: Publish per-iteration mining statistics to mmengine's ``MessageHub`` (kept on the
+            device and read back only when a logger reads them).
 
     Raises:
         ValueError: On a setting outside its range; the message names the setting and the value.
@@ -183,7 +303,7 @@ class OHEMSampler(CandidateSampler):
         return (f'OHEM active: mmdet_ohem.OHEMSampler (paper OHEM, read-only pass over all candidates) for '
                 f'{type(self.context).__name__}{stage} num={self.num}/image, ranking_loss={self.ranking_loss}, '
                 f'loss-NMS={self.nms!r}, {ratio}, add_gt_as_proposals={self.add_gt_as_proposals}, '
-                f'readonly_dtype={self.readonly_dtype or "float32"}, nonfinite={self.nonfinite}')
+                f'readonly_dtype={self.readonly_dtype or "None (training precision)"}, nonfinite={self.nonfinite}')
 
     def sample(self, assign_result, pred_instances, gt_instances, feats=None, **kwargs) -> SamplingResult:
         """Mines one image's hardest RoIs.
@@ -196,6 +316,10 @@ class OHEMSampler(CandidateSampler):
 
         Returns:
             ``SamplingResult`` holding the mined foreground and background RoIs.
+
+        Host synchronisation: besides what mmdet's own candidate gathering makes (``nonzero``/``unique``
+        in ``BaseSampler``, a multi-level RoI extractor's per-level ``nonzero``), on a GPU exactly one
+        small read sizes the result (paper mode); statistics stay on the device.
         """
         if feats is None:
             raise ValueError('OHEMSampler.sample needs feats=[per-level (1, C, H, W) features of this image] '
@@ -218,22 +342,20 @@ class OHEMSampler(CandidateSampler):
             labels = torch.cat([everything.pos_gt_labels, everything.pos_gt_labels.new_full(
                 (num_cands - num_pos, ), self.head.bbox_head.num_classes)])
         sel = self._select(losses, boxes, is_pos, labels)
-        mined_pos = is_pos[sel.indices]
+        chosen = cand_inds[sel.indices]  # positives first: sel.num_pos of them
         finite = torch.isfinite(losses)
         self._record(MiningStats(
             candidates=num_cands, suppressed=sel.num_suppressed, nonfinite=sel.num_nonfinite,
-            mined=sel.indices.numel(), mined_fg=int(mined_pos.sum()),
-            mined_loss=float(losses[sel.indices].sum()), cand_loss=float(losses[finite].sum()),
-            cand_finite=int(finite.sum())))
-        chosen = cand_inds[sel.indices]
-        return self.result(cands, chosen[mined_pos], chosen[~mined_pos], assign_result, gt_instances)
+            mined=chosen.numel(), mined_fg=sel.num_pos, mined_loss=losses[sel.indices].sum(),
+            cand_loss=torch.where(finite, losses, torch.zeros_like(losses)).sum(), cand_finite=finite.sum()))
+        return self.result(cands, chosen[:sel.num_pos], chosen[sel.num_pos:], assign_result, gt_instances)
 
     def _select(self, losses: Tensor, boxes: Tensor, is_pos: Tensor, labels: Optional[Tensor]) -> Selection:
         iou = self.nms.iou_threshold if self.nms is not None else None
         if self.keep_ratio:
             return select_hard_examples_ratio(losses, boxes, is_pos, self.num, self.pos_fraction,
                                               self.neg_pos_ub, iou, labels, self.nonfinite)
-        return select_hard_examples(losses, boxes, self.num, iou, labels, self.nonfinite)
+        return select_hard_examples(losses, boxes, self.num, iou, labels, self.nonfinite, is_pos)
 
     def _record(self, stats: MiningStats) -> None:
         self.last_stats = stats

@@ -1,13 +1,23 @@
 """Loss-NMS: greedy de-duplication of RoIs ranked by their loss.
 
 Pure PyTorch, no mmdet import. The rule is the paper's (Shrivastava et al., 2016, Sec. 4.1): take the
-highest-loss RoI, drop every lower-loss RoI whose IoU with it exceeds the threshold, repeat.
+highest-loss RoI, drop every lower-loss RoI whose IoU with it exceeds the threshold, repeat. OHEM only
+needs the first ``max_keep`` survivors (the per-image RoI budget, e.g. 64), and both implementations
+return exactly full greedy NMS truncated to ``max_keep``:
 
-Because OHEM only ever needs the first ``max_keep`` survivors (the per-image RoI budget, e.g. 64), the
-implementation walks the ranked list in blocks and stops as soon as the budget is full. Each block is
-checked against the boxes already kept with one vectorised IoU, and within the block the greedy order is
-resolved on a precomputed IoU matrix. The result is identical to full greedy NMS truncated to
-``max_keep``; the cost is O((kept + block) * block) per block instead of O(n^2).
+* ``'host'`` (the reference, and the CPU default): walks the ranked list in blocks and stops as soon as
+  the budget is full. Each block is checked against the boxes already kept with one vectorised IoU, and
+  within the block the greedy order is resolved by a Python loop on the block's IoU matrix, read back to
+  the host. O((kept + block) * block) per block; on a GPU every block is a host synchronisation.
+* ``'device'`` (the GPU default): no host loop and no host read. The suppression matrix of the ranked
+  list (``S[i, j]``: ``i`` ranks before ``j`` and their IoU exceeds the threshold) is built on the
+  device, and greedy NMS is computed as the fixed point of ``keep = valid & ~any_i(keep[i] & S[i])``
+  (the Cluster-NMS iteration, Bolya et al. 2020). Its fixed point is unique and equals greedy NMS,
+  because ``keep[j]`` depends only on ``keep[i < j]``; after ``t`` iterations every RoI whose chain of
+  suppression decisions is shorter than ``t`` is final. The iteration runs a fixed number of steps
+  without reading anything back, and :class:`GreedyFixedPoint` reports (as a device flag) whether the
+  prefix that decides the first ``max_keep`` survivors has converged; callers read that flag together
+  with whatever else they read anyway, and iterate on in the rare case it has not.
 """
 from __future__ import annotations
 
@@ -17,7 +27,16 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ['NMSResult', 'box_iou', 'greedy_loss_nms', 'rank_by_loss']
+__all__ = ['NMSResult', 'GreedyFixedPoint', 'box_iou', 'greedy_loss_nms', 'rank_by_loss', 'resolve_method',
+           'suppression_matrix']
+
+NMS_METHODS = ('auto', 'host', 'device')
+# Device method: the (n, n) suppression matrix is built in row chunks of about this many IoU values
+# (bounds the float temporaries to ~16 MB each), and ranked lists longer than DEVICE_MAX_BOXES use the
+# host method (an (n, n) bool matrix: 64 MB at 8,192). Neither changes a result.
+IOU_CHUNK_ELEMENTS = 1 << 22
+DEVICE_MAX_BOXES = 8192
+FIXED_POINT_STEPS = 8
 
 
 @dataclass(frozen=True)
@@ -27,11 +46,12 @@ class NMSResult:
     Attributes:
         keep: Indices into the input, hardest (highest loss) first.
         num_suppressed: How many candidates were examined and removed as duplicates before the budget
-            was filled (candidates never examined because the budget was already full are not counted).
+            was filled (candidates never examined because the budget was already full are not counted);
+            a 0-dim int64 tensor on the boxes' device (reading it is the caller's choice).
     """
 
     keep: Tensor
-    num_suppressed: int
+    num_suppressed: Tensor
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
@@ -62,48 +82,88 @@ def rank_by_loss(losses: Tensor) -> Tensor:
     return torch.sort(losses, descending=True, stable=True).indices
 
 
-def greedy_loss_nms(boxes: Tensor,
-                    losses: Tensor,
-                    iou_threshold: float,
-                    max_keep: Optional[int] = None,
-                    labels: Optional[Tensor] = None,
-                    block_size: int = 256,
-                    max_block: int = 1024) -> NMSResult:
-    """Greedy NMS on loss, highest loss first, stopping once ``max_keep`` boxes are kept.
+def suppression_matrix(boxes: Tensor, iou_threshold: float, labels: Optional[Tensor] = None) -> Tensor:
+    """``S[i, j]``: box ``i`` comes before box ``j`` and would suppress it (IoU > threshold, same label).
 
-    A box is suppressed when its IoU with an already kept, higher-ranked box is strictly greater than
-    ``iou_threshold``. With ``labels`` given, only boxes of the same label suppress each other (the
-    authors' Caffe code ran loss-NMS per class).
+    The IoU values are :func:`box_iou`'s, bit for bit (the same elementwise operations, row chunk by row
+    chunk), so both loss-NMS methods make the same decisions.
 
     Args:
-        boxes: ``(n, 4)`` candidate boxes, ``(x1, y1, x2, y2)``.
-        losses: ``(n,)`` ranking losses; higher is harder. Must be finite (callers filter first).
-        iou_threshold: Suppression threshold in ``(0, 1]``; 1.0 never suppresses.
-        max_keep: Stop once this many boxes are kept. ``None`` keeps every survivor.
-        labels: Optional ``(n,)`` integer labels for per-class NMS.
-        block_size: Minimum number of ranked candidates examined per vectorised step.
-        max_block: Upper bound of the step size used to fill a large missing budget (the result does
-            not depend on it, only time and memory do).
+        boxes: ``(n, 4)`` boxes in ranked order.
+        iou_threshold: Suppression threshold.
+        labels: Optional ``(n,)`` labels in ranked order; boxes of different labels never suppress.
 
     Returns:
-        :class:`NMSResult` with the kept indices (hardest first) and the suppression count.
-
-    Raises:
-        ValueError: On mismatched shapes or a threshold outside ``(0, 1]``.
+        ``(n, n)`` bool tensor, strictly upper triangular.
     """
-    n = losses.shape[0]
-    if boxes.dim() != 2 or boxes.shape[-1] != 4 or boxes.shape[0] != n or losses.dim() != 1:
-        raise ValueError(f'greedy_loss_nms: boxes must be (n, 4) and losses (n,), '
-                         f'got boxes {tuple(boxes.shape)} and losses {tuple(losses.shape)}')
-    if not 0.0 < float(iou_threshold) <= 1.0:
-        raise ValueError(f'greedy_loss_nms: iou_threshold must be in (0, 1], got {iou_threshold!r}')
-    if labels is not None and labels.shape != (n, ):
-        raise ValueError(f'greedy_loss_nms: labels must be ({n},), got {tuple(labels.shape)}')
-    budget = n if max_keep is None else max(0, min(int(max_keep), n))
-    order = rank_by_loss(losses)
-    if budget == 0 or n == 0:
-        return NMSResult(order[:0], 0)
+    n = boxes.shape[0]
+    chunk = max(1, IOU_CHUNK_ELEMENTS // max(n, 1))
+    rows = [box_iou(boxes[r:r + chunk], boxes) > iou_threshold for r in range(0, n, chunk)]
+    over = torch.cat(rows) if rows else boxes.new_zeros((0, 0), dtype=torch.bool)
+    if labels is not None:
+        over &= labels[:, None] == labels[None, :]
+    return torch.triu(over, diagonal=1)
 
+
+class GreedyFixedPoint:
+    """Greedy NMS over a ranked list as a fixed-point iteration on the device (no host reads).
+
+    ``valid`` marks the ranked candidates that take part (e.g. finite losses); the others are never
+    kept, never suppress and are not counted. All attributes are device tensors.
+
+    Args:
+        over: ``(n, n)`` suppression matrix from :func:`suppression_matrix`.
+        valid: ``(n,)`` bool.
+        budget: Keep at most this many (the first ``budget`` survivors of full greedy NMS).
+        steps: Iterations to run now (more with :meth:`advance`).
+    """
+
+    def __init__(self, over: Tensor, valid: Tensor, budget: int, steps: int = FIXED_POINT_STEPS) -> None:
+        self.over, self.valid, self.budget = over, valid, int(budget)
+        self.prev = valid
+        self.cur = self._step(valid)
+        self.advance(steps - 1)
+
+    def _step(self, keep: Tensor) -> Tensor:
+        return self.valid & ~(self.over & keep[:, None]).any(dim=0)
+
+    def advance(self, steps: int) -> None:
+        """Runs ``steps`` more iterations."""
+        for _ in range(max(0, steps)):
+            self.prev, self.cur = self.cur, self._step(self.cur)
+
+    @property
+    def _decided(self) -> Tensor:
+        # Ranked positions up to and including the budget-th survivor (all of them with fewer survivors):
+        # the prefix whose decisions make up the result.
+        return (torch.cumsum(self.cur, 0) - self.cur.long()) < self.budget
+
+    @property
+    def converged(self) -> Tensor:
+        """0-dim bool: the decided prefix is a fixed point, hence exactly greedy NMS."""
+        return ~((self.cur ^ self.prev) & self._decided).any()
+
+    @property
+    def kept(self) -> Tensor:
+        """``(n,)`` bool over the ranked list: the first ``budget`` survivors."""
+        return self.cur & (torch.cumsum(self.cur, 0) <= self.budget)
+
+    @property
+    def num_suppressed(self) -> Tensor:
+        """0-dim int64: valid candidates removed before the budget was filled."""
+        return (self.valid & ~self.cur & self._decided).sum()
+
+    def resolve(self, steps: int = FIXED_POINT_STEPS) -> 'GreedyFixedPoint':
+        """Iterates until :attr:`converged` (reads the flag back once per ``steps`` iterations)."""
+        while not bool(self.converged):
+            self.advance(steps)
+        return self
+
+
+def _greedy_host(boxes: Tensor, order: Tensor, iou_threshold: float, budget: int, labels: Optional[Tensor],
+                 block_size: int, max_block: int) -> NMSResult:
+    """The reference: blocks of the ranked list, greedy order resolved by a host loop per block."""
+    n = order.shape[0]
     dev = boxes.device
     sorted_boxes = boxes[order].float()
     sorted_labels = labels[order] if labels is not None else None
@@ -139,4 +199,72 @@ def greedy_loss_nms(boxes: Tensor,
                 break
             alive_np[j + 1:] &= ~over_np[j, j + 1:]
         pos += size
-    return NMSResult(order[torch.as_tensor(kept, dtype=torch.long, device=order.device)], num_suppressed)
+    keep = order[torch.as_tensor(kept, dtype=torch.long, device=order.device)]
+    return NMSResult(keep, torch.tensor(num_suppressed, device=dev))
+
+
+def resolve_method(method: str, device: torch.device, n: int) -> str:
+    """``'host'`` or ``'device'`` for ``method`` in :data:`NMS_METHODS` (``'auto'``: device on CUDA).
+
+    Raises:
+        ValueError: On an unknown method.
+    """
+    if method not in NMS_METHODS:
+        raise ValueError(f'loss-NMS method must be one of {NMS_METHODS}, got {method!r}')
+    if method == 'auto':
+        return 'device' if device.type == 'cuda' and n <= DEVICE_MAX_BOXES else 'host'
+    return method
+
+
+def greedy_loss_nms(boxes: Tensor,
+                    losses: Tensor,
+                    iou_threshold: float,
+                    max_keep: Optional[int] = None,
+                    labels: Optional[Tensor] = None,
+                    block_size: int = 256,
+                    max_block: int = 1024,
+                    method: str = 'auto') -> NMSResult:
+    """Greedy NMS on loss, highest loss first, stopping once ``max_keep`` boxes are kept.
+
+    A box is suppressed when its IoU with an already kept, higher-ranked box is strictly greater than
+    ``iou_threshold``. With ``labels`` given, only boxes of the same label suppress each other (the
+    authors' Caffe code ran loss-NMS per class).
+
+    Args:
+        boxes: ``(n, 4)`` candidate boxes, ``(x1, y1, x2, y2)``.
+        losses: ``(n,)`` ranking losses; higher is harder. Must be finite (callers filter first).
+        iou_threshold: Suppression threshold in ``(0, 1]``; 1.0 never suppresses.
+        max_keep: Stop once this many boxes are kept. ``None`` keeps every survivor.
+        labels: Optional ``(n,)`` integer labels for per-class NMS.
+        block_size: Host method: minimum number of ranked candidates examined per vectorised step.
+        max_block: Host method: upper bound of the step size used to fill a large missing budget (the
+            result does not depend on it, only time and memory do).
+        method: ``'host'``, ``'device'`` or ``'auto'`` (device for CUDA tensors of at most
+            ``DEVICE_MAX_BOXES`` boxes, else host). Both return the same result.
+
+    Returns:
+        :class:`NMSResult` with the kept indices (hardest first) and the suppression count.
+
+    Raises:
+        ValueError: On mismatched shapes, a threshold outside ``(0, 1]`` or an unknown method.
+    """
+    n = losses.shape[0]
+    if boxes.dim() != 2 or boxes.shape[-1] != 4 or boxes.shape[0] != n or losses.dim() != 1:
+        raise ValueError(f'greedy_loss_nms: boxes must be (n, 4) and losses (n,), '
+                         f'got boxes {tuple(boxes.shape)} and losses {tuple(losses.shape)}')
+    if not 0.0 < float(iou_threshold) <= 1.0:
+        raise ValueError(f'greedy_loss_nms: iou_threshold must be in (0, 1], got {iou_threshold!r}')
+    if labels is not None and labels.shape != (n, ):
+        raise ValueError(f'greedy_loss_nms: labels must be ({n},), got {tuple(labels.shape)}')
+    method = resolve_method(method, boxes.device, n)
+    budget = n if max_keep is None else max(0, min(int(max_keep), n))
+    order = rank_by_loss(losses)
+    if budget == 0 or n == 0:
+        return NMSResult(order[:0], torch.zeros((), dtype=torch.long, device=boxes.device))
+    if method == 'host':
+        return _greedy_host(boxes, order, iou_threshold, budget, labels, block_size, max_block)
+    valid = torch.ones(n, dtype=torch.bool, device=boxes.device)
+    fp = GreedyFixedPoint(suppression_matrix(boxes[order].float(), iou_threshold,
+                                             labels[order] if labels is not None else None),
+                          valid, budget).resolve()
+    return NMSResult(order[fp.kept], fp.num_suppressed)

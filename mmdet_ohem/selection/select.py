@@ -2,16 +2,23 @@
 
 Everything here is plain PyTorch and testable without a detector. The mmdet adapter
 (:mod:`mmdet_ohem.samplers`) computes the per-RoI losses and calls these functions.
+
+Paper mode (:func:`select_hard_examples`) on a GPU reads back exactly one small tensor (the number of
+mined positives and negatives, the loss-NMS convergence flag, the non-finite count): a result whose
+size depends on the data cannot be built without it, and nothing else is read. Its counts stay on the
+device. On the CPU the same rule runs with the host loss-NMS (faster there); both give the same result.
+Ratio mode (an ablation) reads back pool sizes as it goes.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from typing import Literal, Optional
 
 import torch
 from torch import Tensor
 
-from .nms import greedy_loss_nms, rank_by_loss
+from .nms import GreedyFixedPoint, greedy_loss_nms, rank_by_loss, resolve_method, suppression_matrix
 
 __all__ = ['Selection', 'NonFinitePolicy', 'select_hard_examples', 'select_hard_examples_ratio']
 
@@ -23,15 +30,21 @@ class Selection:
     """Which candidates were mined.
 
     Attributes:
-        indices: Indices into the candidate list. Paper mode: hardest first. Ratio mode: the mined
-            positives (hardest first) followed by the mined negatives (hardest first).
-        num_suppressed: Candidates removed by loss-NMS while the budget was being filled.
-        num_nonfinite: Candidates whose ranking loss was NaN or infinite; they are never mined.
+        indices: Indices into the candidate list. Paper mode: hardest first, or, with ``is_pos`` given,
+            the mined positives (hardest first) followed by the mined negatives (hardest first). Ratio
+            mode: positives then negatives, as well.
+        num_suppressed: Candidates removed by loss-NMS while the budget was being filled (0-dim int64
+            tensor on the candidates' device).
+        num_nonfinite: Candidates whose ranking loss was NaN or infinite; they are never mined (0-dim
+            int64 tensor on the candidates' device).
+        num_pos: How many of ``indices`` (the first ones) are positives; ``None`` in paper mode without
+            ``is_pos``.
     """
 
     indices: Tensor
-    num_suppressed: int = 0
-    num_nonfinite: int = 0
+    num_suppressed: Tensor
+    num_nonfinite: Tensor
+    num_pos: Optional[int] = None
 
 
 def _check_inputs(losses: Tensor, boxes: Tensor, num: int, iou_threshold: Optional[float]) -> None:
@@ -59,13 +72,12 @@ def _finite_pool(losses: Tensor, pool: Tensor, policy: NonFinitePolicy) -> tuple
 
 
 def _mine_pool(losses: Tensor, boxes: Tensor, pool: Tensor, budget: int, iou_threshold: Optional[float],
-               labels: Optional[Tensor]) -> tuple[Tensor, int]:
-    """Hardest ``budget`` members of ``pool`` (after optional loss-NMS), hardest first."""
-    if budget <= 0 or pool.numel() == 0:
-        return pool[:0], 0
+               labels: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    """Hardest ``budget`` members of ``pool`` (after optional loss-NMS), hardest first, and the number
+    of candidates loss-NMS suppressed on the way."""
+    if budget <= 0 or pool.numel() == 0 or iou_threshold is None:
+        return pool[rank_by_loss(losses[pool])[:max(budget, 0)]], _count(0, losses)
     pool_losses = losses[pool]
-    if iou_threshold is None:
-        return pool[rank_by_loss(pool_losses)[:budget]], 0
     res = greedy_loss_nms(boxes[pool], pool_losses, iou_threshold, max_keep=budget,
                           labels=labels[pool] if labels is not None else None)
     return pool[res.keep], res.num_suppressed
@@ -76,7 +88,9 @@ def select_hard_examples(losses: Tensor,
                          num: int,
                          iou_threshold: Optional[float] = 0.7,
                          labels: Optional[Tensor] = None,
-                         nonfinite: NonFinitePolicy = 'skip') -> Selection:
+                         nonfinite: NonFinitePolicy = 'skip',
+                         is_pos: Optional[Tensor] = None,
+                         method: str = 'auto') -> Selection:
     """Paper OHEM: the ``num`` highest-loss candidates that survive loss-NMS, with no fg:bg ratio.
 
     Args:
@@ -88,18 +102,78 @@ def select_hard_examples(losses: Tensor,
         labels: Optional ``(n,)`` labels; when given, loss-NMS suppresses only within a label.
         nonfinite: ``'skip'`` never mines candidates whose loss is NaN/inf (and counts them);
             ``'raise'`` raises :class:`FloatingPointError`.
+        is_pos: Optional ``(n,)`` bool: return the mined positives first (``Selection.num_pos`` of
+            them), then the mined negatives; the same set, each part hardest first.
+        method: Loss-NMS implementation (``'auto'``, ``'host'``, ``'device'``, see
+            :func:`~mmdet_ohem.selection.nms.greedy_loss_nms`); the result does not depend on it.
 
     Returns:
-        :class:`Selection`, indices hardest first.
+        :class:`Selection`.
 
     Raises:
-        ValueError: On a bad budget, threshold or shape; the message names the value.
+        ValueError: On a bad budget, threshold, shape or method; the message names the value.
     """
     _check_inputs(losses, boxes, num, iou_threshold)
+    if is_pos is not None and is_pos.shape != losses.shape:
+        raise ValueError(f'is_pos must have shape {tuple(losses.shape)}, got {tuple(is_pos.shape)}')
+    if nonfinite not in ('skip', 'raise'):
+        raise ValueError(f'nonfinite must be "skip" or "raise", got {nonfinite!r}')
+    if resolve_method(method, losses.device, losses.shape[0]) == 'device':
+        return _select_on_device(losses, boxes, num, iou_threshold, labels, nonfinite, is_pos)
     pool = torch.arange(losses.shape[0], device=losses.device)
     pool, num_bad = _finite_pool(losses, pool, nonfinite)
     keep, supp = _mine_pool(losses, boxes, pool, num, iou_threshold, labels)
-    return Selection(keep, supp, num_bad)
+    num_pos = None
+    if is_pos is not None:
+        mined_pos = is_pos[keep].bool()
+        keep = torch.cat([keep[mined_pos], keep[~mined_pos]])
+        num_pos = int(mined_pos.sum())
+    return Selection(keep, _count(supp, losses), _count(num_bad, losses), num_pos)
+
+
+def _count(value, like: Tensor) -> Tensor:
+    """A count as a 0-dim int64 tensor on ``like``'s device (tensors pass through)."""
+    if isinstance(value, Tensor):
+        return value.to(torch.long).reshape(())
+    return torch.tensor(int(value), dtype=torch.long, device=like.device)
+
+
+def _select_on_device(losses: Tensor, boxes: Tensor, num: int, iou_threshold: Optional[float],
+                      labels: Optional[Tensor], nonfinite: NonFinitePolicy,
+                      is_pos: Optional[Tensor]) -> Selection:
+    """Paper mode with one host read: the same result as the host path (see the module docstring)."""
+    n = losses.shape[0]
+    finite = torch.isfinite(losses)
+    # Non-finite losses rank last (-inf) in a stable sort, so the finite ones keep the order that
+    # ranking the finite pool alone gives; they are then excluded through `valid`.
+    order = rank_by_loss(torch.where(finite, losses, torch.full_like(losses, -math.inf)))
+    valid = finite[order]
+    num_bad = (~finite).sum()
+    fp = None
+    if iou_threshold is None or n == 0:
+        kept = valid & (torch.cumsum(valid, 0) <= num)
+        supp = torch.zeros((), dtype=torch.long, device=losses.device)
+        converged = torch.ones((), dtype=torch.bool, device=losses.device)
+    else:
+        over = suppression_matrix(boxes[order].float(), iou_threshold,
+                                  labels[order] if labels is not None else None)
+        fp = GreedyFixedPoint(over, valid, num)
+        kept, supp, converged = fp.kept, fp.num_suppressed, fp.converged
+    while True:
+        # 0: mined positive, 1: mined negative (or any mined RoI without is_pos), 2: not mined.
+        group = torch.full((n, ), 2, dtype=torch.uint8, device=losses.device)
+        group = torch.where(kept, (~is_pos[order].bool()).to(torch.uint8) if is_pos is not None
+                            else torch.ones_like(group), group)
+        counts = torch.stack([(group == 0).sum(), (group == 1).sum(), converged.long(), num_bad])
+        num_p, num_n, done, bad = counts.tolist()  # the one host read
+        if done:
+            break
+        fp.resolve()  # rare: a suppression chain longer than the blind steps
+        kept, supp, converged = fp.kept, fp.num_suppressed, fp.converged
+    if bad and nonfinite == 'raise':
+        _finite_pool(losses, torch.arange(n, device=losses.device), nonfinite)  # raises, with the message
+    chosen = order[torch.sort(group, stable=True).indices[:num_p + num_n]]
+    return Selection(chosen, supp, num_bad, num_p if is_pos is not None else None)
 
 
 def select_hard_examples_ratio(losses: Tensor,
@@ -151,4 +225,5 @@ def select_hard_examples_ratio(losses: Tensor,
     if neg_pos_ub >= 0:
         num_neg = min(num_neg, int(neg_pos_ub * max(1, pos.numel())))
     neg, supp_neg = take(neg_pool, num_neg)
-    return Selection(torch.cat([pos, neg]), supp_pos + supp_neg, bad_pos + bad_neg)
+    return Selection(torch.cat([pos, neg]), _count(supp_pos + supp_neg, losses), _count(bad_pos + bad_neg, losses),
+                     pos.numel())

@@ -6,7 +6,7 @@ Used by ``tools/smoke_train.py``, the benchmark and the tests. Nothing here down
 from __future__ import annotations
 
 import copy
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 from mmengine.config import Config
@@ -55,14 +55,18 @@ def build_detector(cfg: Config, seed: int = 0, device: str = 'cpu') -> torch.nn.
     return model.to(device).train()
 
 
-def synthetic_batch(model: torch.nn.Module, batch_size: int = 2, size: int = 128,
+def synthetic_batch(model: torch.nn.Module, batch_size: int = 2, size: Union[int, Sequence[int]] = 128,
                     num_items: Sequence[int] = (3, 2), num_classes: int = 5, with_mask: bool = False,
                     seed: int = 0) -> dict:
-    """A fixed random batch (mmdet's ``demo_mm_inputs``), already through the model's data preprocessor."""
+    """A fixed random batch (mmdet's ``demo_mm_inputs``), already through the model's data preprocessor.
+
+    ``size``: the image side (square), or ``(height, width)``.
+    """
     from mmdet.testing import demo_mm_inputs
     torch.manual_seed(seed)
     items = [num_items[i % len(num_items)] for i in range(batch_size)]
-    packed = demo_mm_inputs(batch_size, image_shapes=[(3, size, size)] * batch_size, num_items=items,
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    packed = demo_mm_inputs(batch_size, image_shapes=[(3, h, w)] * batch_size, num_items=items,
                             num_classes=num_classes, with_mask=with_mask)
     device = next(model.parameters()).device
     packed['inputs'] = [x.to(device) for x in packed['inputs']]

@@ -64,8 +64,14 @@ model = dict(
             allowed_border=-1,
             pos_weight=-1,
             debug=False),
-        rpn_proposal=dict(nms_pre=12000, max_per_img=2000, nms=dict(type='nms', iou_threshold=0.7),
-                          min_bbox_size=0),
+        # split_thr: mmcv 2.1's batched_nms takes a second code path above split_thr boxes (default
+        # 10,000), NMS per level in turn; with nms_pre=12000 this RPN reaches it, and that path fails under
+        # fp16 autocast (`--amp`: half scores, float boxes -> "Index put requires the source and destination
+        # dtypes match"). This RPN has ONE level, so the split path would run the same single NMS over the
+        # same boxes: never splitting keeps the same boxes with the same scores and needs no more memory
+        # (only boxes with exactly equal scores may come out in another order), and `--amp` works.
+        rpn_proposal=dict(nms_pre=12000, max_per_img=2000,
+                          nms=dict(type='nms', iou_threshold=0.7, split_thr=1_000_000), min_bbox_size=0),
         rcnn=dict(
             # Fast R-CNN heuristics: fg IoU >= 0.5, bg IoU in [bg_lo, 0.5) with bg_lo = 0.1
             assigner=dict(

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .report import check_targets, machine_info, model_table, nms_table, targets_table
-from .detectors import DEFAULT_VARIANTS, MODELS, VARIANTS, prepare, set_threads
+from .detectors import DEFAULT_VARIANTS, GPU_VARIANTS, MODELS, PRECISIONS, VARIANTS, prepare, set_threads
 
 __all__ = ['main', 'parse_args']
 
@@ -23,10 +23,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                     'built-in OHEM, ours with and without loss-NMS; interleaved, same weights and inputs.')
     p.add_argument('--models', nargs='*', default=['r50_fpn', 'vgg16'], choices=sorted(MODELS),
                    help='models to time (none: only the loss-NMS timing)')
-    p.add_argument('--variants', nargs='+', default=list(DEFAULT_VARIANTS), choices=sorted(VARIANTS),
-                   help='sampler variants; ratios are to "random" (include it)')
-    p.add_argument('--size', type=int, default=320,
-                   help='input image side, pixels (square synthetic batch; 320 = the published tables)')
+    p.add_argument('--variants', nargs='+', default=None, choices=sorted(VARIANTS),
+                   help='sampler variants; ratios are to "random" (include it). Default: '
+                        f'{" ".join(DEFAULT_VARIANTS)} on CPU, {" ".join(GPU_VARIANTS)} on CUDA')
+    p.add_argument('--size', type=int, nargs='+', default=[320],
+                   help='input size in pixels: SIDE (square) or HEIGHT WIDTH, e.g. 800 1333 or 600 1000 '
+                        '(320 = the published CPU tables)')
+    p.add_argument('--precision', nargs='+', default=['fp32'], choices=sorted(PRECISIONS),
+                   help='training precision(s), each a separate run: fp32; fp16 = autocast + GradScaler '
+                        '(as tools/train.py --amp); bf16 = bf16 autocast')
+    p.add_argument('--profile-rounds', type=int, default=1,
+                   help='untimed, synchronised iterations per variant for the breakdown (0: none)')
     p.add_argument('--batch', type=int, default=2, help='images per iteration')
     p.add_argument('--num-items', nargs='+', type=int, default=[6, 4], help='gt boxes per image')
     p.add_argument('--iters', type=int, default=3, help='timed iterations per variant')
@@ -43,11 +50,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--out', default='results/bench/benchmark.json',
                    help='JSON output; the markdown report goes next to it (.md)')
     args = p.parse_args(argv)
+    if args.variants is None:
+        args.variants = list(GPU_VARIANTS if args.device.startswith('cuda') else DEFAULT_VARIANTS)
     if 'random' not in args.variants:
         p.error('--variants must include "random" (the baseline the ratios refer to)')
-    if args.iters < 1 or args.warmup < 0 or args.batch < 1 or args.size < 32:
-        p.error(f'need --iters >= 1, --warmup >= 0, --batch >= 1, --size >= 32; got iters={args.iters}, '
-                f'warmup={args.warmup}, batch={args.batch}, size={args.size}')
+    if len(args.size) == 1:
+        args.size = args.size * 2
+    if args.iters < 1 or args.warmup < 0 or args.batch < 1 or len(args.size) != 2 or min(args.size) < 32:
+        p.error(f'need --iters >= 1, --warmup >= 0, --batch >= 1, --size SIDE or HEIGHT WIDTH >= 32; got '
+                f'iters={args.iters}, warmup={args.warmup}, batch={args.batch}, size={args.size}')
     return args
 
 
@@ -55,7 +66,7 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _memory(args: argparse.Namespace, model: str, timings: Dict) -> Dict[str, dict]:
+def _memory(args: argparse.Namespace, model: str, timings: Dict, precision: str = 'fp32') -> Dict[str, dict]:
     """Peak memory per variant: CUDA from the timed iterations, CPU from fresh processes."""
     if args.no_memory:
         return {}
@@ -71,24 +82,26 @@ def _memory(args: argparse.Namespace, model: str, timings: Dict) -> Dict[str, di
     progress = Progress(len(args.variants), f'{model} memory')
     for v in args.variants:
         r = measure_cpu_peak(model, v, args.size, args.batch, args.num_items, args.memory_iters, args.seed,
-                             args.threads)
+                             args.threads, precision=precision)
         out[v] = {'peak_mb': r['peak_rss_mb'], 'iter_peak_mb': r['iter_peak_mb'],
                   'rss_before_mb': r['rss_before_mb'], 'method': r['method']}
         progress.step(f'{v} peak {r["peak_rss_mb"]:.0f} MB')
     return out
 
 
-def run_model(args: argparse.Namespace, model: str) -> dict:
-    """Times and measures every variant on ``model``; returns the JSON record."""
+def run_model(args: argparse.Namespace, model: str, precision: str = 'fp32') -> dict:
+    """Times and measures every variant on ``model`` in ``precision``; returns the JSON record."""
     from .timing import time_variants
 
-    prep = prepare(model, args.variants, args.size, args.batch, args.num_items, args.device, args.seed)
-    timings = time_variants(prep, args.variants, args.iters, args.warmup, args.device, args.seed, model)
+    prep = prepare(model, args.variants, args.size, args.batch, args.num_items, args.device, args.seed,
+                   precision=precision)
+    timings = time_variants(prep, args.variants, args.iters, args.warmup, args.device, args.seed,
+                            f'{model} {precision}', args.profile_rounds)
     del prep
-    memory = _memory(args, model, timings)
-    checks = check_targets(model, timings, memory)
+    memory = _memory(args, model, timings, precision)
+    checks = check_targets(model, timings, memory, args.device, precision)
     spec = MODELS[model]
-    return {'model': model, 'label': spec.label, 'config': spec.config,
+    return {'model': model, 'precision': precision, 'label': f'{spec.label}, {precision}', 'config': spec.config,
             'notes': load_notes(model, args.device), 'sampler_budget': sampler_budget(model, args.device),
             'timings': {v: t.as_dict() for v, t in timings.items()}, 'memory': memory, 'targets': checks,
             'table': model_table(timings, memory), 'targets_table': targets_table(checks)}
@@ -115,9 +128,12 @@ def render(result: dict) -> str:
              f"mmcv {m['mmcv']}, mmdet {m['mmdet']}, device {m['device']}"
              + (f", GPU {m['gpu']}" if 'gpu' in m else '') + '  ',
              f"Load average before / after: {result['load_before']} / {result['load_after']}  ",
-             f"Input: batch {a['batch']} x {a['size']}x{a['size']} synthetic images "
+             f"Input: batch {a['batch']} x {a['size'][0]}x{a['size'][1]} (HxW) synthetic images "
              f"(mmdet.testing.demo_mm_inputs, {a['num_items']} gt boxes), {a['iters']} timed iterations per "
-             f"variant after {a['warmup']} warm-up round(s), interleaved round-robin; medians.", '']
+             f"variant after {a['warmup']} warm-up round(s), interleaved round-robin; medians. "
+             + ('Timed with CUDA events, nothing synchronised inside an iteration; ' if m['device'].startswith('cuda')
+                else '')
+             + f"breakdown from {a['profile_rounds']} separate synchronised iteration(s) per variant.", '']
     for r in result['models']:
         lines += [f"## {r['label']}", '', f"Config `{r['config']}`; {'; '.join(r['notes'])}; "
                   f"sampler budget {r['sampler_budget']} for every variant.", '', r['table'], '',
@@ -125,7 +141,7 @@ def render(result: dict) -> str:
     if result.get('skipped'):
         lines += [f'Skipped: {s}' for s in result['skipped']] + ['']
     if result.get('nms'):
-        lines += ['## Loss-NMS alone (proposal-like boxes, IoU 0.7, CPU)', '', nms_table(result['nms']), '']
+        lines += [f"## Loss-NMS alone (proposal-like boxes, IoU 0.7, {m['device']})", '', nms_table(result['nms']), '']
     if result.get('memory_method'):
         lines += [f"Peak memory: {result['memory_method']}.", '']
     return '\n'.join(lines)
@@ -145,13 +161,18 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             result['skipped'].append(f'{model}: config {MODELS[model].config} not present')
             _log(f'skipping {model}: config not present')
             continue
-        _log(f'== {model}: {len(args.variants)} variants x ({args.warmup} warm-up + {args.iters}) iterations')
-        result['models'].append(run_model(args, model))
+        for precision in args.precision:
+            _log(f'== {model} {precision}: {len(args.variants)} variants x ({args.warmup} warm-up + '
+                 f'{args.iters}) iterations')
+            result['models'].append(run_model(args, model, precision))
+            if args.device.startswith('cuda'):
+                import torch
+                torch.cuda.empty_cache()
     if not args.no_nms:
         from .nms_timing import time_loss_nms
         budgets = sorted({int(r['sampler_budget']['num']) for r in result['models']} or {64, 512})
         _log('== loss-NMS alone')
-        result['nms'] = time_loss_nms(args.nms_sizes, budgets, repeats=args.nms_repeats)
+        result['nms'] = time_loss_nms(args.nms_sizes, budgets, repeats=args.nms_repeats, device=args.device)
     mems = {m['method'] for r in result['models'] for m in r['memory'].values()}
     result['memory_method'] = '; '.join(sorted(mems))
     result['load_after'] = [round(x, 2) for x in os.getloadavg()]

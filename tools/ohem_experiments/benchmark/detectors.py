@@ -1,20 +1,20 @@
 """What the benchmark runs: a model built once, a fixed batch, and the sampler variants to compare."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from .. import quick_detectors as quick
 from mmdet_ohem.config_tools import config_path, drop_pretrained, rcnn_train_cfgs, set_rcnn_sampler, use_roi_align
 from ..quick_detectors import build_detector, synthetic_batch
 
-__all__ = ['MODELS', 'VARIANTS', 'ModelSpec', 'Prepared', 'base_sampler_settings', 'load_config',
+__all__ = ['MODELS', 'VARIANTS', 'PRECISIONS', 'GPU_VARIANTS', 'ModelSpec', 'Prepared', 'base_sampler_settings', 'load_config',
            'prepare', 'sampler_cfg', 'swap_sampler']
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -65,6 +65,11 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
                                       readonly_dtype='bf16')),
 }
 DEFAULT_VARIANTS = ('random', 'mmdet_ohem', 'ours_nonms', 'ours')
+GPU_VARIANTS = ('random', 'mmdet_ohem', 'ours', 'ours_bf16')  # issue 10's table
+# --precision: autocast dtype of the training forward, and whether the loss is scaled (GradScaler), as
+# mmengine's AmpOptimWrapper does for `tools/train.py --amp` (fp16); bf16 needs no scaling.
+PRECISIONS: Dict[str, Tuple[Optional[torch.dtype], bool]] = {
+    'fp32': (None, False), 'fp16': (torch.float16, True), 'bf16': (torch.bfloat16, False)}
 BASE_KEYS = ('num', 'pos_fraction', 'neg_pos_ub', 'add_gt_as_proposals')
 
 
@@ -143,6 +148,8 @@ class Prepared:
     samplers: Dict[str, Any]
     base: Dict[str, Any]
     notes: List[str] = field(default_factory=list)
+    precision: str = 'fp32'
+    scaler: Optional[Any] = None  # torch.amp.GradScaler for fp16
 
 
 def swap_sampler(model: nn.Module, sampler: Any) -> None:
@@ -150,20 +157,25 @@ def swap_sampler(model: nn.Module, sampler: Any) -> None:
     model.roi_head.bbox_sampler = sampler
 
 
-def prepare(model_name: str, variants: Sequence[str], size: int, batch_size: int = 2,
+def prepare(model_name: str, variants: Sequence[str], size: Union[int, Sequence[int]], batch_size: int = 2,
             num_items: Sequence[int] = (6, 4), device: str = 'cpu', seed: int = 0,
-            lr: float = 0.02) -> Prepared:
-    """Builds the model once (fixed seed), a fixed ``size`` x ``size`` batch, and a sampler per variant.
+            lr: float = 0.02, precision: str = 'fp32') -> Prepared:
+    """Builds the model once (fixed seed), a fixed batch of ``size`` (side, or (height, width)) images,
+    and a sampler per variant.
 
-    The optimiser is mmdet's default (SGD, momentum 0.9, weight decay 1e-4).
+    The optimiser is mmdet's default (SGD, momentum 0.9, weight decay 1e-4); ``precision`` is one of
+    :data:`PRECISIONS` (fp16 gets a ``GradScaler``).
 
     Raises:
-        ValueError: If ``size`` or ``batch_size`` is not positive.
+        ValueError: If ``size`` or ``batch_size`` is not positive, or on an unknown precision.
     """
     from mmdet.registry import TASK_UTILS
 
-    if batch_size <= 0 or size <= 0:
+    sides = [size] if isinstance(size, int) else list(size)
+    if batch_size <= 0 or min(sides) <= 0 or len(sides) not in (1, 2):
         raise ValueError(f'batch_size and size must be positive, got batch_size={batch_size}, size={size}')
+    if precision not in PRECISIONS:
+        raise ValueError(f'precision must be one of {sorted(PRECISIONS)}, got {precision!r}')
     cfg, notes = load_config(model_name, device)
     model = build_detector(cfg, seed, device)
     base = base_sampler_settings(cfg)
@@ -172,12 +184,33 @@ def prepare(model_name: str, variants: Sequence[str], size: int, batch_size: int
     optim = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     data = synthetic_batch(model, batch_size, size, num_items, model.roi_head.bbox_head.num_classes,
                            seed=seed)
-    return Prepared(model, optim, data, samplers, base, notes)
+    scaler = torch.amp.GradScaler(device.split(':')[0]) if PRECISIONS[precision][1] else None
+    return Prepared(model, optim, data, samplers, base, notes, precision, scaler)
 
 
-def train_step(model: nn.Module, optim: torch.optim.Optimizer, data: dict) -> None:
-    """One training iteration: forward with losses, backward, optimiser step."""
-    quick.train_step(model, data, optim)
+def train_step(model: nn.Module, optim: torch.optim.Optimizer, data: dict, precision: str = 'fp32',
+               scaler: Optional[Any] = None) -> Dict[str, torch.Tensor]:
+    """One training iteration: forward with losses, backward, optimiser step.
+
+    ``fp16``/``bf16``: the forward under autocast, fp16 with loss scaling, as mmengine's
+    ``AmpOptimWrapper`` does. Nothing is read back (the log vars are returned as tensors), so a timed
+    iteration has no synchronisation of its own beyond the model's.
+    """
+    dtype, _ = PRECISIONS[precision]
+    device_type = next(model.parameters()).device.type
+    amp = torch.autocast(device_type=device_type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    with amp:
+        losses = model.loss(data['inputs'], data['data_samples'])
+    loss, log_vars = model.parse_losses(losses)
+    optim.zero_grad()
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optim)
+        scaler.update()
+    else:
+        loss.backward()
+        optim.step()
+    return log_vars
 
 
 def set_threads(threads: Optional[int]) -> int:

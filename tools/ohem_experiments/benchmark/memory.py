@@ -24,7 +24,7 @@ import resource
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 
@@ -70,29 +70,29 @@ def _child(args: dict) -> dict:
 
     set_threads(args.get('threads'))
     prep = prepare(args['model'], [args['variant']], args['size'], args['batch'], args['num_items'],
-                   'cpu', args['seed'])
+                   'cpu', args['seed'], precision=args.get('precision', 'fp32'))
     swap_sampler(prep.model, prep.samplers[args['variant']])
     before = rss_mb()
     reset_ok = reset_peak_rss()
     for _ in range(args['iters']):
         torch.manual_seed(args['seed'])
-        train_step(prep.model, prep.optim, prep.data)
+        train_step(prep.model, prep.optim, prep.data, prep.precision, prep.scaler)
     peak = peak_rss_mb()
     return {'variant': args['variant'], 'rss_before_mb': before, 'peak_rss_mb': peak,
             'iter_peak_mb': (peak - before) if reset_ok and before is not None else None,
             'method': 'VmHWM-VmRSS (clear_refs)' if reset_ok else 'ru_maxrss (lifetime peak)'}
 
 
-def measure_cpu_peak(model: str, variant: str, size: int, batch: int, num_items: Sequence[int],
-                     iters: int = 2, seed: int = 0, threads: Optional[int] = None,
-                     timeout: float = 1800.0) -> Dict[str, object]:
+def measure_cpu_peak(model: str, variant: str, size: Union[int, Sequence[int]], batch: int,
+                     num_items: Sequence[int], iters: int = 2, seed: int = 0, threads: Optional[int] = None,
+                     timeout: float = 1800.0, precision: str = 'fp32') -> Dict[str, object]:
     """Peak memory of ``iters`` training iterations of ``variant``, in a fresh Python process.
 
     Raises:
         RuntimeError: If the child process fails (its stderr tail is included).
     """
     args = dict(model=model, variant=variant, size=size, batch=batch, num_items=list(num_items),
-                iters=iters, seed=seed, threads=threads)
+                iters=iters, seed=seed, threads=threads, precision=precision)
     tools_dir = str(Path(__file__).resolve().parents[2])  # tools/, where ohem_experiments lives
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [tools_dir, os.environ.get('PYTHONPATH')])))
     proc = subprocess.run([sys.executable, '-m', 'ohem_experiments.benchmark.memory', json.dumps(args)],

@@ -38,12 +38,15 @@ def proposal_like_boxes(n: int, num_objects: int = 30, width: float = 1000., hei
     return boxes, torch.rand(n, generator=g) * 3
 
 
-def _median_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+def _median_time(fn: Callable[[], object], repeats: int, device: str = 'cpu') -> tuple[float, object]:
+    sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
     fn()  # warm-up
     times, out = [], None
     for _ in range(repeats):
+        sync()
         t = time.perf_counter()
         out = fn()
+        sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times), out
 
@@ -53,8 +56,9 @@ def time_loss_nms(sizes: Sequence[int] = (2000, 10000), budgets: Sequence[int] =
                   device: str = 'cpu') -> List[Dict[str, object]]:
     """Median wall time of each NMS method on each box count.
 
-    Methods: ``greedy_loss_nms`` with ``max_keep`` = each budget (what the sampler runs), our full
-    greedy NMS (``max_keep=None``, when ``full``), and ``mmcv.ops.nms`` (full NMS, mmcv's kernel).
+    Methods: ``greedy_loss_nms`` with ``max_keep`` = each budget (what the sampler runs; on CUDA also
+    with the host method), our full greedy NMS (``max_keep=None``, when ``full``), and ``mmcv.ops.nms``
+    (full NMS, mmcv's kernel). On CUDA the clock is read after ``torch.cuda.synchronize()``.
 
     Returns:
         One row per (box count, method): ``boxes``, ``method``, ``median_ms``, ``kept``.
@@ -68,11 +72,14 @@ def time_loss_nms(sizes: Sequence[int] = (2000, 10000), budgets: Sequence[int] =
         methods: Dict[str, Callable[[], object]] = {}
         for b in budgets:
             methods[f'ours, max_keep={b}'] = (lambda b=b: greedy_loss_nms(boxes, losses, iou_threshold, b))
+            if device.startswith('cuda'):  # 'auto' is the device method there; the host one for comparison
+                methods[f'ours (host loop), max_keep={b}'] = (
+                    lambda b=b: greedy_loss_nms(boxes, losses, iou_threshold, b, method='host'))
         if full:
             methods['ours, full (max_keep=None)'] = lambda: greedy_loss_nms(boxes, losses, iou_threshold)
         methods['mmcv.ops.nms, full'] = lambda: mmcv_nms(boxes, losses, iou_threshold)[1]
         for name, fn in methods.items():
-            sec, out = _median_time(fn, repeats)
+            sec, out = _median_time(fn, repeats, device)
             kept: Optional[int] = int(out.keep.numel()) if hasattr(out, 'keep') else int(out.numel())
             rows.append({'boxes': n, 'method': name, 'median_ms': sec * 1e3, 'kept': kept})
     return rows

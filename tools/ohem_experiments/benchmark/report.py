@@ -13,11 +13,16 @@ from .timing import VariantTiming, ratio
 
 __all__ = ['machine_info', 'model_table', 'nms_table', 'check_targets', 'targets_table']
 
-# Targets of issue 6 (ratios from one run).
+# Targets of issue 6 (CPU; ratios from one run).
 SPEED_TARGET_VS_RANDOM = {'vgg16': 1.35, 'r50_fpn': 1.08}
 SPEED_TARGET_VS_MMDET = 1.05
 MEMORY_TARGET_VS_RANDOM = 1.05
 NMS_SHARE_TARGET = 0.02
+# Targets of issue 10 (CUDA): time ours / RandomSampler per (model, AMP?), ours faster than mmdet's OHEM,
+# peak memory ours / RandomSampler per model.
+GPU_SPEED_TARGET_VS_RANDOM = {('r50_fpn', False): 1.05, ('r50_fpn', True): 1.03,
+                              ('vgg16', False): 1.12, ('vgg16', True): 1.10}
+GPU_MEMORY_TARGET_VS_RANDOM = {'r50_fpn': 1.05, 'vgg16': 1.10}
 
 
 def _cpu_name() -> str:
@@ -58,7 +63,8 @@ def model_table(timings: Dict[str, VariantTiming], memory: Dict[str, dict]) -> s
     base = timings.get('random')
     base_mem = memory.get('random', {})
     head = ('| variant | sampler | s/iter (median) | min–max | × RandomSampler | sampler s | read-only s '
-            '| loss-NMS ms | cand./img | peak mem MB | × Random (peak) | iter peak MB | × Random (iter peak) |')
+            '| loss-NMS ms | cand./img | syncs/iter | peak mem MB | × Random (peak) | iter peak MB '
+            '| × Random (iter peak) |')
     rows = [head, '|' + '---|' * (head.count('|') - 1)]
     for v, t in timings.items():
         typ, extra = VARIANTS[v]
@@ -70,7 +76,7 @@ def model_table(timings: Dict[str, VariantTiming], memory: Dict[str, dict]) -> s
             f'| {v} | {desc} | {t.median:.3f} | {min(t.times):.3f}–{max(t.times):.3f} '
             f'| {_fmt(ratio(t.median, base.median if base else None), ".3f", "×")} '
             f'| {t.part_median("sampler"):.3f} | {t.part_median("readonly"):.3f} '
-            f'| {t.part_median("loss_nms") * 1e3:.1f} | {cand} '
+            f'| {t.part_median("loss_nms") * 1e3:.1f} | {cand} | {t.syncs[-1] if t.syncs else "–"} '
             f'| {_fmt(mem.get("peak_mb"), ".0f")} | {_fmt(ratio(mem.get("peak_mb"), base_mem.get("peak_mb")), ".3f", "×")} '
             f'| {_fmt(mem.get("iter_peak_mb"), ".0f")} '
             f'| {_fmt(ratio(mem.get("iter_peak_mb"), base_mem.get("iter_peak_mb")), ".3f", "×")} |')
@@ -89,10 +95,13 @@ def _check(name: str, value: Optional[float], limit: float) -> Dict[str, object]
             'status': 'n/a' if value is None else ('met' if value <= limit else 'MISSED')}
 
 
-def check_targets(model: str, timings: Dict[str, VariantTiming], memory: Dict[str, dict]) -> List[dict]:
-    """Issue 6's targets for one model, evaluated on this run's measurements."""
+def check_targets(model: str, timings: Dict[str, VariantTiming], memory: Dict[str, dict], device: str = 'cpu',
+                  precision: str = 'fp32') -> List[dict]:
+    """The targets for one model, evaluated on this run's measurements: issue 10's on CUDA, issue 6's on CPU."""
     t = timings
     med = {v: x.median for v, x in t.items()}
+    if device.startswith('cuda'):
+        return _gpu_targets(model, med, memory, precision != 'fp32')
     out = []
     if model in SPEED_TARGET_VS_RANDOM:
         out.append(_check(f'{model}: time ours / RandomSampler', ratio(med.get('ours'), med.get('random')),
@@ -106,6 +115,20 @@ def check_targets(model: str, timings: Dict[str, VariantTiming], memory: Dict[st
     if 'ours' in t:
         out.append(_check(f'{model}: loss-NMS share of an OHEM iteration',
                           ratio(t['ours'].part_median('loss_nms'), med['ours']), NMS_SHARE_TARGET))
+    return out
+
+
+def _gpu_targets(model: str, med: Dict[str, float], memory: Dict[str, dict], amp: bool) -> List[dict]:
+    out = []
+    if (model, amp) in GPU_SPEED_TARGET_VS_RANDOM:
+        out.append(_check(f'{model}: time ours / RandomSampler', ratio(med.get('ours'), med.get('random')),
+                          GPU_SPEED_TARGET_VS_RANDOM[(model, amp)]))
+    out.append(_check(f'{model}: time ours / mmdet OHEM (must be < 1)', ratio(med.get('ours'), med.get('mmdet_ohem')),
+                      1.0))
+    if model in GPU_MEMORY_TARGET_VS_RANDOM:
+        out.append(_check(f'{model}: peak memory ours / RandomSampler',
+                          ratio(memory.get('ours', {}).get('peak_mb'), memory.get('random', {}).get('peak_mb')),
+                          GPU_MEMORY_TARGET_VS_RANDOM[model]))
     return out
 
 

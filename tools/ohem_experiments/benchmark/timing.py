@@ -1,10 +1,16 @@
 """Interleaved timing of full training iterations, one sampler variant after another.
 
-Every timed iteration starts from the same weights, optimiser state, RNG state and inputs: the model
-state and the SGD momentum buffers are restored in place (untimed) before each one. Variants run
-round-robin (the order rotates every round) after untimed warm-up rounds, so that drifts of a shared,
-noisy machine hit every variant alike. Inside each iteration, the sampler, the read-only pass and
-loss-NMS are timed too (by wrapping them), to show where OHEM's extra time goes.
+Every timed iteration starts from the same weights, optimiser state (and loss scale), RNG state and
+inputs: the model state and the SGD momentum buffers are restored in place (untimed) before each one.
+Variants run round-robin (the order rotates every round) after untimed warm-up rounds, so that drifts of
+a shared, noisy machine hit every variant alike.
+
+Nothing inside a timed iteration waits for the device: on CUDA, events recorded on the stream before and
+after the iteration give its time, read after the iteration (the one synchronisation per timed block);
+the CUDA peak memory is reset before each iteration. Where the time goes (the RoI head, the sampler, the
+read-only pass, loss-NMS, each of which needs a synchronised clock around it) and how many host
+synchronisations an iteration makes (CUDA's sync debug mode) come from a separate profiled pass per
+variant after the timed rounds (:func:`profile_variants`).
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ import torch
 
 from .detectors import Prepared, swap_sampler, train_step
 
-__all__ = ['VariantTiming', 'time_variants', 'breakdown_timers', 'Progress']
+__all__ = ['VariantTiming', 'time_variants', 'profile_variants', 'breakdown_timers', 'count_syncs', 'Progress']
 
 BREAKDOWN_KEYS = ('roi_head', 'sampler', 'readonly', 'loss_nms')
 
@@ -35,6 +41,7 @@ class VariantTiming:
         cuda_peak_mb: Per-iteration CUDA allocator peak (``max_memory_allocated``; CUDA only).
         cuda_iter_peak_mb: The same minus the allocation before the iteration (CUDA only).
         candidates: Candidates per image seen by our sampler (its last image), per iteration.
+        syncs: Host synchronisations per iteration (CUDA sync debug mode, profiled pass; CUDA only).
     """
 
     times: List[float] = field(default_factory=list)
@@ -42,6 +49,7 @@ class VariantTiming:
     cuda_peak_mb: List[float] = field(default_factory=list)
     cuda_iter_peak_mb: List[float] = field(default_factory=list)
     candidates: List[int] = field(default_factory=list)
+    syncs: List[int] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -57,7 +65,7 @@ class VariantTiming:
         return {'times_s': self.times, 'median_s': self.median,
                 'parts_s': self.parts, 'parts_median_s': {k: self.part_median(k) for k in self.parts},
                 'cuda_peak_mb': self.cuda_peak_mb, 'cuda_iter_peak_mb': self.cuda_iter_peak_mb,
-                'candidates_per_image': self.candidates}
+                'candidates_per_image': self.candidates, 'syncs_per_iter': self.syncs}
 
 
 class Progress:
@@ -130,12 +138,13 @@ def breakdown_timers(prep: Prepared, acc: Dict[str, float], device: str) -> Iter
 
 
 class _StateRestorer:
-    """Snapshots model tensors and optimiser state once; restores them in place (no allocation)."""
+    """Snapshots model tensors, optimiser and loss-scaler state once; restores them in place."""
 
     def __init__(self, prep: Prepared) -> None:
         self.model = {k: v.detach().clone() for k, v in prep.model.state_dict().items()}
         self.optim = {id(p): {k: v.detach().clone() for k, v in st.items() if torch.is_tensor(v)}
                       for p, st in prep.optim.state.items()}
+        self.scaler = prep.scaler.state_dict() if prep.scaler is not None else None
         self.prep = prep
 
     @torch.no_grad()
@@ -145,6 +154,34 @@ class _StateRestorer:
         for p, st in self.prep.optim.state.items():
             for k, v in self.optim.get(id(p), {}).items():
                 st[k].copy_(v)
+        if self.scaler is not None:
+            self.prep.scaler.load_state_dict(self.scaler)
+
+
+def _step(prep: Prepared) -> None:
+    train_step(prep.model, prep.optim, prep.data, prep.precision, prep.scaler)
+
+
+@contextlib.contextmanager
+def count_syncs(device: str) -> Iterator[List[int]]:
+    """Counts CUDA host synchronisations in the block (``torch.cuda.set_sync_debug_mode('warn')``).
+
+    Yields a one-element list holding the count once the block ends (stays 0 on CPU).
+    """
+    out = [0]
+    if not device.startswith('cuda'):
+        yield out
+        return
+    import warnings
+    prev = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        torch.cuda.set_sync_debug_mode('warn')
+        try:
+            yield out
+        finally:
+            torch.cuda.set_sync_debug_mode(prev)
+    out[0] = sum('synchroniz' in str(w.message) for w in caught)
 
 
 def _one_iteration(prep: Prepared, variant: str, device: str, seed: int, rec: VariantTiming,
@@ -152,21 +189,23 @@ def _one_iteration(prep: Prepared, variant: str, device: str, seed: int, rec: Va
     swap_sampler(prep.model, prep.samplers[variant])
     restorer.restore()
     torch.manual_seed(seed)
-    acc: Dict[str, float] = {}
     cuda = device.startswith('cuda')
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-    with breakdown_timers(prep, acc, device):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        _step(prep)
+        end.record()
+        end.synchronize()  # after the timed block
+        dt = start.elapsed_time(end) / 1e3
+    else:
         t0 = time.perf_counter()
-        train_step(prep.model, prep.optim, prep.data)
-        _sync(device)
+        _step(prep)
         dt = time.perf_counter() - t0
     if keep:
         rec.times.append(dt)
-        for k in BREAKDOWN_KEYS:
-            rec.parts[k].append(acc.get(k, 0.0))
         if cuda:
             rec.cuda_peak_mb.append(torch.cuda.max_memory_allocated() / 2**20)
             rec.cuda_iter_peak_mb.append((torch.cuda.max_memory_allocated() - before) / 2**20)
@@ -176,9 +215,40 @@ def _one_iteration(prep: Prepared, variant: str, device: str, seed: int, rec: Va
     return dt
 
 
+def profile_variants(prep: Prepared, variants: Sequence[str], out: Dict[str, VariantTiming], device: str = 'cpu',
+                     seed: int = 0, rounds: int = 1, restorer: Optional[_StateRestorer] = None) -> None:
+    """The breakdown and the synchronisation count of each variant, from separate (untimed) iterations
+    that start from ``restorer``'s state (the timed iterations' starting point).
+
+    Each part is timed with a synchronised clock around it, which is why this is not the timed pass.
+    """
+    restorer = restorer or _StateRestorer(prep)
+    for _ in range(rounds):
+        for v in variants:
+            swap_sampler(prep.model, prep.samplers[v])
+            restorer.restore()
+            torch.manual_seed(seed)
+            _sync(device)
+            with count_syncs(device) as syncs:
+                _step(prep)
+                _sync(device)
+            restorer.restore()
+            torch.manual_seed(seed)
+            acc: Dict[str, float] = {}
+            with breakdown_timers(prep, acc, device):
+                _step(prep)
+            for k in BREAKDOWN_KEYS:
+                out[v].parts[k].append(acc.get(k, 0.0))
+            if device.startswith('cuda'):
+                out[v].syncs.append(max(0, syncs[0] - 1))  # minus the synchronize() that ends the block
+    restorer.restore()
+
+
 def time_variants(prep: Prepared, variants: Sequence[str], iters: int, warmup: int = 1,
-                  device: str = 'cpu', seed: int = 0, label: str = 'bench') -> Dict[str, VariantTiming]:
-    """Times ``iters`` training iterations per variant, interleaved, after ``warmup`` untimed rounds.
+                  device: str = 'cpu', seed: int = 0, label: str = 'bench',
+                  profile_rounds: int = 1) -> Dict[str, VariantTiming]:
+    """Times ``iters`` training iterations per variant, interleaved, after ``warmup`` untimed rounds,
+    then profiles ``profile_rounds`` more per variant for the breakdown (:func:`profile_variants`).
 
     One untimed optimiser step is taken first so that the SGD momentum buffers exist; that state is
     then the common starting point of every timed iteration.
@@ -193,7 +263,7 @@ def time_variants(prep: Prepared, variants: Sequence[str], iters: int, warmup: i
         raise ValueError(f'variants {missing} were not prepared (have {sorted(prep.samplers)})')
     swap_sampler(prep.model, prep.samplers[variants[0]])
     torch.manual_seed(seed)
-    train_step(prep.model, prep.optim, prep.data)
+    _step(prep)
     restorer = _StateRestorer(prep)
     out = {v: VariantTiming() for v in variants}
     progress = Progress((warmup + iters) * len(variants), label)
@@ -202,6 +272,8 @@ def time_variants(prep: Prepared, variants: Sequence[str], iters: int, warmup: i
         for v in order:
             dt = _one_iteration(prep, v, device, seed, out[v], restorer, keep=r >= warmup)
             progress.step(f'{"warm-up" if r < warmup else "round " + str(r - warmup + 1)} {v} {dt:.3f}s')
+    if profile_rounds > 0:
+        profile_variants(prep, variants, out, device, seed, profile_rounds, restorer)
     return out
 
 

@@ -1,0 +1,297 @@
+"""Issue 10 (OHEM on the GPU), the parts a CPU can check: both `--amp` crashes, and no host reads in sample().
+
+* mmcv 2.1's ``batched_nms`` split path (> split_thr boxes) fails with half scores and float boxes, which
+  is what an fp16-autocast RPN gives it; the VGG16 RPN (nms_pre=12000) must never take that path.
+* A read-only pass autocast to another dtype than the training pass's leaves wrong-dtype weight casts in
+  autocast's cache unless the cache is off; CPU autocast shows it with bf16 outside and fp16 inside.
+* ``OHEMSampler.sample`` reads back one small tensor beyond mmdet's own candidate gathering (with the
+  device-side loss-NMS forced on the CPU), and its statistics stay put until a logger reads them.
+"""
+import functools
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.logging import MessageHub
+
+from mmdet_ohem.readonly_pass import RoIHeadAdapter
+from mmdet_ohem.samplers import OHEMSampler
+from mmdet_ohem.samplers.candidates import CandidateSampler
+from tests.test_configs import CONFIGS, NAMES, _train_datasets, _walk
+
+from ._detectors import FASTER_FPN, batch, build, mmdet_config, train_step
+
+
+def _proposals(n: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * 900
+    wh = torch.rand(n, 2, generator=g) * 100 + 4
+    return torch.cat([xy, xy + wh], 1), torch.rand(n, generator=g)
+
+
+def test_mmcv_batched_nms_split_path_crash_and_the_configs_setting():
+    """> 10,000 float boxes with half scores: mmcv's default split path fails; the VGG16 RPN's cfg does not."""
+    from mmcv.ops import batched_nms
+    boxes, scores = _proposals(12000)
+    half = scores.half()
+    level = torch.zeros(12000, dtype=torch.long)  # one RPN level, as in the VGG16 model
+    with pytest.raises(RuntimeError, match='Index put requires the source and destination dtypes match'):
+        batched_nms(boxes, half, level, dict(type='nms', iou_threshold=0.7))  # mmcv's default split_thr
+    cfg = _config('ohem/faster_rcnn_vgg16_ohem_voc07.py')
+    nms_cfg = cfg.model.train_cfg.rpn_proposal.nms.to_dict()
+    dets, keep = batched_nms(boxes, half, level, nms_cfg)
+    # The same boxes with the same scores as the fp32 split path keeps (order may differ among equal scores).
+    ref_dets, ref_keep = batched_nms(boxes, half.float(), level, dict(type='nms', iou_threshold=0.7))
+    assert set(keep.tolist()) == set(ref_keep.tolist()) and len(keep) == len(ref_keep)
+    assert torch.equal(dets[:, -1], ref_dets[:, -1])
+
+
+def _max_input(cfg: Config) -> tuple:
+    """(long, short) side bound of the training inputs, from the train pipeline's resize steps."""
+    sides = []
+    for ds in _train_datasets(cfg):
+        for step in _walk(list(ds.get('pipeline') or [])):
+            for key in ('scale', 'scales'):
+                if 'Resize' in str(step.get('type', '')) and key in step:
+                    val = step[key]
+                    sides += [tuple(val)] if isinstance(val[0], (int, float)) else [tuple(v) for v in val]
+    assert sides, 'no Resize scale in the train pipeline'
+    return max(max(s) for s in sides), max(min(s) for s in sides)
+
+
+def _rpn_boxes_into_nms(cfg: Config) -> int:
+    """Upper bound of the boxes the RPN hands to batched_nms in training: per level min(nms_pre, anchors)."""
+    gen = cfg.model.rpn_head.anchor_generator
+    per_pos = len(gen.ratios) * (len(gen.scales) if 'scales' in gen else gen.scales_per_octave)
+    div = cfg.model.data_preprocessor.get('pad_size_divisor', 1)
+    long_side, short_side = (math.ceil(s / div) * div for s in _max_input(cfg))
+    nms_pre = cfg.model.train_cfg.rpn_proposal.nms_pre
+    return sum(min(nms_pre, math.ceil(long_side / s) * math.ceil(short_side / s) * per_pos)
+               for s in gen.strides)
+
+
+@functools.lru_cache(maxsize=None)
+def _config(name: str) -> Config:
+    return Config.fromfile(str(NAMES[name]))
+
+
+RPN_CONFIGS = [n for n in NAMES if 'rpn_proposal' in _config(n).model.get('train_cfg', {})]
+
+
+def test_the_rpn_configs_are_all_checked():
+    assert len(RPN_CONFIGS) >= 20 and 'frcn/faster_rcnn_r50_fpn_coco.py' in RPN_CONFIGS
+    assert len(RPN_CONFIGS) < len(CONFIGS)  # the Fast R-CNN configs (precomputed proposals) have no RPN
+
+
+@pytest.mark.parametrize('name', RPN_CONFIGS)
+def test_training_rpn_stays_off_mmcvs_split_nms_path(name):
+    """So that `--amp` training cannot reach the split path's dtype crash at the config's own scale."""
+    cfg = _config(name)
+    nms_cfg = cfg.model.train_cfg.rpn_proposal.nms
+    assert _rpn_boxes_into_nms(cfg) < nms_cfg.get('split_thr', 10000), (name, _rpn_boxes_into_nms(cfg))
+
+
+def test_vgg16_rpn_reaches_the_split_threshold_without_the_setting():
+    """The bound above is not vacuous: VGG16 at 600 x 1000 hands 12,000 boxes to batched_nms."""
+    assert _rpn_boxes_into_nms(_config('ohem/faster_rcnn_vgg16_ohem_voc07.py')) == 12000
+    assert _rpn_boxes_into_nms(_config('frcn/faster_rcnn_r50_fpn_coco.py')) == 8819
+
+
+@pytest.fixture(scope='module')
+def tiny_fpn():
+    """mmdet's R50-FPN Faster R-CNN with our sampler (64/image), 256 proposals, a 2 x 96 px batch."""
+    model = build(mmdet_config(FASTER_FPN, sampler=dict(num=64), rpn_max_per_img=256))
+    return model, batch(model, num_items=(4, 3), size=96)
+
+
+def test_readonly_dtype_other_than_the_amp_dtype_trains():
+    """Crash 2 on CPU: bf16 autocast training with an fp16 read-only pass (on a GPU: fp16 `--amp` + 'bf16')."""
+    from mmdet_ohem.reliability.amp import run_mmcv_ops_in_float32_under_cpu_autocast
+    run_mmcv_ops_in_float32_under_cpu_autocast()  # mmcv's CPU kernels take float32 only
+    with torch.autocast('cpu', dtype=torch.bfloat16):  # the weight-cast cache as the plain Linear shows it
+        lin = torch.nn.Linear(4, 4)
+        with torch.no_grad(), torch.autocast('cpu', dtype=torch.float16):
+            lin(torch.ones(1, 4))
+        with pytest.raises(RuntimeError, match='same dtype'):
+            lin(torch.ones(1, 4))
+    cfg = Config.fromfile(str(Path(__file__).parent / 'configs' / 'reliability_tiny.py'))  # tiny VGG16 OHEM
+    cfg.model.train_cfg.rcnn.sampler.update(readonly_dtype='fp16', log_stats=False)
+    model = build(cfg)
+    data = batch(model, 2, 64, (3, 2), num_classes=4)
+    optim = torch.optim.SGD(model.parameters(), lr=0.001)
+    calls = []
+    orig = RoIHeadAdapter.readonly_losses
+
+    def spy(self, *args, **kwargs):
+        calls.append(args[-1] if len(args) > 5 else kwargs.get('autocast_dtype'))
+        return orig(self, *args, **kwargs)
+
+    RoIHeadAdapter.readonly_losses = spy
+    try:
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            losses = model.loss(data['inputs'], data['data_samples'])
+        loss, _ = model.parse_losses(losses)
+        loss.backward()
+        optim.step()
+    finally:
+        RoIHeadAdapter.readonly_losses = orig
+    assert calls == [torch.float16, torch.float16] and torch.isfinite(loss)
+
+
+def test_readonly_losses_without_syncs_equal_mmdets_head_loss(tiny_fpn):
+    """The sync-free loss evaluation gives bit-identical per-RoI losses to BBoxHead.loss."""
+    import mmdet_ohem.readonly_pass as rp
+    from .test_detectors import _assign_and_feats
+    model, data = tiny_fpn
+    res, gt, assign, feats = _assign_and_feats(model, data)
+    sampler = model.roi_head.bbox_sampler
+    every = sampler.collect(assign, res, gt).all
+    args = (feats, every.pos_priors, every.pos_gt_bboxes, every.pos_gt_labels, every.neg_priors)
+    assert every.pos_priors.shape[0] > 0
+    fast = sampler.head.readonly_losses(*args)
+    orig = rp._uses_mmdet_bbox_loss
+    rp._uses_mmdet_bbox_loss = lambda head: False
+    try:
+        slow = sampler.head.readonly_losses(*args)
+    finally:
+        rp._uses_mmdet_bbox_loss = orig
+    assert torch.equal(fast.cls, slow.cls) and torch.equal(fast.loc, slow.loc)
+
+
+class _HostReads:
+    """Counts the calls that read a tensor back to the host (on a GPU each one is a synchronisation)."""
+
+    METHODS = ('item', 'tolist', 'cpu', 'numpy', '__bool__', '__int__', '__float__', '__index__',
+               'nonzero', 'unique', 'masked_select')
+
+    def __init__(self, monkeypatch):
+        self.count, self.paused = 0, 0
+        for name in self.METHODS:
+            monkeypatch.setattr(torch.Tensor, name, self._counting(getattr(torch.Tensor, name)))
+        for name in ('nonzero', 'unique', 'masked_select'):
+            monkeypatch.setattr(torch, name, self._counting(getattr(torch, name)))
+        monkeypatch.setattr(torch.Tensor, '__getitem__', self._counting(torch.Tensor.__getitem__, masks_only=True))
+        monkeypatch.setattr(torch.Tensor, '__setitem__', self._counting(torch.Tensor.__setitem__, masks_only=True))
+
+    def _counting(self, fn, masks_only=False):
+        def inner(*args, **kwargs):
+            if not self.paused and (not masks_only or self._has_mask(args[1])):
+                self.count += 1
+            self.paused += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.paused -= 1
+        return inner
+
+    @staticmethod
+    def _has_mask(index):
+        items = index if isinstance(index, tuple) else (index, )
+        return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
+
+    def excluded(self, owner, name, monkeypatch):
+        """Calls inside ``owner.name`` (mmdet's own code) are not counted."""
+        fn = getattr(owner, name)
+
+        def inner(*args, **kwargs):
+            self.paused += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.paused -= 1
+        monkeypatch.setattr(owner, name, inner)
+
+
+@pytest.mark.parametrize('nms', [dict(type='LossNMS', iou_threshold=0.7), None])
+def test_sample_reads_back_one_small_tensor_beyond_mmdets_gathering(monkeypatch, nms, tiny_fpn):
+    import mmdet_ohem.selection.select as select_mod
+    model, data = tiny_fpn
+    from .test_detectors import _assign_and_feats
+    res, gt, _, feats = _assign_and_feats(model, data)
+    ours = OHEMSampler(num=32, context=model.roi_head, nms=nms)
+    reference = OHEMSampler(num=32, context=model.roi_head, nms=nms, log_stats=False)
+    want = reference.sample(model.roi_head.bbox_assigner.assign(res, gt), res, gt, feats=feats)
+
+    MessageHub.get_instance(f'issue10-reads-{nms is None}')  # a fresh hub: no other sampler's history
+    monkeypatch.setattr(select_mod, 'resolve_method', lambda method, device, n: 'device')  # the GPU path
+    assign = model.roi_head.bbox_assigner.assign(res, gt)
+    reads = _HostReads(monkeypatch)
+    reads.excluded(CandidateSampler, 'collect', monkeypatch)  # mmdet's BaseSampler.sample: nonzero, unique
+    reads.excluded(type(model.roi_head.bbox_roi_extractor), 'forward', monkeypatch)  # FPN level split
+    got = ours.sample(assign, res, gt, feats=feats)
+    assert reads.count == 1
+    monkeypatch.undo()
+    # The same selection as the host path, positives and negatives in the same order.
+    assert torch.equal(got.pos_inds, want.pos_inds) and torch.equal(got.neg_inds, want.neg_inds)
+    assert isinstance(ours.last_stats.suppressed, torch.Tensor)  # statistics stay on the device
+
+
+def test_statistics_are_read_back_once_when_logged(tiny_fpn):
+    """Keys and meaning as before; nothing read until the hub is read; one history entry per iteration."""
+    model, data = tiny_fpn
+    from .test_detectors import _assign_and_feats
+    res, gt, _, feats = _assign_and_feats(model, data)
+    hub = MessageHub.get_instance('issue10-stats')
+    hub.update_info('iter', 7)
+    sampler = OHEMSampler(num=32, context=model.roi_head)
+    logger = sampler._stats_logger
+    flushes = []
+    orig_flush = logger.flush
+
+    def counting_flush():
+        pending = sum(r.dirty for r in logger._records)
+        if pending:
+            flushes.append(pending)  # a read-back of `pending` iterations
+        orig_flush()
+    logger.flush = counting_flush
+    per_image = []
+    for img in (0, 1):
+        res, gt, _, feats = _assign_and_feats(model, data, img)
+        sampler.sample(model.roi_head.bbox_assigner.assign(res, gt), res, gt, feats=feats)
+        per_image.append(sampler.last_stats)
+    assert flushes == []  # nothing read back yet
+    cands = hub.get_scalar('train/ohem_cands')
+    assert float(cands.current()) == (per_image[0].candidates + per_image[1].candidates) / 2
+    assert flushes == [1]  # one read for the whole iteration
+    mined = sum(s.mined for s in per_image)
+    assert float(hub.get_scalar('train/ohem_fg_share').current()) == sum(s.mined_fg for s in per_image) / mined
+    assert hub.get_scalar('train/ohem_mined_rl').current() == pytest.approx(
+        float(sum(s.mined_loss for s in per_image)) / mined)
+    assert hub.get_scalar('train/ohem_cand_rl').current() == pytest.approx(
+        float(sum(s.cand_loss for s in per_image)) / float(sum(s.cand_finite for s in per_image)))
+    assert hub.get_scalar('train/ohem_nms_supp').current() == pytest.approx(
+        float(sum(s.suppressed for s in per_image)) / 2)
+    assert float(hub.get_scalar('train/ohem_nonfinite').current()) == 0
+    assert len(cands.data[0]) == 1 and flushes == [1]
+    hub.update_info('iter', 8)
+    sampler.sample(model.roi_head.bbox_assigner.assign(res, gt), res, gt, feats=feats)
+    assert len(cands.data[0]) == 2  # one entry per iteration
+    # A checkpoint of the hub holds plain mmengine buffers.
+    import copy
+    from mmengine.logging import HistoryBuffer
+    assert type(copy.deepcopy(cands)) is HistoryBuffer and len(copy.deepcopy(cands).data[0]) == 2
+
+
+@pytest.mark.parametrize('layer', ['RoIAlign', 'RoIPool'])
+def test_mmcv_roi_layers_take_bfloat16_features(layer):
+    """bf16 `--amp`: mmcv's kernels have no bfloat16 build; the compat fix computes in float32."""
+    import mmcv.ops
+    from mmcv.ops.roi_align import roi_align
+    feats = torch.randn(1, 4, 16, 16)
+    rois = torch.tensor([[0., 1., 1., 9., 9.], [0., 2., 3., 15., 12.]])
+    if layer == 'RoIPool':
+        if not torch.cuda.is_available():
+            pytest.skip('mmcv 2.1 has no CPU RoIPool kernel')
+        feats, rois = feats.cuda(), rois.cuda()
+    module = getattr(mmcv.ops, layer)(output_size=3, spatial_scale=1.0)
+    with pytest.raises(RuntimeError):  # mmcv's own function, the unwrapped path
+        (roi_align if layer == 'RoIAlign' else mmcv.ops.roi_pool)(feats.bfloat16(), rois.bfloat16(), 3, 1.0)
+    x = feats.bfloat16().requires_grad_()
+    out = module(x, rois.bfloat16())
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, module(x.detach().float(), rois.bfloat16().float()).bfloat16())
+    out.float().sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.bfloat16
+    assert module(feats, rois).dtype == torch.float32  # other dtypes: mmcv's path, unchanged

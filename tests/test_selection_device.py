@@ -1,0 +1,93 @@
+"""The device-side (sync-free) loss-NMS and selection against the reference and a brute-force greedy.
+
+Everything runs on the CPU with ``method='device'`` forced (the GPU default); the ``cuda`` tests repeat
+the comparison with the tensors on a GPU.
+"""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mmdet_ohem.selection import greedy_loss_nms, select_hard_examples
+from mmdet_ohem.selection.nms import GreedyFixedPoint, rank_by_loss, suppression_matrix
+from tests.test_selection import candidates, ref_greedy
+
+
+@settings(max_examples=150, deadline=None)
+@given(candidates(), st.sampled_from([0.3, 0.5, 0.7, 0.9, 1.0]), st.one_of(st.none(), st.integers(1, 80)),
+       st.booleans())
+def test_device_nms_equals_bruteforce_and_host(data, thr, max_keep, per_class):
+    boxes, losses, labels = data
+    lab = labels if per_class else None
+    dev = greedy_loss_nms(boxes, losses, thr, max_keep, lab, method='device')
+    host = greedy_loss_nms(boxes, losses, thr, max_keep, lab, method='host')
+    want = ref_greedy(boxes.tolist(), losses.tolist(), thr, max_keep, labels.tolist() if per_class else None)
+    assert dev.keep.tolist() == host.keep.tolist() == want
+    assert int(dev.num_suppressed) == int(host.num_suppressed)
+
+
+@st.composite
+def mining_inputs(draw):
+    boxes, losses, labels = draw(candidates())
+    n = losses.shape[0]
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    bad = torch.rand(n, generator=g) < draw(st.sampled_from([0.0, 0.1, 0.5]))
+    special = torch.tensor([math.nan, math.inf, -math.inf])[torch.randint(0, 3, (n, ), generator=g)]
+    losses = torch.where(bad, special, losses)
+    is_pos = torch.rand(n, generator=g) < draw(st.sampled_from([0.0, 0.2, 0.7, 1.0]))
+    return boxes, losses, labels, is_pos
+
+
+@settings(max_examples=150, deadline=None)
+@given(mining_inputs(), st.sampled_from([None, 0.5, 0.7]), st.integers(1, 80), st.booleans(), st.booleans())
+def test_device_selection_equals_host_selection(data, thr, num, per_class, split):
+    """Same indices (in the same order), counts and positive split, with NaN/inf losses, ties, labels."""
+    boxes, losses, labels, is_pos = data
+    lab = labels if per_class else None
+    pos = is_pos if split else None
+    dev = select_hard_examples(losses, boxes, num, thr, lab, 'skip', pos, method='device')
+    host = select_hard_examples(losses, boxes, num, thr, lab, 'skip', pos, method='host')
+    assert dev.indices.tolist() == host.indices.tolist()
+    assert int(dev.num_suppressed) == int(host.num_suppressed)
+    assert int(dev.num_nonfinite) == int(host.num_nonfinite) == int((~torch.isfinite(losses)).sum())
+    assert dev.num_pos == host.num_pos
+    if split:
+        assert is_pos[dev.indices[:dev.num_pos]].all() and not is_pos[dev.indices[dev.num_pos:]].any()
+    # Without the split, the paper's order: hardest first; the split keeps each part's order.
+    plain = select_hard_examples(losses, boxes, num, thr, lab, method='host').indices.tolist()
+    if split:
+        assert sorted(dev.indices.tolist(), key=plain.index) == plain
+
+
+def test_device_selection_raises_on_nonfinite_when_asked():
+    boxes = torch.tensor([[0., 0., 10., 10.], [20., 20., 30., 30.]])
+    with pytest.raises(FloatingPointError, match='1 non-finite'):
+        select_hard_examples(torch.tensor([1.0, math.nan]), boxes, 4, nonfinite='raise', method='device')
+
+
+def test_fixed_point_needs_more_steps_on_a_suppression_chain():
+    """A chain a > b > c > ... where each box only overlaps its neighbour: greedy keeps every other box.
+
+    Each decision depends on the previous one, so the fixed point needs about one step per link; the
+    blind steps are not enough, ``converged`` says so, and ``resolve`` finishes the job exactly.
+    """
+    n = 40
+    x = torch.arange(n, dtype=torch.float32) * 2.0
+    boxes = torch.stack([x, torch.zeros(n), x + 20.0, torch.full((n, ), 10.0)], 1)  # neighbours: IoU 0.82
+    losses = torch.linspace(2.0, 1.0, n)
+    over = suppression_matrix(boxes[rank_by_loss(losses)], 0.8)
+    fp = GreedyFixedPoint(over, torch.ones(n, dtype=torch.bool), budget=n, steps=3)
+    assert not bool(fp.converged)
+    fp.resolve()
+    assert bool(fp.converged)
+    want = ref_greedy(boxes.tolist(), losses.tolist(), 0.8)
+    assert torch.nonzero(fp.kept).flatten().tolist() == want
+    sel = select_hard_examples(losses, boxes, n, 0.8, method='device')  # resolves past the blind steps
+    assert sel.indices.tolist() == want
+
+
+def test_unknown_method_is_named():
+    with pytest.raises(ValueError, match="'gpu'"):
+        greedy_loss_nms(torch.zeros(1, 4), torch.zeros(1), 0.7, method='gpu')
