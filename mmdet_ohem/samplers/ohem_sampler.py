@@ -22,8 +22,10 @@ from mmengine.logging import MessageHub, MMLogger
 from torch import Tensor
 
 from ..readonly_pass import RoIHeadAdapter
-from ..selection import Selection, select_hard_examples, select_hard_examples_ratio
+from ..selection import Selection, invalid_boxes, select_hard_examples, select_hard_examples_ratio
+from ..selection.select import NONFINITE_SKIP_LIMIT
 from .candidates import CandidateSampler
+from .checks import check_bool, check_neg_pos_ub, check_number
 from .loss_nms import LossNMS
 
 RANKING_LOSSES = ('cls', 'loc', 'cls+loc')
@@ -43,6 +45,9 @@ class MiningStats:
         mined_loss: Sum of the ranking loss over the mined RoIs.
         cand_loss: Sum of the ranking loss over all finite candidates.
         cand_finite: Number of finite candidates (denominator of ``cand_loss``).
+        bad_boxes: Proposals dropped before the read-only pass because their box is unusable
+            (non-finite, ``x2 < x1``/``y2 < y1``, or far outside the image; see
+            :func:`mmdet_ohem.selection.invalid_boxes`). They are never mined.
     """
 
     candidates: int = 0
@@ -53,11 +58,42 @@ class MiningStats:
     mined_loss: float = 0.0
     cand_loss: float = 0.0
     cand_finite: int = 0
+    bad_boxes: int = 0
 
     def __iadd__(self, other: 'MiningStats') -> 'MiningStats':
         for k, v in asdict(other).items():
             setattr(self, k, getattr(self, k) + v)
         return self
+
+
+STATS_KEY_PREFIX = 'train/ohem'  # every mining statistic's MessageHub key starts with this
+
+
+def _publish(hub: MessageHub, key: str, value: float) -> None:
+    """Writes a per-iteration statistic that is *not* resumable state.
+
+    ``hub.update_scalar`` would register the key as resumable, so checkpoints would carry the last value
+    and a run resumed with another sampler would log it, frozen, at every later iteration.
+    ``update_scalar(..., resumed=False)`` keeps the value out of checkpoints but still lists the key, and
+    mmengine then warns about each such key at every resume. Writing the ``HistoryBuffer`` into
+    ``hub.log_scalars`` (the dict mmengine's ``LogProcessor`` reads) registers nothing: the statistic is
+    logged like any scalar and never saved.
+    """
+    from mmengine.logging import HistoryBuffer
+    buf = hub.log_scalars.get(key)
+    if buf is None:
+        hub.log_scalars[key] = HistoryBuffer([value], [1])
+    else:
+        buf.update(value)
+
+
+def _drop_restored(hub: MessageHub) -> None:
+    """Removes mining statistics that a checkpoint restored into ``hub`` (checkpoints written before
+    the statistics became non-resumable, mmdet_ohem <= 0.2, carry them)."""
+    resumed = getattr(hub, '_resumed_keys', {})  # mmengine has no public way to forget a key
+    for key in [k for k in resumed if k.startswith(STATS_KEY_PREFIX)]:
+        resumed.pop(key)
+        hub.log_scalars.pop(key, None)
 
 
 class _IterationStatsLogger:
@@ -67,6 +103,10 @@ class _IterationStatsLogger:
     which mmengine's ``RuntimeInfoHook`` sets) the images are accumulated and the running aggregate is
     written, so after the batch the hub's current value is the whole batch's. Keys have no ``loss`` in
     their name on purpose: mmengine would otherwise smooth them over its window.
+
+    The statistics describe one iteration and are not part of the resumable state: they are written
+    with :func:`_publish`, so checkpoints do not carry them and a run resumed with another sampler logs
+    none. Values that an older checkpoint did restore are dropped at the first push (:func:`_drop_restored`).
     """
 
     def __init__(self, prefix: str) -> None:
@@ -74,21 +114,26 @@ class _IterationStatsLogger:
         self._iter: Any = object()
         self._images = 0
         self._total = MiningStats()
+        self._hub: Optional[MessageHub] = None
 
     def push(self, stats: MiningStats) -> None:
         hub = MessageHub.get_current_instance()
+        if self._hub is not hub:
+            _drop_restored(hub)
+            self._hub = hub
         it = hub.get_info('iter')
         if it is None or it != self._iter:
             self._iter, self._images, self._total = it, 0, MiningStats()
         self._images += 1
         self._total += stats
         t, p = self._total, self.prefix
-        hub.update_scalar(f'train/{p}cands', t.candidates / self._images)
-        hub.update_scalar(f'train/{p}nms_supp', t.suppressed / self._images)
-        hub.update_scalar(f'train/{p}fg_share', t.mined_fg / max(t.mined, 1))
-        hub.update_scalar(f'train/{p}mined_rl', t.mined_loss / max(t.mined, 1))
-        hub.update_scalar(f'train/{p}cand_rl', t.cand_loss / max(t.cand_finite, 1))
-        hub.update_scalar(f'train/{p}nonfinite', t.nonfinite)
+        _publish(hub, f'train/{p}cands', t.candidates / self._images)
+        _publish(hub, f'train/{p}nms_supp', t.suppressed / self._images)
+        _publish(hub, f'train/{p}fg_share', t.mined_fg / max(t.mined, 1))
+        _publish(hub, f'train/{p}mined_rl', t.mined_loss / max(t.mined, 1))
+        _publish(hub, f'train/{p}cand_rl', t.cand_loss / max(t.cand_finite, 1))
+        _publish(hub, f'train/{p}nonfinite', t.nonfinite)
+        _publish(hub, f'train/{p}badbox', t.bad_boxes)
 
 
 @TASK_UTILS.register_module(name='OHEMSampler', force=True)
@@ -117,14 +162,25 @@ class OHEMSampler(CandidateSampler):
         keep_ratio: Mine foreground and background pools separately with ``pos_fraction`` (mmdet's
             flavour, for ablations).
         nonfinite: ``'skip'`` (default): RoIs with a NaN/inf read-only loss are never mined, counted and
-            logged as ``ohem_nonfinite``; ``'raise'``: raise ``FloatingPointError``.
+            logged as ``ohem_nonfinite``, while they are at most half of an image's candidates
+            (:data:`~mmdet_ohem.selection.select.NONFINITE_SKIP_LIMIT`); above that the head itself is
+            broken, they are mined first and the training loss turns NaN as with ``RandomSampler``
+            (logged once as a warning). ``'raise'``: raise ``FloatingPointError`` on any.
         readonly_dtype: ``None`` (float32), ``'bf16'`` or ``'fp16'``: autocast for the read-only
             forward only (opt-in speed-up; the training pass is unchanged).
         log_stats: Publish per-iteration mining statistics to mmengine's ``MessageHub``.
+        pos_sampler, neg_sampler: Libra R-CNN's ``CombinedSampler`` settings; accepted so that its
+            config can switch ``type`` alone, and ignored (the build log says so).
+
+    Candidates whose box is unusable (NaN/inf, ``x2 < x1`` or ``y2 < y1``, or more than one image size
+    outside the image) are dropped before the read-only pass, never mined, and counted as
+    ``ohem_badbox``.
 
     Raises:
         ValueError: On a setting outside its range; the message names the setting and the value.
-        TypeError: If built for a head without an RoI box branch (RPN, one-stage heads).
+        TypeError: On a setting of the wrong type (e.g. ``keep_ratio='False'``, ``neg_pos_ub='3'``); if
+            built for a head without an RoI box branch (RPN, one-stage heads) or for a head the
+            read-only pass does not support (:mod:`mmdet_ohem.readonly_pass`), naming it.
     """
 
     def __init__(self,
@@ -140,37 +196,44 @@ class OHEMSampler(CandidateSampler):
                  readonly_dtype: Optional[str] = None,
                  log_stats: bool = True,
                  **kwargs: Any) -> None:
-        if kwargs:
-            hint = " (mmdet's built-in sampler option; ours is ranking_loss='cls'|'loc'|'cls+loc')" \
-                if 'loss_key' in kwargs else ''
-            raise TypeError(f'OHEMSampler got unknown setting(s) {sorted(kwargs)}{hint}')
         if isinstance(num, bool) or not isinstance(num, int) or num <= 0:
             raise ValueError(f'OHEMSampler: num (RoIs mined per image) must be a positive int, got {num!r}')
         if ranking_loss not in RANKING_LOSSES:
             raise ValueError(f'OHEMSampler: ranking_loss must be one of {RANKING_LOSSES}, got {ranking_loss!r}')
-        if keep_ratio and (isinstance(pos_fraction, bool) or not isinstance(pos_fraction, (int, float))
-                           or not 0.0 <= float(pos_fraction) <= 1.0):
-            raise ValueError(f'OHEMSampler: pos_fraction must be in [0, 1] with keep_ratio=True, '
-                             f'got {pos_fraction!r}')
+        check_number('OHEMSampler', 'pos_fraction', pos_fraction, 0.0, 1.0)
+        check_neg_pos_ub('OHEMSampler', neg_pos_ub)
+        for name, flag in (('add_gt_as_proposals', add_gt_as_proposals), ('keep_ratio', keep_ratio),
+                           ('log_stats', log_stats)):
+            check_bool('OHEMSampler', name, flag)
         if nonfinite not in ('skip', 'raise'):
             raise ValueError(f"OHEMSampler: nonfinite must be 'skip' or 'raise', got {nonfinite!r}")
         if readonly_dtype not in AUTOCAST_DTYPES:
             raise ValueError(f"OHEMSampler: readonly_dtype must be None, 'bf16' or 'fp16', "
                              f'got {readonly_dtype!r}')
-        super().__init__(num, pos_fraction, neg_pos_ub, add_gt_as_proposals)
+        nms = TASK_UTILS.build(nms) if isinstance(nms, dict) else nms
+        if nms is not None and not isinstance(nms, LossNMS):
+            raise TypeError(f'OHEMSampler: nms must be a LossNMS config, instance or None, got {nms!r}')
         stage = getattr(context, 'current_stage', None) if hasattr(context, 'num_stages') else None
-        self.head = RoIHeadAdapter(context, stage)
+        head = RoIHeadAdapter(context, stage)  # refuses unsupported heads, naming them
+        # Libra R-CNN's CombinedSampler sub-samplers: accepted so that its config can switch type alone.
+        ignored = {k: kwargs.pop(k) for k in ('pos_sampler', 'neg_sampler') if k in kwargs}
+        if kwargs:
+            hint = " (mmdet's built-in sampler option; ours is ranking_loss='cls'|'loc'|'cls+loc')" \
+                if 'loss_key' in kwargs else ''
+            raise TypeError(f'OHEMSampler got unknown setting(s) {sorted(kwargs)}{hint}')
+        super().__init__(num, pos_fraction, neg_pos_ub, add_gt_as_proposals)
+        self.head = head
+        self.ignored_settings = ignored
         self.context = context
         self.ranking_loss = ranking_loss
-        self.nms = TASK_UTILS.build(nms) if isinstance(nms, dict) else nms
-        if self.nms is not None and not isinstance(self.nms, LossNMS):
-            raise TypeError(f'OHEMSampler: nms must be a LossNMS config, instance or None, got {self.nms!r}')
-        self.keep_ratio = bool(keep_ratio)
+        self.nms = nms
+        self.keep_ratio = keep_ratio
         self.nonfinite = nonfinite
         self.readonly_dtype = readonly_dtype
         self.last_stats: Optional[MiningStats] = None
-        self._stats_logger = (_IterationStatsLogger('ohem/' if stage is None else f'ohem_s{stage}_')
+        self._stats_logger = (_IterationStatsLogger('ohem_' if stage is None else f'ohem_s{stage}_')
                               if log_stats else None)
+        self._warned_nonfinite = False
         MMLogger.get_current_instance().info(f'[mmdet_ohem] {self.describe()}')
 
     def describe(self) -> str:
@@ -180,10 +243,11 @@ class OHEMSampler(CandidateSampler):
             ratio = f'fg:bg ratio KEPT (pos_fraction={self.pos_fraction}, neg_pos_ub={self.neg_pos_ub})'
         else:
             ratio = f'no fg:bg ratio (pos_fraction={self.pos_fraction} ignored)'
+        ignored = f', ignored: {sorted(self.ignored_settings)}' if self.ignored_settings else ''
         return (f'OHEM active: mmdet_ohem.OHEMSampler (paper OHEM, read-only pass over all candidates) for '
                 f'{type(self.context).__name__}{stage} num={self.num}/image, ranking_loss={self.ranking_loss}, '
                 f'loss-NMS={self.nms!r}, {ratio}, add_gt_as_proposals={self.add_gt_as_proposals}, '
-                f'readonly_dtype={self.readonly_dtype or "float32"}, nonfinite={self.nonfinite}')
+                f'readonly_dtype={self.readonly_dtype or "float32"}, nonfinite={self.nonfinite}{ignored}')
 
     def sample(self, assign_result, pred_instances, gt_instances, feats=None, **kwargs) -> SamplingResult:
         """Mines one image's hardest RoIs.
@@ -203,9 +267,15 @@ class OHEMSampler(CandidateSampler):
         cands = self.collect(assign_result, pred_instances, gt_instances, **kwargs)
         everything = cands.all
         pos_inds, neg_inds = everything.pos_inds, everything.neg_inds
-        num_pos, num_cands = pos_inds.numel(), cands.num
+        # Unusable boxes (inf/NaN, x2 < x1, far outside the image) would crash RoIAlign: drop them first.
+        bad = invalid_boxes(get_box_tensor(cands.priors), self.head.image_extent(feats))
+        num_bad = int(bad.sum())
+        if num_bad:
+            pos_inds, neg_inds = pos_inds[~bad[pos_inds]], neg_inds[~bad[neg_inds]]
+            everything = self.result(cands, pos_inds, neg_inds, assign_result, gt_instances)
+        num_pos, num_cands = pos_inds.numel(), pos_inds.numel() + neg_inds.numel()
         if num_cands == 0:
-            self._record(MiningStats())
+            self._record(MiningStats(bad_boxes=num_bad))
             return everything
         losses = self.head.readonly_losses(
             feats, everything.pos_priors, everything.pos_gt_bboxes, everything.pos_gt_labels,
@@ -218,13 +288,15 @@ class OHEMSampler(CandidateSampler):
             labels = torch.cat([everything.pos_gt_labels, everything.pos_gt_labels.new_full(
                 (num_cands - num_pos, ), self.head.bbox_head.num_classes)])
         sel = self._select(losses, boxes, is_pos, labels)
+        if sel.nonfinite_kept:
+            self._warn_nonfinite(sel.num_nonfinite, num_cands)
         mined_pos = is_pos[sel.indices]
         finite = torch.isfinite(losses)
         self._record(MiningStats(
             candidates=num_cands, suppressed=sel.num_suppressed, nonfinite=sel.num_nonfinite,
             mined=sel.indices.numel(), mined_fg=int(mined_pos.sum()),
             mined_loss=float(losses[sel.indices].sum()), cand_loss=float(losses[finite].sum()),
-            cand_finite=int(finite.sum())))
+            cand_finite=int(finite.sum()), bad_boxes=num_bad))
         chosen = cand_inds[sel.indices]
         return self.result(cands, chosen[mined_pos], chosen[~mined_pos], assign_result, gt_instances)
 
@@ -234,6 +306,14 @@ class OHEMSampler(CandidateSampler):
             return select_hard_examples_ratio(losses, boxes, is_pos, self.num, self.pos_fraction,
                                               self.neg_pos_ub, iou, labels, self.nonfinite)
         return select_hard_examples(losses, boxes, self.num, iou, labels, self.nonfinite)
+
+    def _warn_nonfinite(self, num_bad: int, num_cands: int) -> None:
+        if not self._warned_nonfinite:
+            self._warned_nonfinite = True
+            MMLogger.get_current_instance().warning(
+                f'[mmdet_ohem] {num_bad} of {num_cands} read-only losses are NaN/inf (more than '
+                f'{NONFINITE_SKIP_LIMIT:.0%}): the RoI head itself is broken, so they are mined instead of '
+                f'skipped and the training loss shows it, as with RandomSampler (warned once)')
 
     def _record(self, stats: MiningStats) -> None:
         self.last_stats = stats

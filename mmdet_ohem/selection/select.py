@@ -13,9 +13,17 @@ from torch import Tensor
 
 from .nms import greedy_loss_nms, rank_by_loss
 
-__all__ = ['Selection', 'NonFinitePolicy', 'select_hard_examples', 'select_hard_examples_ratio']
+__all__ = ['Selection', 'NonFinitePolicy', 'NONFINITE_SKIP_LIMIT', 'select_hard_examples',
+           'select_hard_examples_ratio']
 
 NonFinitePolicy = Literal['skip', 'raise']
+
+#: With ``nonfinite='skip'``, candidates with a NaN/inf ranking loss are skipped while they are at most
+#: this share of an image's candidates (a few RoIs over broken features or boxes). Above it the read-only
+#: network itself is broken (e.g. a NaN weight): skipping would hide it behind a finite loss, so the
+#: candidates are then mined anyway, non-finite ones first, and the training loss turns NaN exactly as
+#: it does with a random sampler.
+NONFINITE_SKIP_LIMIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -26,12 +34,15 @@ class Selection:
         indices: Indices into the candidate list. Paper mode: hardest first. Ratio mode: the mined
             positives (hardest first) followed by the mined negatives (hardest first).
         num_suppressed: Candidates removed by loss-NMS while the budget was being filled.
-        num_nonfinite: Candidates whose ranking loss was NaN or infinite; they are never mined.
+        num_nonfinite: Candidates whose ranking loss was NaN or infinite.
+        nonfinite_kept: True when they were more than :data:`NONFINITE_SKIP_LIMIT` of the candidates
+            and were therefore mined first instead of skipped.
     """
 
     indices: Tensor
     num_suppressed: int = 0
     num_nonfinite: int = 0
+    nonfinite_kept: bool = False
 
 
 def _check_inputs(losses: Tensor, boxes: Tensor, num: int, iou_threshold: Optional[float]) -> None:
@@ -45,17 +56,25 @@ def _check_inputs(losses: Tensor, boxes: Tensor, num: int, iou_threshold: Option
         raise ValueError(f'boxes must be ({losses.shape[0]}, 4) to match losses, got {tuple(boxes.shape)}')
 
 
-def _finite_pool(losses: Tensor, pool: Tensor, policy: NonFinitePolicy) -> tuple[Tensor, int]:
-    """Drops candidates with a non-finite loss from ``pool`` (indices), or raises."""
-    finite = torch.isfinite(losses[pool])
+def _nonfinite_plan(losses: Tensor, policy: NonFinitePolicy, skip_limit: float) -> tuple[Tensor, Tensor, bool]:
+    """How non-finite losses are handled: ``(ranking losses, finite mask, keep_nonfinite)``.
+
+    ``'raise'`` raises on any; ``'skip'`` drops them while they are at most ``skip_limit`` of the
+    candidates, else keeps them, ranked first (as ``+inf``), so that the training loss shows the failure.
+    """
+    if policy not in ('skip', 'raise'):
+        raise ValueError(f'nonfinite must be "skip" or "raise", got {policy!r}')
+    if not 0.0 <= float(skip_limit) <= 1.0:
+        raise ValueError(f'nonfinite_skip_limit must be in [0, 1], got {skip_limit!r}')
+    finite = torch.isfinite(losses)
     num_bad = int((~finite).sum())
     if num_bad and policy == 'raise':
         raise FloatingPointError(
-            f'OHEM read-only pass produced {num_bad} non-finite ranking losses out of {pool.numel()} '
-            f'candidates (first: {losses[pool][~finite][0].item()}); set nonfinite="skip" to mine the rest')
-    if policy not in ('skip', 'raise'):
-        raise ValueError(f'nonfinite must be "skip" or "raise", got {policy!r}')
-    return pool[finite], num_bad
+            f'OHEM read-only pass produced {num_bad} non-finite ranking losses out of {losses.numel()} '
+            f'candidates (first: {losses[~finite][0].item()}); set nonfinite="skip" to mine the rest')
+    keep = num_bad > skip_limit * losses.numel()
+    ranking = torch.where(finite, losses, losses.new_tensor(float('inf'))) if keep else losses
+    return ranking, finite, keep
 
 
 def _mine_pool(losses: Tensor, boxes: Tensor, pool: Tensor, budget: int, iou_threshold: Optional[float],
@@ -76,7 +95,8 @@ def select_hard_examples(losses: Tensor,
                          num: int,
                          iou_threshold: Optional[float] = 0.7,
                          labels: Optional[Tensor] = None,
-                         nonfinite: NonFinitePolicy = 'skip') -> Selection:
+                         nonfinite: NonFinitePolicy = 'skip',
+                         nonfinite_skip_limit: float = NONFINITE_SKIP_LIMIT) -> Selection:
     """Paper OHEM: the ``num`` highest-loss candidates that survive loss-NMS, with no fg:bg ratio.
 
     Args:
@@ -86,8 +106,10 @@ def select_hard_examples(losses: Tensor,
             candidates survive.
         iou_threshold: Loss-NMS IoU threshold; ``None`` disables loss-NMS.
         labels: Optional ``(n,)`` labels; when given, loss-NMS suppresses only within a label.
-        nonfinite: ``'skip'`` never mines candidates whose loss is NaN/inf (and counts them);
+        nonfinite: ``'skip'`` never mines candidates whose loss is NaN/inf (and counts them) while they
+            are at most ``nonfinite_skip_limit`` of the candidates, and mines them first above it;
             ``'raise'`` raises :class:`FloatingPointError`.
+        nonfinite_skip_limit: See :data:`NONFINITE_SKIP_LIMIT`.
 
     Returns:
         :class:`Selection`, indices hardest first.
@@ -96,10 +118,12 @@ def select_hard_examples(losses: Tensor,
         ValueError: On a bad budget, threshold or shape; the message names the value.
     """
     _check_inputs(losses, boxes, num, iou_threshold)
+    ranking, finite, keep_bad = _nonfinite_plan(losses, nonfinite, nonfinite_skip_limit)
     pool = torch.arange(losses.shape[0], device=losses.device)
-    pool, num_bad = _finite_pool(losses, pool, nonfinite)
-    keep, supp = _mine_pool(losses, boxes, pool, num, iou_threshold, labels)
-    return Selection(keep, supp, num_bad)
+    if not keep_bad:
+        pool = pool[finite[pool]]
+    keep, supp = _mine_pool(ranking, boxes, pool, num, iou_threshold, labels)
+    return Selection(keep, supp, int((~finite).sum()), keep_bad)
 
 
 def select_hard_examples_ratio(losses: Tensor,
@@ -110,7 +134,8 @@ def select_hard_examples_ratio(losses: Tensor,
                                neg_pos_ub: int = -1,
                                iou_threshold: Optional[float] = None,
                                labels: Optional[Tensor] = None,
-                               nonfinite: NonFinitePolicy = 'skip') -> Selection:
+                               nonfinite: NonFinitePolicy = 'skip',
+                               nonfinite_skip_limit: float = NONFINITE_SKIP_LIMIT) -> Selection:
     """Ratio-keeping OHEM (mmdet's flavour), for ablations.
 
     Positives and negatives are mined from separate pools: at most ``int(num * pos_fraction)``
@@ -128,6 +153,7 @@ def select_hard_examples_ratio(losses: Tensor,
         iou_threshold: Loss-NMS threshold applied within each pool; ``None`` disables it.
         labels: Optional labels for per-class loss-NMS.
         nonfinite: See :func:`select_hard_examples`.
+        nonfinite_skip_limit: See :data:`NONFINITE_SKIP_LIMIT` (the share is over all candidates).
 
     Returns:
         :class:`Selection` with positives first, then negatives.
@@ -138,17 +164,19 @@ def select_hard_examples_ratio(losses: Tensor,
     if is_pos.shape != losses.shape:
         raise ValueError(f'is_pos must have shape {tuple(losses.shape)}, got {tuple(is_pos.shape)}')
     is_pos = is_pos.bool()
-    pos_pool, bad_pos = _finite_pool(losses, torch.nonzero(is_pos).flatten(), nonfinite)
-    neg_pool, bad_neg = _finite_pool(losses, torch.nonzero(~is_pos).flatten(), nonfinite)
+    ranking, finite, keep_bad = _nonfinite_plan(losses, nonfinite, nonfinite_skip_limit)
+    usable = is_pos.new_ones(is_pos.shape) if keep_bad else finite
+    pos_pool = torch.nonzero(is_pos & usable).flatten()
+    neg_pool = torch.nonzero(~is_pos & usable).flatten()
 
     def take(pool: Tensor, quota: int) -> tuple[Tensor, int]:
         if iou_threshold is None and pool.numel() <= quota:
             return pool, 0
-        return _mine_pool(losses, boxes, pool, quota, iou_threshold, labels)
+        return _mine_pool(ranking, boxes, pool, quota, iou_threshold, labels)
 
     pos, supp_pos = take(pos_pool, int(num * pos_fraction))
     num_neg = num - pos.numel()
     if neg_pos_ub >= 0:
         num_neg = min(num_neg, int(neg_pos_ub * max(1, pos.numel())))
     neg, supp_neg = take(neg_pool, num_neg)
-    return Selection(torch.cat([pos, neg]), supp_pos + supp_neg, bad_pos + bad_neg)
+    return Selection(torch.cat([pos, neg]), supp_pos + supp_neg, int((~finite).sum()), keep_bad)
