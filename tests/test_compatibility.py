@@ -204,7 +204,7 @@ def test_fast_rcnn_with_given_proposals_containing_bad_boxes_trains():
     model = build(family_config('fast_rcnn'))
     data = batch(model, num_proposals=80)
     for d in data['data_samples']:
-        d.proposals.bboxes = torch.cat([d.proposals.bboxes, BAD_BOXES])
+        d.proposals = InstanceData(bboxes=torch.cat([d.proposals.bboxes, BAD_BOXES]))
     optim = torch.optim.SGD(model.parameters(), lr=0.001)
     for _ in range(2):  # the RoI head renames the proposals' fields in place: a fresh copy per step
         log = train_step(model, copy.deepcopy(data), optim)
