@@ -2,27 +2,77 @@
 
 This is the only place that touches an mmdet RoI head's internals. It runs the head's *current* weights
 (the paper's read-only copy shares weights with the trained network) on all candidates under
-``torch.no_grad()``, builds targets with the head's own ``_get_targets_single`` and evaluates the head's
-own configured losses with ``reduction_override='none'``. Nothing it computes keeps activations alive:
-after it returns, only two ``(n,)`` float tensors remain.
+``torch.no_grad()``, through the head's own code paths: the RoI head's ``_bbox_forward``, the box head's
+``get_targets`` and its configured losses with ``reduction_override='none'``. Nothing it computes keeps
+activations alive: after it returns, only two ``(n,)`` float tensors remain, and the model's state
+(every buffer of the RoI head) is what it was before.
 
-It reads nothing back to the host: for heads that use mmdet's own ``BBoxHead.loss`` the losses are
-evaluated with the head's loss modules directly (the same calls, minus the ``.item()`` of the average
-factor and the ``pos_inds.any()`` test that ``BBoxHead.loss`` makes, neither of which changes a
-per-RoI loss); other heads go through their own ``loss``. mmdet code called on the way (a multi-level
-RoI extractor's per-level ``nonzero``) may still synchronise.
+Head variants: one mechanism
+----------------------------
+mmdet's two-stage heads differ in what ``_bbox_forward`` needs and in what their losses return. The pass
+absorbs the differences in four fixed places, never with a case per head class:
+
+1. **Forward inputs.** ``_bbox_forward`` gets exactly the arguments the head's own training step gives
+   it. Extra parameters it declares after ``x, rois`` (HTC's and SCNet's ``semantic_feat``, SCNet's
+   ``glbctx_feat``) are read, by name, from the RoI head's running ``loss()`` call, together with that
+   call's batch features ``x``; the image's RoIs then carry its batch index. A head whose
+   ``_bbox_forward`` *requires* inputs that a ``loss()`` call does not hold as such (Sparse R-CNN's
+   ``object_feats``) is refused when the sampler is built (:data:`UNSUPPORTED_HEADS` lists the two other
+   refusals, heads whose training step does not use a sampler's result as mmdet's samplers return it).
+2. **Predictions.** ``cls_score``/``bbox_pred`` may be tensors or tuples of tensors (SABL's bucket
+   classification and offsets); each tensor is cast to float32.
+3. **Targets.** The box head's own ``get_targets`` (SABL's bucket targets, decoded-box targets, ...) on a
+   sampling-result view of the candidates (positives first).
+4. **Per-RoI losses** (:func:`per_roi_loss`). Every tensor the box head's ``loss`` returns under a key
+   containing ``loss`` is mapped to one value per candidate from its leading dimension: ``n`` rows (or
+   ``k * n``, RoI-major, e.g. SABL's four sides) belong to all candidates, ``p`` rows (or ``k * p``) to
+   the ``p`` positives (SeesawLoss's ``loss_cls_classes``, mmdet's ``loss_bbox``), a zero scalar (mmdet's
+   "no foreground" placeholder) to none. Anything else is a ``ValueError`` naming the loss and its shape.
+   Each loss's per-RoI values are then scaled so that their mean over the candidates equals that loss's
+   value with the head's training reduction (so SABL's bucket classification, averaged over four rows
+   per RoI in training, or GHMC, averaged over RoIs x classes, weigh in the ranking as in the training
+   objective). Keys starting with ``loss_bbox`` rank as box regression (``loc``), the others as
+   classification (``cls``).
+
+State: :func:`frozen_buffers` restores every buffer of the RoI head after the pass: BatchNorm running
+statistics, GHMC's ``acc_sum``, SeesawLoss's ``cum_samples``, ... so that after an OHEM iteration the
+model's state is what the training step alone leaves.
+
+Host reads: none for heads that use mmdet's own ``BBoxHead.loss`` (Faster/Mask/Cascade/Double-Head/...):
+their losses, per RoI and with the training reduction, are evaluated with the head's loss modules
+directly (:func:`_bbox_head_losses_no_sync`: the same calls, minus the ``.item()`` of the average factor
+and the ``pos_inds.any()`` test that ``BBoxHead.loss`` makes, neither of which changes a loss value).
+Other heads go through their own ``loss`` and may synchronise. mmdet code called on the way (a
+multi-level RoI extractor's per-level ``nonzero``) may still synchronise.
+
+Precision: :func:`readonly_autocast` runs the forward in the training pass's precision or in an explicit
+``readonly_dtype``, without leaking weight casts of another dtype into the training pass.
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
+import sys
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ['RoILosses', 'RoIHeadAdapter', 'frozen_norm_stats', 'readonly_autocast']
+__all__ = ['RoILosses', 'RoIHeadAdapter', 'frozen_buffers', 'frozen_norm_stats', 'per_roi_loss',
+           'readonly_autocast', 'UNSUPPORTED_HEADS']
+
+#: RoI heads the read-only pass refuses at build time (class name -> reason). Matched on the class and
+#: its bases, so subclasses are refused too.
+UNSUPPORTED_HEADS: Dict[str, str] = {
+    'PISARoIHead': ('its training step unpacks (SamplingResult, neg_label_weights) from the sampler, which '
+                    "only PISA's ScoreHLRSampler returns (mmdet's RandomSampler fails there too); keep "
+                    'ScoreHLRSampler'),
+    'MultiInstanceRoIHead': ('CrowdDet assigns several gt boxes per RoI and calls the sampler without '
+                             'features, so no read-only pass can be run; keep its MultiInsRandomSampler'),
+}
+
+_MAX_FRAMES = 12  # how far up the call stack the RoI head's running loss() is looked for
 
 
 @dataclass(frozen=True)
@@ -49,26 +99,30 @@ class RoILosses:
 
 
 @contextlib.contextmanager
-def frozen_norm_stats(module: nn.Module) -> Iterator[None]:
-    """Restores BatchNorm running statistics after the block.
+def frozen_buffers(module: nn.Module) -> Iterator[None]:
+    """Restores every buffer of ``module`` (and its children) after the block.
 
-    A no-grad forward in training mode still updates BatchNorm running mean/var. The read-only pass must
-    not change the model, so any BN layer in training mode gets its buffers saved and restored.
+    A no-grad forward in training mode still updates BatchNorm running mean/var, and some losses keep
+    statistics in buffers that their forward updates (GHMC's ``acc_sum``, SeesawLoss's ``cum_samples``).
+    The read-only pass must not change the model, so all buffers are saved and written back (in place,
+    so references held elsewhere stay valid; a buffer the block *replaced* is put back as it was).
     """
-    saved = []
-    for m in module.modules():
-        if isinstance(m, _BatchNorm) and m.training and m.track_running_stats:
-            saved.append((m, [b.detach().clone() if b is not None else None
-                              for b in (m.running_mean, m.running_var, m.num_batches_tracked)]))
+    saved = [(m, name, buf.detach().clone()) for m in module.modules()
+             for name, buf in m._buffers.items() if buf is not None]
     try:
         yield
     finally:
-        for m, (mean, var, count) in saved:
-            if mean is not None:
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-            if count is not None:
-                m.num_batches_tracked.copy_(count)
+        with torch.no_grad():
+            for m, name, value in saved:
+                cur = m._buffers.get(name)
+                if cur is not None and cur.shape == value.shape and cur.dtype == value.dtype:
+                    cur.copy_(value)
+                else:
+                    m._buffers[name] = value
+
+
+#: Former name (it restored BatchNorm statistics only); kept for existing imports.
+frozen_norm_stats = frozen_buffers
 
 
 def readonly_autocast(device_type: str, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
@@ -89,16 +143,22 @@ def readonly_autocast(device_type: str, dtype: Optional[torch.dtype]) -> context
 
 
 def _uses_mmdet_bbox_loss(head: nn.Module) -> bool:
-    """Whether ``head.loss`` and ``head._get_targets_single`` are mmdet's ``BBoxHead`` methods."""
+    """Whether ``head.loss`` and ``head.get_targets``/``_get_targets_single`` are mmdet's ``BBoxHead``'s."""
     from mmdet.models.roi_heads.bbox_heads import BBoxHead
     return (isinstance(head, BBoxHead) and type(head).loss is BBoxHead.loss
+            and type(head).get_targets is BBoxHead.get_targets
             and type(head)._get_targets_single is BBoxHead._get_targets_single)
 
 
 def _bbox_head_losses_no_sync(head: nn.Module, cls_score: Optional[Tensor], bbox_pred: Optional[Tensor],
                               rois: Tensor, labels: Tensor, label_weights: Tensor, bbox_targets: Tensor,
-                              bbox_weights: Tensor, num_pos: int) -> dict:
+                              bbox_weights: Tensor, num_pos: int, per_roi: bool = True) -> dict:
     """``BBoxHead.loss(..., reduction_override='none')`` for rows ordered positives first, without syncs.
+
+    With ``per_roi=False`` the same losses with the head's training reduction (``BBoxHead.loss`` without
+    ``reduction_override``): the average factors are then the number of candidates for both losses, which
+    is what ``BBoxHead.loss`` computes for targets from ``BBoxHead._get_targets_single`` (every label
+    weight is positive), known here from the shapes.
 
     The same loss-module calls as mmdet's ``BBoxHead.loss`` with the same inputs, so the same per-RoI
     values, but it needs no host read: the positives are the first ``num_pos`` rows (known from shapes),
@@ -109,8 +169,11 @@ def _bbox_head_losses_no_sync(head: nn.Module, cls_score: Optional[Tensor], bbox
     the host when given weights.
     """
     losses = {}
+    reduction = 'none' if per_roi else None
+    n = float(max(labels.shape[0], 1))
     if cls_score is not None and cls_score.numel() > 0:
-        out = head.loss_cls(cls_score, labels, label_weights, avg_factor=1.0, reduction_override='none')
+        out = head.loss_cls(cls_score, labels, label_weights, avg_factor=1.0 if per_roi else n,
+                            reduction_override=reduction)
         losses.update(out if isinstance(out, dict) else {'loss_cls': out})
     if bbox_pred is not None and num_pos > 0:
         if head.reg_decoded_bbox:
@@ -123,13 +186,98 @@ def _bbox_head_losses_no_sync(head: nn.Module, cls_score: Optional[Tensor], bbox
             pos_pred = pos_pred.view(num_pos, head.num_classes, -1)[
                 torch.arange(num_pos, device=pos_pred.device), labels[:num_pos]]
         losses['loss_bbox'] = head.loss_bbox(pos_pred, bbox_targets[:num_pos], None,
-                                             avg_factor=bbox_targets.size(0), reduction_override='none')
+                                             avg_factor=bbox_targets.size(0), reduction_override=reduction)
     return losses
 
 
-def _per_row(value: Tensor, n: int) -> Tensor:
-    """Sums any trailing dims of an elementwise loss so that there is one value per row."""
-    return value.reshape(n, -1).sum(dim=1) if value.numel() else value.new_zeros(n)
+def per_roi_loss(key: str, value: Tensor, n: int, num_pos: int) -> Optional[Tensor]:
+    """One value per candidate from an elementwise (``reduction='none'``) loss; ``None`` if it has none.
+
+    Candidates are ordered positives first, so a loss over the ``num_pos`` positives fills rows
+    ``[:num_pos]``. See the module docstring (point 4) for the rule.
+
+    Args:
+        key: The loss name (for the error message).
+        value: The loss as the box head returned it.
+        n: Number of candidates.
+        num_pos: Number of positive candidates (the first ``num_pos``).
+
+    Returns:
+        ``(n,)`` float32 tensor, or ``None`` for mmdet's zero-scalar "no foreground" placeholder.
+
+    Raises:
+        ValueError: If the shape fits neither all candidates nor the positives, or a non-zero scalar
+            came back (a loss that ignores ``reduction_override``).
+    """
+    value = value.float()
+    if value.dim() == 0:
+        if num_pos == 0 or float(value) == 0.0:
+            return None
+        raise ValueError(f"read-only pass: loss {key!r} returned a scalar ({float(value)}) with "
+                         f"reduction_override='none'; OHEM needs one loss per RoI")
+    rows = value.shape[0]
+    out = value.new_zeros(n)
+    for span in (n, num_pos):  # exact matches first, then RoI-major multiples
+        if span and rows == span:
+            out[:span] = value.reshape(span, -1).sum(dim=1)
+            return out
+    for span in (n, num_pos):
+        if span and rows % span == 0:
+            out[:span] = value.reshape(span, -1).sum(dim=1)
+            return out
+    if rows == 0:
+        return out
+    raise ValueError(f'read-only pass: loss {key!r} has shape {tuple(value.shape)}, which matches neither '
+                     f'the {n} candidates nor their {num_pos} positives')
+
+
+def _training_scale(trained: Any, row: Tensor) -> Tensor:
+    """Factor that makes ``row.mean()`` equal the loss's training value ``trained`` (point 4).
+
+    Losses normalise differently (mmdet's box loss by the number of RoIs, SABL's bucket classification
+    by four rows per RoI, GHMC by RoIs x classes); this keeps each loss's weight in the ranking what it
+    is in the training objective. 1 where either side is zero or not finite, or where the factor is 1
+    up to rounding (mmdet's standard losses), so that those rankings are exactly the unscaled ones.
+    """
+    if not isinstance(trained, Tensor) or trained.numel() != 1:
+        return row.new_ones(())
+    total = row.sum()
+    scale = trained.float().reshape(()) * row.numel() / total
+    usable = torch.isfinite(scale) & (total != 0) & ((scale - 1).abs() > 1e-4)  # 1 up to rounding: exactly 1
+    return torch.where(usable, scale, scale.new_ones(()))
+
+
+def _as_float(pred: Any) -> Any:
+    """A prediction (tensor, tuple/list of tensors, or None) in float32."""
+    if isinstance(pred, Tensor):
+        return pred.float()
+    if isinstance(pred, (tuple, list)):
+        return type(pred)(_as_float(p) for p in pred)
+    return pred
+
+
+@dataclass
+class _CandidateView:
+    """The attributes of an mmdet ``SamplingResult`` that box heads' ``get_targets`` read."""
+
+    pos_priors: Tensor
+    neg_priors: Tensor
+    pos_gt_bboxes: Tensor
+    pos_gt_labels: Tensor
+
+    @property
+    def pos_bboxes(self) -> Tensor:
+        return self.pos_priors
+
+    @property
+    def neg_bboxes(self) -> Tensor:
+        return self.neg_priors
+
+    @property
+    def priors(self) -> Tensor:
+        return torch.cat([self.pos_priors, self.neg_priors])
+
+    bboxes = priors
 
 
 class RoIHeadAdapter:
@@ -140,7 +288,9 @@ class RoIHeadAdapter:
         stage: Cascade stage index, or ``None`` for single-stage RoI heads.
 
     Raises:
-        TypeError: If ``roi_head`` has no box branch (e.g. an RPN or one-stage head).
+        TypeError: If ``roi_head`` has no box branch (e.g. an RPN or one-stage head), is one of
+            :data:`UNSUPPORTED_HEADS`, or its ``_bbox_forward`` requires inputs the pass cannot supply;
+            the message names the head.
     """
 
     def __init__(self, roi_head: nn.Module, stage: Optional[int] = None) -> None:
@@ -152,8 +302,26 @@ class RoIHeadAdapter:
                 f'{name}, which has no {" / ".join(missing) or "RoI head"}. Put it under '
                 f'train_cfg.rcnn.sampler of a two-stage detector (an RPN or one-stage head has no RoI '
                 f'network to run a read-only pass with); keep RandomSampler/PseudoSampler there.')
+        name = type(roi_head).__name__
+        for cls in type(roi_head).__mro__:
+            if cls.__name__ in UNSUPPORTED_HEADS:
+                raise TypeError(f'OHEMSampler does not support {name}: {UNSUPPORTED_HEADS[cls.__name__]}')
         self.roi_head = roi_head
         self.stage = stage
+        self.extra_inputs = self._extra_forward_inputs()
+
+    def _extra_forward_inputs(self) -> Tuple[str, ...]:
+        """Names of the optional inputs ``_bbox_forward`` declares after ``[stage,] x, rois``."""
+        params = list(inspect.signature(self.roi_head._bbox_forward).parameters.values())
+        params = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        extra = params[3 if self.stage is not None else 2:]
+        required = [p.name for p in extra if p.default is p.empty]
+        if required:
+            raise TypeError(
+                f'OHEMSampler does not support {type(self.roi_head).__name__}: its _bbox_forward requires '
+                f'{", ".join(required)} besides the RoI features, which the read-only pass cannot supply '
+                f'(its RoIs are not proposals ranked by loss); keep the config\'s own sampler there')
+        return tuple(p.name for p in extra)
 
     @property
     def bbox_head(self) -> nn.Module:
@@ -167,11 +335,61 @@ class RoIHeadAdapter:
         cfg = self.roi_head.train_cfg
         return cfg[self.stage] if self.stage is not None else cfg
 
+    def image_extent(self, feats: Sequence[Tensor]) -> Optional[float]:
+        """The padded input's longer side in pixels, from the first feature map and its stride.
+
+        ``None`` when the RoI extractor does not say its strides.
+        """
+        ext = getattr(self.roi_head, 'bbox_roi_extractor', None)
+        if isinstance(ext, nn.ModuleList):
+            ext = ext[self.stage or 0]
+        strides = getattr(ext, 'featmap_strides', None)
+        if not strides or not feats:
+            return None
+        return float(max(feats[0].shape[-2:])) * float(strides[0])
+
+    def _running_loss_inputs(self, feats: Sequence[Tensor]) -> Tuple[Sequence[Tensor], int, dict]:
+        """Batch features, this image's batch index and the extra inputs from the head's running loss().
+
+        Raises:
+            RuntimeError: If the sampler was not called from the RoI head's ``loss()`` (the extra inputs
+                exist only there) or the image's features are not a slice of that call's ``x``.
+        """
+        frame = sys._getframe(1)
+        try:
+            for _ in range(_MAX_FRAMES):
+                if frame is None:
+                    break
+                local = frame.f_locals
+                if local.get('self') is self.roi_head and 'x' in local:
+                    batch_x = local['x']
+                    f0 = feats[0]
+                    for j in range(batch_x[0].shape[0]):
+                        if batch_x[0][j].data_ptr() == f0.data_ptr() and batch_x[0][j].shape == f0.shape[1:]:
+                            return batch_x, j, {k: local.get(k) for k in self.extra_inputs}
+                    break
+                frame = frame.f_back
+        finally:
+            del frame
+        raise RuntimeError(
+            f'OHEMSampler: {type(self.roi_head).__name__}._bbox_forward takes {", ".join(self.extra_inputs)}, '
+            f'which the read-only pass reads from the RoI head\'s running loss(); call the sampler from '
+            f'there with feats=[level[i][None] for level in x], as mmdet\'s heads do')
+
     def bbox_forward(self, feats: Sequence[Tensor], rois: Tensor) -> dict:
-        """The head's own ``_bbox_forward`` (with the stage for cascades)."""
+        """The head's own ``_bbox_forward`` (with the stage for cascades, and its extra inputs).
+
+        Args:
+            feats: The image's feature maps, each ``(1, C, H, W)``.
+            rois: ``(m, 5)`` RoIs of this image (batch index 0).
+        """
+        extra: dict = {}
+        if self.extra_inputs:
+            feats, index, extra = self._running_loss_inputs(feats)
+            rois = torch.cat([rois.new_full((rois.shape[0], 1), index), rois[:, 1:]], dim=1)
         if self.stage is not None:
-            return self.roi_head._bbox_forward(self.stage, feats, rois)
-        return self.roi_head._bbox_forward(feats, rois)
+            return self.roi_head._bbox_forward(self.stage, feats, rois, **extra)
+        return self.roi_head._bbox_forward(feats, rois, **extra)
 
     def readonly_losses(self,
                         feats: Sequence[Tensor],
@@ -188,9 +406,9 @@ class RoIHeadAdapter:
             pos_gt_bboxes: ``(p, 4)`` their assigned gt boxes.
             pos_gt_labels: ``(p,)`` their gt labels.
             neg_priors: ``(q, 4)`` background candidate boxes.
-            autocast_dtype: Optional reduced precision (``torch.bfloat16``/``torch.float16``) for the
-                forward (see :func:`readonly_autocast`; ``None`` inherits the ambient autocast, i.e. the
-                training pass's precision); the losses are still computed and returned in float32.
+            autocast_dtype: ``None``: the training pass's precision; or an explicit reduced precision
+                (``torch.bfloat16``/``torch.float16``) for the forward (:func:`readonly_autocast`); the
+                losses are still computed and returned in float32.
 
         Returns:
             :class:`RoILosses` with ``p + q`` rows.
@@ -203,29 +421,29 @@ class RoIHeadAdapter:
         n = num_pos + neg_priors.shape[0]
         rois = bbox2roi([torch.cat([pos_priors, neg_priors])])
         device_type = rois.device.type
-        with torch.no_grad(), frozen_norm_stats(self.roi_head):
+        view = _CandidateView(pos_priors, neg_priors, get_box_tensor(pos_gt_bboxes), pos_gt_labels)
+        with torch.no_grad(), frozen_buffers(self.roi_head):
             with readonly_autocast(device_type, autocast_dtype):
                 out = self.bbox_forward(feats, rois)
-            cls_score = out['cls_score'].float() if out['cls_score'] is not None else None
-            bbox_pred = out['bbox_pred'].float() if out['bbox_pred'] is not None else None
+            cls_score, bbox_pred = _as_float(out.get('cls_score')), _as_float(out.get('bbox_pred'))
             del out  # drop RoI features now: nothing of the read-only pass outlives this block
-            labels, label_weights, bbox_targets, bbox_weights = head._get_targets_single(
-                pos_priors, neg_priors, pos_gt_bboxes, pos_gt_labels, self.train_cfg)
+            targets = head.get_targets([view], self.train_cfg, concat=True)
             with torch.autocast(device_type=device_type, enabled=False):
-                if _uses_mmdet_bbox_loss(head):
-                    losses = _bbox_head_losses_no_sync(head, cls_score, bbox_pred, rois, labels, label_weights,
-                                                       bbox_targets, bbox_weights, num_pos)
+                if _uses_mmdet_bbox_loss(head):  # no host reads
+                    with frozen_buffers(head):  # the second call must see the same loss state
+                        losses = _bbox_head_losses_no_sync(head, cls_score, bbox_pred, rois, *targets, num_pos)
+                    trained = _bbox_head_losses_no_sync(head, cls_score, bbox_pred, rois, *targets, num_pos,
+                                                        per_roi=False)
                 else:
-                    losses = head.loss(cls_score, bbox_pred, rois, labels, label_weights, bbox_targets,
-                                       bbox_weights, reduction_override='none')
+                    with frozen_buffers(head):  # the second call must see the same loss state
+                        losses = head.loss(cls_score, bbox_pred, rois, *targets, reduction_override='none')
+                    trained = head.loss(cls_score, bbox_pred, rois, *targets)  # the training reduction
         cls = torch.zeros(n, device=rois.device)
         loc = torch.zeros(n, device=rois.device)
         for key, value in losses.items():
-            if not isinstance(value, Tensor) or 'loss' not in key or value.dim() == 0:
-                continue  # accuracies, and the scalar 0 mmdet returns for loss_bbox when there is no fg
-            if key.startswith('loss_bbox'):
-                num_pos = value.shape[0]
-                loc[:num_pos] += _per_row(value.float(), num_pos)
-            else:
-                cls += _per_row(value.float(), n)
+            if not isinstance(value, Tensor) or 'loss' not in key:
+                continue  # accuracies
+            row = per_roi_loss(key, value, n, num_pos)
+            if row is not None:
+                (loc if key.startswith('loss_bbox') else cls).add_(row * _training_scale(trained.get(key), row))
         return RoILosses(cls=cls, loc=loc)

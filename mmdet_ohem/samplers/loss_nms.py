@@ -7,6 +7,7 @@ from mmdet.registry import TASK_UTILS
 from torch import Tensor
 
 from ..selection import NMSResult, greedy_loss_nms
+from .checks import check_bool
 
 
 @TASK_UTILS.register_module()
@@ -24,6 +25,7 @@ class LossNMS:
 
     Raises:
         ValueError: If ``iou_threshold`` is outside ``(0, 1]``.
+        TypeError: If ``per_class`` is not a bool (e.g. the string ``'False'``).
     """
 
     def __init__(self, iou_threshold: float = 0.7, per_class: bool = False) -> None:
@@ -31,7 +33,7 @@ class LossNMS:
                 or not 0.0 < float(iou_threshold) <= 1.0:
             raise ValueError(f'LossNMS: iou_threshold must be a number in (0, 1], got {iou_threshold!r}')
         self.iou_threshold = float(iou_threshold)
-        self.per_class = bool(per_class)
+        self.per_class = check_bool('LossNMS', 'per_class', per_class)
 
     def __call__(self, boxes: Tensor, losses: Tensor, max_keep: Optional[int] = None,
                  labels: Optional[Tensor] = None) -> NMSResult:

@@ -23,8 +23,10 @@ from mmengine.logging import HistoryBuffer, MessageHub, MMLogger
 from torch import Tensor
 
 from ..readonly_pass import RoIHeadAdapter
-from ..selection import Selection, select_hard_examples, select_hard_examples_ratio
+from ..selection import Selection, invalid_boxes, select_hard_examples, select_hard_examples_ratio
+from ..selection.select import NONFINITE_SKIP_LIMIT
 from .candidates import CandidateSampler
+from .checks import check_bool, check_neg_pos_ub, check_number
 from .loss_nms import LossNMS
 
 RANKING_LOSSES = ('cls', 'loc', 'cls+loc')
@@ -51,6 +53,7 @@ class MiningStats:
         mined_loss: Sum of the ranking loss over the mined RoIs.
         cand_loss: Sum of the ranking loss over all finite candidates.
         cand_finite: Number of finite candidates (denominator of ``cand_loss``).
+        bad_boxes: Candidates dropped before the read-only pass because their box is unusable.
     """
 
     candidates: int = 0
@@ -61,6 +64,7 @@ class MiningStats:
     mined_loss: Number = 0.0
     cand_loss: Number = 0.0
     cand_finite: Number = 0
+    bad_boxes: Number = 0
 
     def __iadd__(self, other: 'MiningStats') -> 'MiningStats':
         for f in fields(self):
@@ -77,7 +81,23 @@ LOGGED_STATS: Dict[str, Callable[[MiningStats, int], float]] = {
     'mined_rl': lambda t, n: t.mined_loss / max(t.mined, 1),
     'cand_rl': lambda t, n: t.cand_loss / max(t.cand_finite, 1),
     'nonfinite': lambda t, n: t.nonfinite,
+    'badbox': lambda t, n: t.bad_boxes,
 }
+STATS_KEY_PREFIX = 'train/ohem'  # every mining statistic's MessageHub key starts with this
+
+
+def _drop_restored(hub: MessageHub) -> None:
+    """Removes mining statistics that a checkpoint restored into ``hub``.
+
+    The statistics describe one iteration and are not resumable state: the logger writes its buffers
+    into ``hub.log_scalars`` without registering them as resumable, so checkpoints do not carry them and
+    a run resumed with another sampler logs none. Checkpoints written before that (mmdet_ohem <= 0.2)
+    carry them; they are dropped here, at the logger's first push.
+    """
+    resumed = getattr(hub, '_resumed_keys', {})  # mmengine has no public way to forget a key
+    for key in [k for k in resumed if k.startswith(STATS_KEY_PREFIX)]:
+        resumed.pop(key)
+        hub.log_scalars.pop(key, None)
 
 
 class _Flushing:
@@ -171,6 +191,8 @@ class _IterationStatsLogger:
 
     def push(self, stats: MiningStats) -> None:
         hub = MessageHub.get_current_instance()
+        if hub is not self._hub:
+            _drop_restored(hub)
         if hub is not self._hub or any(hub.log_scalars.get(k) is not b for k, b in self._buffers.items()) \
                 or not self._buffers:
             self._install(hub)
@@ -235,12 +257,21 @@ class OHEMSampler(CandidateSampler):
         keep_ratio: Mine foreground and background pools separately with ``pos_fraction`` (mmdet's
             flavour, for ablations).
         nonfinite: ``'skip'`` (default): RoIs with a NaN/inf read-only loss are never mined, counted and
-            logged as ``ohem_nonfinite``; ``'raise'``: raise ``FloatingPointError``.
+            logged as ``ohem_nonfinite``, while they are at most half of an image's candidates
+            (:data:`~mmdet_ohem.selection.select.NONFINITE_SKIP_LIMIT`); above that the head itself is
+            broken, they are mined first and the training loss turns NaN as with ``RandomSampler``
+            (logged once as a warning). ``'raise'``: raise ``FloatingPointError`` on any.
         readonly_dtype: ``None`` (the training pass's precision: float32, or the ``--amp`` autocast
             dtype), ``'bf16'`` or ``'fp16'``: autocast for the read-only forward only (opt-in speed-up;
             the training pass is unchanged; any combination with ``--amp`` works).
         log_stats: Publish per-iteration mining statistics to mmengine's ``MessageHub`` (kept on the
             device and read back only when a logger reads them).
+        pos_sampler, neg_sampler: Libra R-CNN's ``CombinedSampler`` settings; accepted so that its
+            config can switch ``type`` alone, and ignored (the build log says so).
+
+    Candidates whose box is unusable (NaN/inf, ``x2 < x1`` or ``y2 < y1``, or more than one image size
+    outside the image) are dropped before the read-only pass, never mined, and counted as
+    ``ohem_badbox``.
 
     Raises:
         ValueError: On a setting outside its range; the message names the setting and the value.
@@ -260,37 +291,44 @@ class OHEMSampler(CandidateSampler):
                  readonly_dtype: Optional[str] = None,
                  log_stats: bool = True,
                  **kwargs: Any) -> None:
-        if kwargs:
-            hint = " (mmdet's built-in sampler option; ours is ranking_loss='cls'|'loc'|'cls+loc')" \
-                if 'loss_key' in kwargs else ''
-            raise TypeError(f'OHEMSampler got unknown setting(s) {sorted(kwargs)}{hint}')
         if isinstance(num, bool) or not isinstance(num, int) or num <= 0:
             raise ValueError(f'OHEMSampler: num (RoIs mined per image) must be a positive int, got {num!r}')
         if ranking_loss not in RANKING_LOSSES:
             raise ValueError(f'OHEMSampler: ranking_loss must be one of {RANKING_LOSSES}, got {ranking_loss!r}')
-        if keep_ratio and (isinstance(pos_fraction, bool) or not isinstance(pos_fraction, (int, float))
-                           or not 0.0 <= float(pos_fraction) <= 1.0):
-            raise ValueError(f'OHEMSampler: pos_fraction must be in [0, 1] with keep_ratio=True, '
-                             f'got {pos_fraction!r}')
+        check_number('OHEMSampler', 'pos_fraction', pos_fraction, 0.0, 1.0)
+        check_neg_pos_ub('OHEMSampler', neg_pos_ub)
+        for name, flag in (('add_gt_as_proposals', add_gt_as_proposals), ('keep_ratio', keep_ratio),
+                           ('log_stats', log_stats)):
+            check_bool('OHEMSampler', name, flag)
         if nonfinite not in ('skip', 'raise'):
             raise ValueError(f"OHEMSampler: nonfinite must be 'skip' or 'raise', got {nonfinite!r}")
         if readonly_dtype not in AUTOCAST_DTYPES:
             raise ValueError(f"OHEMSampler: readonly_dtype must be None, 'bf16' or 'fp16', "
                              f'got {readonly_dtype!r}')
-        super().__init__(num, pos_fraction, neg_pos_ub, add_gt_as_proposals)
+        nms = TASK_UTILS.build(nms) if isinstance(nms, dict) else nms
+        if nms is not None and not isinstance(nms, LossNMS):
+            raise TypeError(f'OHEMSampler: nms must be a LossNMS config, instance or None, got {nms!r}')
         stage = getattr(context, 'current_stage', None) if hasattr(context, 'num_stages') else None
-        self.head = RoIHeadAdapter(context, stage)
+        head = RoIHeadAdapter(context, stage)  # refuses unsupported heads, naming them
+        # Libra R-CNN's CombinedSampler sub-samplers: accepted so that its config can switch type alone.
+        ignored = {k: kwargs.pop(k) for k in ('pos_sampler', 'neg_sampler') if k in kwargs}
+        if kwargs:
+            hint = " (mmdet's built-in sampler option; ours is ranking_loss='cls'|'loc'|'cls+loc')" \
+                if 'loss_key' in kwargs else ''
+            raise TypeError(f'OHEMSampler got unknown setting(s) {sorted(kwargs)}{hint}')
+        super().__init__(num, pos_fraction, neg_pos_ub, add_gt_as_proposals)
+        self.head = head
+        self.ignored_settings = ignored
         self.context = context
         self.ranking_loss = ranking_loss
-        self.nms = TASK_UTILS.build(nms) if isinstance(nms, dict) else nms
-        if self.nms is not None and not isinstance(self.nms, LossNMS):
-            raise TypeError(f'OHEMSampler: nms must be a LossNMS config, instance or None, got {self.nms!r}')
-        self.keep_ratio = bool(keep_ratio)
+        self.nms = nms
+        self.keep_ratio = keep_ratio
         self.nonfinite = nonfinite
         self.readonly_dtype = readonly_dtype
         self.last_stats: Optional[MiningStats] = None
         self._stats_logger = (_IterationStatsLogger('ohem_' if stage is None else f'ohem_s{stage}_')
                               if log_stats else None)
+        self._warned_nonfinite = False
         MMLogger.get_current_instance().info(f'[mmdet_ohem] {self.describe()}')
 
     def describe(self) -> str:
@@ -300,10 +338,12 @@ class OHEMSampler(CandidateSampler):
             ratio = f'fg:bg ratio KEPT (pos_fraction={self.pos_fraction}, neg_pos_ub={self.neg_pos_ub})'
         else:
             ratio = f'no fg:bg ratio (pos_fraction={self.pos_fraction} ignored)'
+        ignored = f', ignored: {sorted(self.ignored_settings)}' if self.ignored_settings else ''
         return (f'OHEM active: mmdet_ohem.OHEMSampler (paper OHEM, read-only pass over all candidates) for '
                 f'{type(self.context).__name__}{stage} num={self.num}/image, ranking_loss={self.ranking_loss}, '
                 f'loss-NMS={self.nms!r}, {ratio}, add_gt_as_proposals={self.add_gt_as_proposals}, '
-                f'readonly_dtype={self.readonly_dtype or "None (training precision)"}, nonfinite={self.nonfinite}')
+                f'readonly_dtype={self.readonly_dtype or "None (training precision)"}, nonfinite={self.nonfinite}'
+                f'{ignored}')
 
     def sample(self, assign_result, pred_instances, gt_instances, feats=None, **kwargs) -> SamplingResult:
         """Mines one image's hardest RoIs.
@@ -324,12 +364,16 @@ class OHEMSampler(CandidateSampler):
         if feats is None:
             raise ValueError('OHEMSampler.sample needs feats=[per-level (1, C, H, W) features of this image] '
                              'for the read-only pass; mmdet RoI heads pass them')
-        cands = self.collect(assign_result, pred_instances, gt_instances, **kwargs)
+        # Unusable boxes (inf/NaN, x2 < x1, far outside the image) would crash RoIAlign: they are left out
+        # while mmdet's own code gathers the candidates (no extra host read), and counted.
+        extent = self.head.image_extent(feats)
+        cands = self.collect(assign_result, pred_instances, gt_instances,
+                             box_filter=lambda boxes: invalid_boxes(boxes, extent), **kwargs)
         everything = cands.all
         pos_inds, neg_inds = everything.pos_inds, everything.neg_inds
         num_pos, num_cands = pos_inds.numel(), cands.num
         if num_cands == 0:
-            self._record(MiningStats())
+            self._record(MiningStats(bad_boxes=cands.num_filtered))
             return everything
         losses = self.head.readonly_losses(
             feats, everything.pos_priors, everything.pos_gt_bboxes, everything.pos_gt_labels,
@@ -342,12 +386,15 @@ class OHEMSampler(CandidateSampler):
             labels = torch.cat([everything.pos_gt_labels, everything.pos_gt_labels.new_full(
                 (num_cands - num_pos, ), self.head.bbox_head.num_classes)])
         sel = self._select(losses, boxes, is_pos, labels)
+        if sel.nonfinite_kept:
+            self._warn_nonfinite(sel.num_nonfinite, num_cands)
         chosen = cand_inds[sel.indices]  # positives first: sel.num_pos of them
         finite = torch.isfinite(losses)
         self._record(MiningStats(
             candidates=num_cands, suppressed=sel.num_suppressed, nonfinite=sel.num_nonfinite,
             mined=chosen.numel(), mined_fg=sel.num_pos, mined_loss=losses[sel.indices].sum(),
-            cand_loss=torch.where(finite, losses, torch.zeros_like(losses)).sum(), cand_finite=finite.sum()))
+            cand_loss=torch.where(finite, losses, torch.zeros_like(losses)).sum(), cand_finite=finite.sum(),
+            bad_boxes=cands.num_filtered))
         return self.result(cands, chosen[:sel.num_pos], chosen[sel.num_pos:], assign_result, gt_instances)
 
     def _select(self, losses: Tensor, boxes: Tensor, is_pos: Tensor, labels: Optional[Tensor]) -> Selection:
@@ -356,6 +403,14 @@ class OHEMSampler(CandidateSampler):
             return select_hard_examples_ratio(losses, boxes, is_pos, self.num, self.pos_fraction,
                                               self.neg_pos_ub, iou, labels, self.nonfinite)
         return select_hard_examples(losses, boxes, self.num, iou, labels, self.nonfinite, is_pos)
+
+    def _warn_nonfinite(self, num_bad: Union[int, Tensor], num_cands: int) -> None:
+        if not self._warned_nonfinite:
+            self._warned_nonfinite = True
+            MMLogger.get_current_instance().warning(
+                f'[mmdet_ohem] {int(num_bad)} of {num_cands} read-only losses are NaN/inf (more than '
+                f'{NONFINITE_SKIP_LIMIT:.0%}): the RoI head itself is broken, so they are mined instead of '
+                f'skipped and the training loss shows it, as with RandomSampler (warned once)')
 
     def _record(self, stats: MiningStats) -> None:
         self.last_stats = stats

@@ -8,6 +8,7 @@ from mmdet.models.task_modules.samplers import SamplingResult
 from mmdet.registry import TASK_UTILS
 
 from .candidates import CandidateSampler
+from .checks import check_bool, check_neg_pos_ub, check_number
 
 
 @TASK_UTILS.register_module()
@@ -24,13 +25,17 @@ class UniformSampler(CandidateSampler):
         add_gt_as_proposals: Add gt boxes to the candidates.
 
     Raises:
-        ValueError: If ``num`` is not a positive int.
+        ValueError: If ``num`` is not a positive int, or a setting is out of range.
+        TypeError: If a setting has the wrong type (e.g. ``add_gt_as_proposals='False'``).
     """
 
     def __init__(self, num: int, pos_fraction: float = 0.25, neg_pos_ub: int = -1,
                  add_gt_as_proposals: bool = True, **kwargs: Any) -> None:
         if isinstance(num, bool) or not isinstance(num, int) or num <= 0:
             raise ValueError(f'UniformSampler: num must be a positive int, got {num!r}')
+        check_number('UniformSampler', 'pos_fraction', pos_fraction, 0.0, 1.0)
+        check_neg_pos_ub('UniformSampler', neg_pos_ub)
+        check_bool('UniformSampler', 'add_gt_as_proposals', add_gt_as_proposals)
         kwargs.pop('context', None)
         if kwargs:
             raise TypeError(f'UniformSampler got unknown setting(s) {sorted(kwargs)}')

@@ -20,9 +20,17 @@ from torch import Tensor
 
 from .nms import GreedyFixedPoint, greedy_loss_nms, rank_by_loss, resolve_method, suppression_matrix
 
-__all__ = ['Selection', 'NonFinitePolicy', 'select_hard_examples', 'select_hard_examples_ratio']
+__all__ = ['Selection', 'NonFinitePolicy', 'NONFINITE_SKIP_LIMIT', 'select_hard_examples',
+           'select_hard_examples_ratio']
 
 NonFinitePolicy = Literal['skip', 'raise']
+
+#: With ``nonfinite='skip'``, candidates with a NaN/inf ranking loss are skipped while they are at most
+#: this share of an image's candidates (a few RoIs over broken features or boxes). Above it the read-only
+#: network itself is broken (e.g. a NaN weight): skipping would hide it behind a finite loss, so the
+#: candidates are then mined anyway, non-finite ones first, and the training loss turns NaN exactly as
+#: it does with a random sampler.
+NONFINITE_SKIP_LIMIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -35,16 +43,19 @@ class Selection:
             mode: positives then negatives, as well.
         num_suppressed: Candidates removed by loss-NMS while the budget was being filled (0-dim int64
             tensor on the candidates' device).
-        num_nonfinite: Candidates whose ranking loss was NaN or infinite; they are never mined (0-dim
-            int64 tensor on the candidates' device).
+        num_nonfinite: Candidates whose ranking loss was NaN or infinite (0-dim int64 tensor on the
+            candidates' device); they are never mined unless ``nonfinite_kept``.
         num_pos: How many of ``indices`` (the first ones) are positives; ``None`` in paper mode without
             ``is_pos``.
+        nonfinite_kept: True when the non-finite candidates were more than :data:`NONFINITE_SKIP_LIMIT`
+            of the candidates and were therefore mined first instead of skipped.
     """
 
     indices: Tensor
     num_suppressed: Tensor
     num_nonfinite: Tensor
     num_pos: Optional[int] = None
+    nonfinite_kept: bool = False
 
 
 def _check_inputs(losses: Tensor, boxes: Tensor, num: int, iou_threshold: Optional[float]) -> None:
@@ -58,17 +69,34 @@ def _check_inputs(losses: Tensor, boxes: Tensor, num: int, iou_threshold: Option
         raise ValueError(f'boxes must be ({losses.shape[0]}, 4) to match losses, got {tuple(boxes.shape)}')
 
 
-def _finite_pool(losses: Tensor, pool: Tensor, policy: NonFinitePolicy) -> tuple[Tensor, int]:
-    """Drops candidates with a non-finite loss from ``pool`` (indices), or raises."""
-    finite = torch.isfinite(losses[pool])
+def _raise_nonfinite(losses: Tensor, finite: Tensor) -> None:
     num_bad = int((~finite).sum())
-    if num_bad and policy == 'raise':
-        raise FloatingPointError(
-            f'OHEM read-only pass produced {num_bad} non-finite ranking losses out of {pool.numel()} '
-            f'candidates (first: {losses[pool][~finite][0].item()}); set nonfinite="skip" to mine the rest')
+    raise FloatingPointError(
+        f'OHEM read-only pass produced {num_bad} non-finite ranking losses out of {losses.numel()} '
+        f'candidates (first: {losses[~finite][0].item()}); set nonfinite="skip" to mine the rest')
+
+
+def _check_policy(policy: NonFinitePolicy, skip_limit: float) -> None:
     if policy not in ('skip', 'raise'):
         raise ValueError(f'nonfinite must be "skip" or "raise", got {policy!r}')
-    return pool[finite], num_bad
+    if isinstance(skip_limit, bool) or not isinstance(skip_limit, (int, float)) or not 0.0 <= skip_limit <= 1.0:
+        raise ValueError(f'nonfinite_skip_limit must be a number in [0, 1], got {skip_limit!r}')
+
+
+def _nonfinite_plan(losses: Tensor, policy: NonFinitePolicy, skip_limit: float) -> tuple[Tensor, Tensor, bool]:
+    """How non-finite losses are handled (host path): ``(ranking losses, finite mask, keep_nonfinite)``.
+
+    ``'raise'`` raises on any; ``'skip'`` drops them while they are at most ``skip_limit`` of the
+    candidates, else keeps them, ranked first (as ``+inf``), so that the training loss shows the failure.
+    """
+    _check_policy(policy, skip_limit)
+    finite = torch.isfinite(losses)
+    num_bad = int((~finite).sum())
+    if num_bad and policy == 'raise':
+        _raise_nonfinite(losses, finite)
+    keep = num_bad > skip_limit * losses.numel()
+    ranking = torch.where(finite, losses, losses.new_tensor(float('inf'))) if keep else losses
+    return ranking, finite, keep
 
 
 def _mine_pool(losses: Tensor, boxes: Tensor, pool: Tensor, budget: int, iou_threshold: Optional[float],
@@ -90,7 +118,8 @@ def select_hard_examples(losses: Tensor,
                          labels: Optional[Tensor] = None,
                          nonfinite: NonFinitePolicy = 'skip',
                          is_pos: Optional[Tensor] = None,
-                         method: str = 'auto') -> Selection:
+                         method: str = 'auto',
+                         nonfinite_skip_limit: float = NONFINITE_SKIP_LIMIT) -> Selection:
     """Paper OHEM: the ``num`` highest-loss candidates that survive loss-NMS, with no fg:bg ratio.
 
     Args:
@@ -100,12 +129,14 @@ def select_hard_examples(losses: Tensor,
             candidates survive.
         iou_threshold: Loss-NMS IoU threshold; ``None`` disables loss-NMS.
         labels: Optional ``(n,)`` labels; when given, loss-NMS suppresses only within a label.
-        nonfinite: ``'skip'`` never mines candidates whose loss is NaN/inf (and counts them);
+        nonfinite: ``'skip'`` never mines candidates whose loss is NaN/inf (and counts them) while they
+            are at most ``nonfinite_skip_limit`` of the candidates, and mines them first above it;
             ``'raise'`` raises :class:`FloatingPointError`.
         is_pos: Optional ``(n,)`` bool: return the mined positives first (``Selection.num_pos`` of
             them), then the mined negatives; the same set, each part hardest first.
         method: Loss-NMS implementation (``'auto'``, ``'host'``, ``'device'``, see
             :func:`~mmdet_ohem.selection.nms.greedy_loss_nms`); the result does not depend on it.
+        nonfinite_skip_limit: See :data:`NONFINITE_SKIP_LIMIT`.
 
     Returns:
         :class:`Selection`.
@@ -116,19 +147,21 @@ def select_hard_examples(losses: Tensor,
     _check_inputs(losses, boxes, num, iou_threshold)
     if is_pos is not None and is_pos.shape != losses.shape:
         raise ValueError(f'is_pos must have shape {tuple(losses.shape)}, got {tuple(is_pos.shape)}')
-    if nonfinite not in ('skip', 'raise'):
-        raise ValueError(f'nonfinite must be "skip" or "raise", got {nonfinite!r}')
+    _check_policy(nonfinite, nonfinite_skip_limit)
     if resolve_method(method, losses.device, losses.shape[0]) == 'device':
-        return _select_on_device(losses, boxes, num, iou_threshold, labels, nonfinite, is_pos)
+        return _select_on_device(losses, boxes, num, iou_threshold, labels, nonfinite, is_pos,
+                                 nonfinite_skip_limit)
+    ranking, finite, keep_bad = _nonfinite_plan(losses, nonfinite, nonfinite_skip_limit)
     pool = torch.arange(losses.shape[0], device=losses.device)
-    pool, num_bad = _finite_pool(losses, pool, nonfinite)
-    keep, supp = _mine_pool(losses, boxes, pool, num, iou_threshold, labels)
+    if not keep_bad:
+        pool = pool[finite]
+    keep, supp = _mine_pool(ranking, boxes, pool, num, iou_threshold, labels)
     num_pos = None
     if is_pos is not None:
         mined_pos = is_pos[keep].bool()
         keep = torch.cat([keep[mined_pos], keep[~mined_pos]])
         num_pos = int(mined_pos.sum())
-    return Selection(keep, _count(supp, losses), _count(num_bad, losses), num_pos)
+    return Selection(keep, _count(supp, losses), _count((~finite).sum(), losses), num_pos, keep_bad)
 
 
 def _count(value, like: Tensor) -> Tensor:
@@ -140,15 +173,18 @@ def _count(value, like: Tensor) -> Tensor:
 
 def _select_on_device(losses: Tensor, boxes: Tensor, num: int, iou_threshold: Optional[float],
                       labels: Optional[Tensor], nonfinite: NonFinitePolicy,
-                      is_pos: Optional[Tensor]) -> Selection:
+                      is_pos: Optional[Tensor], skip_limit: float) -> Selection:
     """Paper mode with one host read: the same result as the host path (see the module docstring)."""
     n = losses.shape[0]
     finite = torch.isfinite(losses)
-    # Non-finite losses rank last (-inf) in a stable sort, so the finite ones keep the order that
-    # ranking the finite pool alone gives; they are then excluded through `valid`.
-    order = rank_by_loss(torch.where(finite, losses, torch.full_like(losses, -math.inf)))
-    valid = finite[order]
     num_bad = (~finite).sum()
+    # Skipped non-finite losses rank last (-inf) in a stable sort, so the finite ones keep the order that
+    # ranking the finite pool alone gives; they are then excluded through `valid`. Above the skip limit
+    # they rank first (+inf) and stay valid, as on the host path; decided on the device, read back below.
+    keep_bad = num_bad > skip_limit * n
+    fill = torch.where(keep_bad, losses.new_tensor(math.inf), losses.new_tensor(-math.inf))
+    order = rank_by_loss(torch.where(finite, losses, fill))
+    valid = (finite | keep_bad)[order]
     fp = None
     if iou_threshold is None or n == 0:
         kept = valid & (torch.cumsum(valid, 0) <= num)
@@ -164,16 +200,17 @@ def _select_on_device(losses: Tensor, boxes: Tensor, num: int, iou_threshold: Op
         group = torch.full((n, ), 2, dtype=torch.uint8, device=losses.device)
         group = torch.where(kept, (~is_pos[order].bool()).to(torch.uint8) if is_pos is not None
                             else torch.ones_like(group), group)
-        counts = torch.stack([(group == 0).sum(), (group == 1).sum(), converged.long(), num_bad])
-        num_p, num_n, done, bad = counts.tolist()  # the one host read
+        counts = torch.stack([(group == 0).sum(), (group == 1).sum(), converged.long(), num_bad,
+                              keep_bad.long()])
+        num_p, num_n, done, bad, kept_bad = counts.tolist()  # the one host read
         if done:
             break
         fp.resolve()  # rare: a suppression chain longer than the blind steps
         kept, supp, converged = fp.kept, fp.num_suppressed, fp.converged
     if bad and nonfinite == 'raise':
-        _finite_pool(losses, torch.arange(n, device=losses.device), nonfinite)  # raises, with the message
+        _raise_nonfinite(losses, finite)
     chosen = order[torch.sort(group, stable=True).indices[:num_p + num_n]]
-    return Selection(chosen, supp, num_bad, num_p if is_pos is not None else None)
+    return Selection(chosen, supp, num_bad, num_p if is_pos is not None else None, bool(kept_bad))
 
 
 def select_hard_examples_ratio(losses: Tensor,
@@ -184,7 +221,8 @@ def select_hard_examples_ratio(losses: Tensor,
                                neg_pos_ub: int = -1,
                                iou_threshold: Optional[float] = None,
                                labels: Optional[Tensor] = None,
-                               nonfinite: NonFinitePolicy = 'skip') -> Selection:
+                               nonfinite: NonFinitePolicy = 'skip',
+                               nonfinite_skip_limit: float = NONFINITE_SKIP_LIMIT) -> Selection:
     """Ratio-keeping OHEM (mmdet's flavour), for ablations.
 
     Positives and negatives are mined from separate pools: at most ``int(num * pos_fraction)``
@@ -202,6 +240,7 @@ def select_hard_examples_ratio(losses: Tensor,
         iou_threshold: Loss-NMS threshold applied within each pool; ``None`` disables it.
         labels: Optional labels for per-class loss-NMS.
         nonfinite: See :func:`select_hard_examples`.
+        nonfinite_skip_limit: See :data:`NONFINITE_SKIP_LIMIT` (the share is over all candidates).
 
     Returns:
         :class:`Selection` with positives first, then negatives.
@@ -212,18 +251,20 @@ def select_hard_examples_ratio(losses: Tensor,
     if is_pos.shape != losses.shape:
         raise ValueError(f'is_pos must have shape {tuple(losses.shape)}, got {tuple(is_pos.shape)}')
     is_pos = is_pos.bool()
-    pos_pool, bad_pos = _finite_pool(losses, torch.nonzero(is_pos).flatten(), nonfinite)
-    neg_pool, bad_neg = _finite_pool(losses, torch.nonzero(~is_pos).flatten(), nonfinite)
+    ranking, finite, keep_bad = _nonfinite_plan(losses, nonfinite, nonfinite_skip_limit)
+    usable = is_pos.new_ones(is_pos.shape) if keep_bad else finite
+    pos_pool = torch.nonzero(is_pos & usable).flatten()
+    neg_pool = torch.nonzero(~is_pos & usable).flatten()
 
     def take(pool: Tensor, quota: int) -> tuple[Tensor, int]:
         if iou_threshold is None and pool.numel() <= quota:
             return pool, 0
-        return _mine_pool(losses, boxes, pool, quota, iou_threshold, labels)
+        return _mine_pool(ranking, boxes, pool, quota, iou_threshold, labels)
 
     pos, supp_pos = take(pos_pool, int(num * pos_fraction))
     num_neg = num - pos.numel()
     if neg_pos_ub >= 0:
         num_neg = min(num_neg, int(neg_pos_ub * max(1, pos.numel())))
     neg, supp_neg = take(neg_pool, num_neg)
-    return Selection(torch.cat([pos, neg]), _count(supp_pos + supp_neg, losses), _count(bad_pos + bad_neg, losses),
-                     pos.numel())
+    return Selection(torch.cat([pos, neg]), _count(supp_pos + supp_neg, losses), _count((~finite).sum(), losses),
+                     pos.numel(), keep_bad)

@@ -96,7 +96,7 @@ def median_time(records: Sequence[dict]) -> Optional[float]:
     return statistics.median(values) if values else None
 
 
-OHEM_STAT_NAMES = ('cands', 'nms_supp', 'fg_share', 'mined_rl', 'cand_rl', 'nonfinite')
+OHEM_STAT_NAMES = ('cands', 'nms_supp', 'fg_share', 'mined_rl', 'cand_rl', 'nonfinite', 'badbox')
 _OHEM_KEY = re.compile(r'^(ohem(?:_s\d+)?)_(' + '|'.join(OHEM_STAT_NAMES) + r')$')
 
 

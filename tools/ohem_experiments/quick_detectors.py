@@ -57,17 +57,30 @@ def build_detector(cfg: Config, seed: int = 0, device: str = 'cpu') -> torch.nn.
 
 def synthetic_batch(model: torch.nn.Module, batch_size: int = 2, size: Union[int, Sequence[int]] = 128,
                     num_items: Sequence[int] = (3, 2), num_classes: int = 5, with_mask: bool = False,
-                    seed: int = 0) -> dict:
+                    seed: int = 0, with_semantic: bool = False, num_proposals: int = 0) -> dict:
     """A fixed random batch (mmdet's ``demo_mm_inputs``), already through the model's data preprocessor.
 
-    ``size``: the image side (square), or ``(height, width)``.
+    ``size``: the image side (square), or ``(height, width)``. ``with_semantic`` adds ``gt_sem_seg`` (HTC,
+    SCNet); ``num_proposals`` > 0 adds that many random ``proposals`` per image, for detectors without an
+    RPN (Fast R-CNN).
     """
     from mmdet.testing import demo_mm_inputs
+    from mmengine.structures import InstanceData
     torch.manual_seed(seed)
     items = [num_items[i % len(num_items)] for i in range(batch_size)]
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     packed = demo_mm_inputs(batch_size, image_shapes=[(3, h, w)] * batch_size, num_items=items,
-                            num_classes=num_classes, with_mask=with_mask)
+                            num_classes=max(num_classes, 2), with_mask=with_mask, with_semantic=with_semantic)
+    if num_classes == 1:  # demo_mm_inputs draws labels from [1, num_classes)
+        for d in packed['data_samples']:
+            d.gt_instances.labels.zero_()
+    if num_proposals:
+        g = torch.Generator().manual_seed(seed)
+        for d in packed['data_samples']:
+            scale = torch.tensor([w, h], dtype=torch.float32)
+            xy = torch.rand(num_proposals, 2, generator=g) * scale * 0.8
+            wh = torch.rand(num_proposals, 2, generator=g) * scale * 0.5 + 4
+            d.proposals = InstanceData(bboxes=torch.cat([xy, torch.minimum(xy + wh, scale)], dim=1))
     device = next(model.parameters()).device
     packed['inputs'] = [x.to(device) for x in packed['inputs']]
     packed['data_samples'] = [d.to(device) for d in packed['data_samples']]

@@ -1,0 +1,49 @@
+"""Build-time checks of sampler settings: a wrong type or value fails when the config is built, with an
+error that names the component, the setting and the value (e.g. ``keep_ratio='False'``, a string, which
+Python would otherwise take as True)."""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+__all__ = ['check_bool', 'check_number', 'check_neg_pos_ub']
+
+
+def check_bool(owner: str, name: str, value: Any) -> bool:
+    """``value`` if it is a real ``bool``.
+
+    Raises:
+        TypeError: For anything else (``'False'``, ``0``, ``None``, ...).
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f'{owner}: {name} must be True or False, got {value!r} ({type(value).__name__})')
+    return value
+
+
+def check_number(owner: str, name: str, value: Any, lo: Optional[float] = None,
+                 hi: Optional[float] = None) -> float:
+    """``value`` as a float if it is a finite int/float (not a bool) within ``[lo, hi]``.
+
+    Raises:
+        TypeError: If it is not a number (e.g. the string ``'0.25'``).
+        ValueError: If it is outside the range or not finite.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f'{owner}: {name} must be a number, got {value!r} ({type(value).__name__})')
+    if not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
+        rng = f'[{-math.inf if lo is None else lo:g}, {math.inf if hi is None else hi:g}]'
+        raise ValueError(f'{owner}: {name} must be in {rng}, got {value!r}')
+    return float(value)
+
+
+def check_neg_pos_ub(owner: str, value: Any) -> Any:
+    """``neg_pos_ub`` as mmdet reads it: ``-1`` (no bound) or a number ``>= 0``.
+
+    Raises:
+        TypeError: If it is not a number (e.g. the string ``'3'``).
+        ValueError: If it is negative other than ``-1``.
+    """
+    check_number(owner, 'neg_pos_ub', value)
+    if value < 0 and value != -1:
+        raise ValueError(f'{owner}: neg_pos_ub must be -1 (no bound) or >= 0, got {value!r}')
+    return value
