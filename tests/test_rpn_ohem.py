@@ -234,3 +234,79 @@ def test_faster_rcnn_trains_real_steps_with_the_rpn_miner(case):
         s = model.rpn_head.sampler.last_stats
         assert s.mined == 256 < s.candidates
     assert any(not torch.equal(before[k], v) for k, v in model.rpn_head.state_dict().items())
+
+
+def test_mean_ci95_is_the_student_t_interval():
+    from ohem_experiments.rpn_ablation import mean_ci95
+    assert mean_ci95([0.5]) == (0.5, None)
+    m, h = mean_ci95([0.1, 0.3])
+    assert m == pytest.approx(0.2) and h == pytest.approx(12.7062 * 0.141421 / 1.414214, rel=1e-4)
+    with pytest.raises(ValueError):
+        mean_ci95([])
+
+
+def test_ablation_summary_pairs_seeds_with_the_rcnn_only_baseline():
+    from ohem_experiments.rpn_ablation import RECALL_KEY, summarise
+    k = RECALL_KEY(300, 0.5)
+    runs = [dict(variant='rcnn_ohem', seed=0, mAP=0.5, **{k: 0.9}), dict(variant='rcnn_ohem', seed=1, mAP=0.6, **{k: 0.8}),
+            dict(variant='rpn_ohem', seed=0, mAP=0.55, **{k: 0.95}), dict(variant='rpn_ohem', seed=1, mAP=0.65, **{k: 0.85})]
+    rows = {r['variant']: r for r in summarise(runs, [k])}
+    assert rows['rcnn_ohem']['mAP_mean'] == pytest.approx(0.55) and 'dmAP_mean' not in rows['rcnn_ohem']
+    assert rows['rpn_ohem']['dmAP_mean'] == pytest.approx(0.05) and rows['rpn_ohem']['dmAP_ci95'] == pytest.approx(0)
+    assert rows['rpn_ohem'][f'{k}_mean'] == pytest.approx(0.9)
+
+
+def test_proposal_recall_counts_gts_covered_by_the_top_proposals():
+    from mmdet.structures import DetDataSample
+    from ohem_experiments.rpn_ablation import RECALL_KEY, proposal_recall
+
+    class FakeRPN:
+        def predict(self, feats, samples, rescale):
+            return [InstanceData(bboxes=torch.tensor([[0., 0., 10., 10.], [50., 50., 60., 60.]]),
+                                 scores=torch.tensor([0.9, 0.1]))]
+
+    class FakeDetector(torch.nn.Module):
+        rpn_head = FakeRPN()
+
+        def data_preprocessor(self, batch, training):
+            return batch
+
+        def extract_feat(self, x):
+            return x
+
+    sample = DetDataSample()
+    sample.gt_instances = InstanceData(bboxes=torch.tensor([[0., 0., 10., 10.], [50., 50., 61., 61.]]))
+    loader = [dict(inputs=None, data_samples=[sample])]
+    assert proposal_recall(FakeDetector(), loader, num=300, ious=(0.5, 0.9)) == {
+        RECALL_KEY(300, 0.5): 1.0, RECALL_KEY(300, 0.9): 0.5}
+    assert proposal_recall(FakeDetector(), loader, num=1, ious=(0.5, )) == {RECALL_KEY(1, 0.5): 0.5}
+
+
+@pytest.mark.slow
+def test_ablation_runs_end_to_end(tmp_path):
+    from ohem_experiments.rpn_ablation import AblationSettings, RECALL_KEY, run_ablation
+    s = AblationSettings(data_root=str(tmp_path / 'data'), work_dir=str(tmp_path / 'work'),
+                         out_dir=str(tmp_path / 'out'), num_trainval=4, num_test=2, image_size=64, seeds=(0, 1),
+                         iters=2, variants=('rcnn_ohem', 'rpn_ohem'), progress_interval_s=60)
+    summary = run_ablation(s)
+    assert [(r['variant'], r['seed']) for r in summary['runs']] == [('rcnn_ohem', 0), ('rcnn_ohem', 1),
+                                                                    ('rpn_ohem', 0), ('rpn_ohem', 1)]
+    for r in summary['runs']:
+        assert 0.0 <= r['mAP'] <= 1.0 and 0.0 <= r[RECALL_KEY(300, 0.5)] <= 1.0
+        # the RPN miner's diagnostics reach the json log of the runs that use it, and only those
+        assert (r['rpn_ohem_fg_share'] is not None) == (r['variant'] == 'rpn_ohem')
+    assert 'Δ mAP' in (tmp_path / 'out' / 'summary.md').read_text()
+    again = run_ablation(s)  # finished runs are reused
+    assert [r['mAP'] for r in again['runs']] == [r['mAP'] for r in summary['runs']]
+
+
+def test_benchmark_times_the_rpn_miner_against_the_same_r_cnn_sampler():
+    from ohem_experiments.benchmark.detectors import WithRPNMiner, prepare, swap_sampler
+    prep = prepare('r50_fpn', ['random', 'rpn_ohem'], 64, batch_size=1, num_items=(2, ))
+    plain, mined = prep.samplers['random'], prep.samplers['rpn_ohem']
+    assert isinstance(mined, WithRPNMiner) and isinstance(mined.rpn, RPNOHEMSampler) and mined.rpn.num == 256
+    assert type(plain.rcnn) is type(mined.rcnn) and type(plain.rpn).__name__ == 'RandomSampler'
+    swap_sampler(prep.model, mined)
+    assert prep.model.rpn_head.sampler is mined.rpn and prep.model.roi_head.bbox_sampler is mined.rcnn
+    swap_sampler(prep.model, plain)
+    assert prep.model.rpn_head.sampler is plain.rpn
