@@ -274,12 +274,13 @@ def test_proposal_recall_counts_gts_covered_by_the_top_proposals():
         def extract_feat(self, x):
             return x
 
-    sample = DetDataSample()
+    sample, other = DetDataSample(), DetDataSample()
     sample.gt_instances = InstanceData(bboxes=torch.tensor([[0., 0., 10., 10.], [50., 50., 61., 61.]]))
-    loader = [dict(inputs=None, data_samples=[sample])]
+    other.gt_instances = InstanceData(bboxes=torch.tensor([[100., 100., 120., 120.]]))  # missed by both
+    loader = [dict(inputs=None, data_samples=[sample]), dict(inputs=None, data_samples=[other])]
     assert proposal_recall(FakeDetector(), loader, num=300, ious=(0.5, 0.9)) == {
-        RECALL_KEY(300, 0.5): 1.0, RECALL_KEY(300, 0.9): 0.5}
-    assert proposal_recall(FakeDetector(), loader, num=1, ious=(0.5, )) == {RECALL_KEY(1, 0.5): 0.5}
+        RECALL_KEY(300, 0.5): pytest.approx(2 / 3), RECALL_KEY(300, 0.9): pytest.approx(1 / 3)}
+    assert proposal_recall(FakeDetector(), loader[:1], num=1, ious=(0.5, )) == {RECALL_KEY(1, 0.5): 0.5}
 
 
 @pytest.mark.slow

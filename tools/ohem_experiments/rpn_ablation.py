@@ -2,8 +2,8 @@
 
 Every variant is a toy config (``configs/toy/``) trained on the same toy VOC data with the same schedule;
 each is run for every seed. Per run: VOC07 mAP on the held-out split and the RPN's proposal recall at 300
-proposals (IoU 0.5 and 0.7, mmdet's ``eval_recalls``) on the same split. Per variant: mean and 95% t
-interval over the seeds, and the paired difference to R-CNN-only OHEM (same seeds). Finished runs with an
+proposals (IoU 0.5 and 0.7, mmdet's ``eval_recalls`` matching) on the same split. Per variant: mean and 95%
+t interval over the seeds, and the paired difference to R-CNN-only OHEM (same seeds). Finished runs with an
 identical config are reused, so the job can be stopped and restarted.
 
 :func:`run_ablation` is what ``tools/rpn_ohem_ablation.py`` calls.
@@ -103,7 +103,7 @@ def mean_ci95(values: Sequence[float]) -> Tuple[float, Optional[float]]:
 
 
 def proposal_recall(model, dataloader, num: int = 300, ious: Sequence[float] = (0.5, 0.7)) -> Dict[str, float]:
-    """Recall of the RPN's top-``num`` proposals per image over ``dataloader`` (mmdet's ``eval_recalls``).
+    """Recall of the RPN's top-``num`` proposals per image over ``dataloader`` (as mmdet's ``eval_recalls``).
 
     The proposals are the RPN's test-time output (its ``test_cfg.rpn``: NMS, then at most
     ``max_per_img``), in original image coordinates; gt boxes are the dataset's (difficult/ignored boxes
@@ -113,7 +113,8 @@ def proposal_recall(model, dataloader, num: int = 300, ious: Sequence[float] = (
         ``{RECALL_KEY(num, iou): recall}`` for each IoU threshold.
     """
     import torch
-    from mmdet.evaluation.functional import eval_recalls
+    from mmdet.evaluation.functional.bbox_overlaps import bbox_overlaps
+    from mmdet.evaluation.functional.recall import _recalls
     model = getattr(model, 'module', model)
     was_training = model.training
     model.eval()
@@ -124,11 +125,17 @@ def proposal_recall(model, dataloader, num: int = 300, ious: Sequence[float] = (
             feats = model.extract_feat(data['inputs'])
             results = model.rpn_head.predict(feats, data['data_samples'], rescale=True)
             for res, sample in zip(results, data['data_samples']):
-                boxes = torch.cat([res.bboxes, res.scores[:, None]], 1)[:num]
-                props.append(boxes.float().cpu().numpy())
+                top = res.scores.argsort(descending=True)[:num]
+                props.append(res.bboxes[top].float().cpu().numpy())
                 gts.append(sample.gt_instances.bboxes.float().cpu().numpy().reshape(-1, 4))
     model.train(was_training)
-    rec = np.asarray(eval_recalls(gts, props, [num], list(ious), logger='silent'))
+    # mmdet's eval_recalls builds np.array(list of per-image IoU matrices), which numpy >= 1.24 refuses when
+    # images have different numbers of gt boxes; the same per-image matrices in an object array go to its
+    # matching (_recalls: greedy one-to-one gt-proposal matching) unchanged.
+    all_ious = np.empty(len(gts), dtype=object)
+    for i, (g, p) in enumerate(zip(gts, props)):
+        all_ious[i] = bbox_overlaps(g, p) if len(g) else np.zeros((0, len(p)), dtype=np.float32)
+    rec = _recalls(all_ious, np.array([num]), np.array(list(ious), dtype=float))
     return {RECALL_KEY(num, iou): float(rec[0, j]) for j, iou in enumerate(ious)}
 
 
@@ -209,7 +216,7 @@ def summary_markdown(rows: Sequence[dict], recall_keys: Sequence[str], machine: 
     lines += ['', 'Values in %, mean ± half-width of the two-sided 95% Student-t interval over the seeds (none '
               'with one seed). Δ mAP: per-seed difference to R-CNN-only OHEM on the same seed (same data, '
               'same initialisation). Recall: fraction of test gt boxes matched by the RPN\'s top-300 test '
-              'proposals at the IoU named (mmdet eval_recalls).']
+              'proposals at the IoU named (mmdet eval_recalls\' matching).']
     return '\n'.join(lines) + '\n'
 
 
