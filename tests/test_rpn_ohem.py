@@ -236,24 +236,17 @@ def test_faster_rcnn_trains_real_steps_with_the_rpn_miner(case):
     assert any(not torch.equal(before[k], v) for k, v in model.rpn_head.state_dict().items())
 
 
-def test_mean_ci95_is_the_student_t_interval():
-    from ohem_experiments.rpn_ablation import mean_ci95
-    assert mean_ci95([0.5]) == (0.5, None)
-    m, h = mean_ci95([0.1, 0.3])
-    assert m == pytest.approx(0.2) and h == pytest.approx(12.7062 * 0.141421 / 1.414214, rel=1e-4)
-    with pytest.raises(ValueError):
-        mean_ci95([])
-
-
 def test_ablation_summary_pairs_seeds_with_the_rcnn_only_baseline():
     from ohem_experiments.rpn_ablation import RECALL_KEY, summarise
     k = RECALL_KEY(300, 0.5)
     runs = [dict(variant='rcnn_ohem', seed=0, mAP=0.5, **{k: 0.9}), dict(variant='rcnn_ohem', seed=1, mAP=0.6, **{k: 0.8}),
             dict(variant='rpn_ohem', seed=0, mAP=0.55, **{k: 0.95}), dict(variant='rpn_ohem', seed=1, mAP=0.65, **{k: 0.85})]
     rows = {r['variant']: r for r in summarise(runs, [k])}
-    assert rows['rcnn_ohem']['mAP_mean'] == pytest.approx(0.55) and 'dmAP_mean' not in rows['rcnn_ohem']
-    assert rows['rpn_ohem']['dmAP_mean'] == pytest.approx(0.05) and rows['rpn_ohem']['dmAP_ci95'] == pytest.approx(0)
-    assert rows['rpn_ohem'][f'{k}_mean'] == pytest.approx(0.9)
+    assert rows['rcnn_ohem']['mAP']['mean'] == pytest.approx(0.55) and 'vs_baseline' not in rows['rcnn_ohem']
+    assert rows['rcnn_ohem']['mAP']['half_width'] == pytest.approx(12.7062 * 0.0707107 / 2 ** 0.5, rel=1e-4)  # t(0.975, 1) sd / sqrt(n)
+    test = rows['rpn_ohem']['vs_baseline']
+    assert test['mean_diff'] == pytest.approx(0.05) and test['n'] == 2 and test['wins'] == 2
+    assert rows['rpn_ohem'][k]['mean'] == pytest.approx(0.9)
 
 
 def test_proposal_recall_counts_gts_covered_by_the_top_proposals():

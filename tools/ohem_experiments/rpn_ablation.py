@@ -11,7 +11,6 @@ identical config are reused, so the job can be stopped and restarted.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +23,10 @@ from .config_edits import set_data_root, set_iters, set_seed
 from .demo import machine_description
 from .progress import JobClock, format_seconds
 from .runs import RunResult, config_hash, load_finished, train_and_evaluate
+from .stats import mean_ci, paired_t_test
 from .toy_voc import generate_toy_voc
 
-__all__ = ['Variant', 'VARIANTS', 'AblationSettings', 'mean_ci95', 'proposal_recall', 'run_ablation',
+__all__ = ['Variant', 'VARIANTS', 'AblationSettings', 'proposal_recall', 'run_ablation',
            'summarise', 'summary_markdown', 'RECALL_KEY']
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,19 +87,6 @@ class AblationSettings:
     recall_ious: Sequence[float] = (0.5, 0.7)
     force: bool = False
     progress_interval_s: float = 15.0
-
-
-def mean_ci95(values: Sequence[float]) -> Tuple[float, Optional[float]]:
-    """Mean and the half-width of its two-sided 95% Student-t interval (``None`` for fewer than 2 values)."""
-    v = [float(x) for x in values]
-    if not v:
-        raise ValueError('mean_ci95 needs at least one value')
-    m = sum(v) / len(v)
-    if len(v) < 2:
-        return m, None
-    from scipy.stats import t
-    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
-    return m, float(t.ppf(0.975, len(v) - 1) * sd / math.sqrt(len(v)))
 
 
 def proposal_recall(model, dataloader, num: int = 300, ious: Sequence[float] = (0.5, 0.7)) -> Dict[str, float]:
@@ -169,54 +156,57 @@ def build_run_config(variant: Variant, settings: AblationSettings, seed: int) ->
 
 
 def summarise(runs: Sequence[dict], recall_keys: Sequence[str]) -> List[dict]:
-    """Per variant: mean and 95% half-width of mAP and recall, and the paired mAP difference to the baseline.
+    """Per variant: mean and 95% t interval of mAP and recall, and the paired mAP test against the baseline.
 
     Args:
         runs: One dict per finished run with ``variant``, ``seed``, ``mAP`` and the ``recall_keys``.
         recall_keys: Recall metric names to summarise.
+
+    Returns:
+        One row per variant: ``mAP`` (:class:`~.stats.MeanCI` as a dict), one entry per recall key, and
+        for the other variants ``vs_baseline`` (:class:`~.stats.PairedTest` of the per-seed mAP as a dict).
     """
-    by = {}
+    by: Dict[str, Dict[int, dict]] = {}
     for r in runs:
         by.setdefault(r['variant'], {})[r['seed']] = r
-    base = by.get(BASELINE, {})
+    base = {s: r['mAP'] for s, r in by.get(BASELINE, {}).items()}
     rows = []
     for name, per_seed in by.items():
-        seeds = sorted(per_seed)
-        maps = [per_seed[s]['mAP'] for s in seeds]
-        row = dict(variant=name, seeds=seeds, n=len(seeds), mAP=maps)
-        row['mAP_mean'], row['mAP_ci95'] = mean_ci95(maps)
+        maps = {s: r['mAP'] for s, r in per_seed.items()}
+        row: Dict[str, Any] = dict(variant=name, seeds=sorted(per_seed), mAP=mean_ci(list(maps.values())).as_dict())
         for k in recall_keys:
-            vals = [per_seed[s][k] for s in seeds if per_seed[s].get(k) is not None]
-            row[f'{k}_mean'], row[f'{k}_ci95'] = mean_ci95(vals) if vals else (None, None)
-        paired = [per_seed[s]['mAP'] - base[s]['mAP'] for s in seeds if s in base]
-        if name != BASELINE and paired:
-            row['dmAP_mean'], row['dmAP_ci95'] = mean_ci95(paired)
-            row['dmAP_n'] = len(paired)
+            vals = [r[k] for r in per_seed.values() if r.get(k) is not None]
+            row[k] = mean_ci(vals).as_dict() if vals else None
+        if name != BASELINE and set(maps) & set(base):
+            row['vs_baseline'] = paired_t_test(maps, base).as_dict()
         rows.append(row)
     return rows
 
 
-def _pm(mean: Optional[float], half: Optional[float], scale: float = 100.0) -> str:
-    if mean is None:
+def _pm(ci: Optional[dict], scale: float = 100.0) -> str:
+    if ci is None:
         return 'n/a'
-    return f'{mean * scale:.1f}' + ('' if half is None else f' ± {half * scale:.1f}')
+    half = ci.get('half_width')
+    return f"{ci['mean'] * scale:.1f}" + ('' if half is None else f' ± {half * scale:.1f}')
 
 
 def summary_markdown(rows: Sequence[dict], recall_keys: Sequence[str], machine: str, command: str,
                      iters: int) -> str:
     """The ablation table as markdown (values in %, ± the 95% t half-width over seeds)."""
-    head = '| variant | seeds | mAP (VOC07 11-pt, test) | Δ mAP vs R-CNN-only (paired) | ' + \
-        ' | '.join(f'proposal {k.split("/")[1]}' for k in recall_keys) + ' |'
+    head = ('| variant | seeds | mAP (VOC07 11-pt, test) | Δ mAP vs R-CNN-only (paired) | p (paired t) | '
+            + ' | '.join(f'proposal {k.split("/")[1]}' for k in recall_keys) + ' |')
     lines = [f'Command: `{command}`  ', f'Machine: {machine}  ', f'Iterations per run: {iters}', '', head,
-             '|' + '---|' * (4 + len(recall_keys))]
+             '|' + '---|' * (5 + len(recall_keys))]
     for r in rows:
-        d = _pm(r.get('dmAP_mean'), r.get('dmAP_ci95')) if 'dmAP_mean' in r else '-'
-        rec = ' | '.join(_pm(r[f'{k}_mean'], r[f'{k}_ci95']) for k in recall_keys)
-        lines.append(f"| {r['variant']} | {r['n']} | {_pm(r['mAP_mean'], r['mAP_ci95'])} | {d} | {rec} |")
+        test = r.get('vs_baseline')
+        d = _pm(test['ci']) if test else '-'
+        p = '-' if not test or test['p_value'] is None else f"{test['p_value']:.3f}"
+        rec = ' | '.join(_pm(r[k]) for k in recall_keys)
+        lines.append(f"| {r['variant']} | {len(r['seeds'])} | {_pm(r['mAP'])} | {d} | {p} | {rec} |")
     lines += ['', 'Values in %, mean ± half-width of the two-sided 95% Student-t interval over the seeds (none '
               'with one seed). Δ mAP: per-seed difference to R-CNN-only OHEM on the same seed (same data, '
-              'same initialisation). Recall: fraction of test gt boxes matched by the RPN\'s top-300 test '
-              'proposals at the IoU named (mmdet eval_recalls\' matching).']
+              'same initialisation), with the paired two-sided t-test\'s p. Recall: fraction of test gt boxes '
+              'matched by the RPN\'s top-300 test proposals at the IoU named (mmdet eval_recalls\' matching).']
     return '\n'.join(lines) + '\n'
 
 
