@@ -1,5 +1,6 @@
 """RPN hard-anchor mining (``RPNOHEMSampler`` + ``AnchorOHEMMixin``): the rule, the loss, real training."""
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -236,22 +237,49 @@ def test_faster_rcnn_trains_real_steps_with_the_rpn_miner(case):
     assert any(not torch.equal(before[k], v) for k, v in model.rpn_head.state_dict().items())
 
 
-def test_ablation_summary_pairs_seeds_with_the_rcnn_only_baseline():
-    from ohem_experiments.rpn_ablation import RECALL_KEY, summarise
-    k = RECALL_KEY(300, 0.5)
-    runs = [dict(variant='rcnn_ohem', seed=0, mAP=0.5, **{k: 0.9}), dict(variant='rcnn_ohem', seed=1, mAP=0.6, **{k: 0.8}),
-            dict(variant='rpn_ohem', seed=0, mAP=0.55, **{k: 0.95}), dict(variant='rpn_ohem', seed=1, mAP=0.65, **{k: 0.85})]
-    rows = {r['variant']: r for r in summarise(runs, [k])}
-    assert rows['rcnn_ohem']['mAP']['mean'] == pytest.approx(0.55) and 'vs_baseline' not in rows['rcnn_ohem']
-    assert rows['rcnn_ohem']['mAP']['half_width'] == pytest.approx(12.7062 * 0.0707107 / 2 ** 0.5, rel=1e-4)  # t(0.975, 1) sd / sqrt(n)
-    test = rows['rpn_ohem']['vs_baseline']
-    assert test['mean_diff'] == pytest.approx(0.05) and test['n'] == 2 and test['wins'] == 2
-    assert rows['rpn_ohem'][k]['mean'] == pytest.approx(0.9)
+def test_rpn_ohem_preset_rows_and_recall_request():
+    from ohem_experiments.table1 import PRESETS, plan_jobs
+    preset = PRESETS['rpn_ohem']
+    jobs = plan_jobs(preset, [0, 1], REPO / 'work_dirs' / 'unused', iters=4, root=REPO)
+    assert [j.name for j in jobs] == ['rcnn_ohem__seed-0', 'rcnn_ohem__seed-1', 'rpn_rcnn_ohem__seed-0',
+                                      'rpn_rcnn_ohem__seed-1', 'rpn_ohem__seed-0', 'rpn_ohem__seed-1']
+    assert all(j.extra['proposal_recall'] == dict(num=300, ious=[0.5, 0.7]) for j in jobs)
+    samplers = {j.extra['row']: (j.cfg.model.train_cfg.rpn.sampler.type, j.cfg.model.train_cfg.rcnn.sampler.type)
+                for j in jobs}
+    assert samplers == {'rcnn_ohem': ('RandomSampler', 'OHEMSampler'), 'rpn_rcnn_ohem': ('RPNOHEMSampler', 'OHEMSampler'),
+                        'rpn_ohem': ('RPNOHEMSampler', 'RandomSampler')}
+    assert all(j.cfg.model.test_cfg.rpn.max_per_img >= 300 for j in jobs)  # recall@300 sees 300 proposals
+    assert preset.pairs == (('rpn_rcnn_ohem', 'rcnn_ohem'), ('rpn_ohem', 'rcnn_ohem'))
+
+
+def test_rpn_ohem_table_has_paired_maps_and_recall(tmp_path):
+    from ohem_experiments.runs import RunResult
+    from ohem_experiments.table1 import PRESETS, plan_jobs, write_table
+    preset = PRESETS['rpn_ohem']
+    jobs = plan_jobs(preset, [0, 1], tmp_path, iters=4, root=REPO)
+    maps = {'rcnn_ohem': (0.50, 0.60), 'rpn_rcnn_ohem': (0.55, 0.65), 'rpn_ohem': (0.40, 0.45)}
+    results = {j.name: RunResult(name=j.name, work_dir=str(j.work_dir), config_hash=j.digest,
+                                 metrics={'pascal_voc/mAP': maps[j.extra['row']][j.extra['seed']],
+                                          'rpn/recall@300_iou0.5': 0.9, 'rpn/recall@300_iou0.7': 0.5 + j.extra['seed'] / 10},
+                                 final_loss=1.0, s_per_iter=0.1, train_seconds=1.0, test_seconds=1.0, iters=4,
+                                 extra=dict(j.extra)) for j in jobs}
+    paths = write_table(preset, jobs, results, tmp_path, chart=False)
+    data = json.loads(paths['json'].read_text())
+    pairs = {(p['ohem'], p['frcn']): p['test'] for p in data['pairs']}
+    assert pairs[('rpn_rcnn_ohem', 'rcnn_ohem')]['mean_diff'] == pytest.approx(0.05)
+    assert pairs[('rpn_ohem', 'rcnn_ohem')]['wins'] == 0 and pairs[('rpn_ohem', 'rcnn_ohem')]['losses'] == 2
+    rec = {r['key']: r['recall'] for r in data['rows']}
+    assert rec['rpn_ohem']['rpn/recall@300_iou0.7']['mean'] == pytest.approx(0.55)
+    assert rec['rpn_ohem']['rpn/recall@300_iou0.7']['half_width'] == pytest.approx(12.7062 * 0.0707107 / 2 ** 0.5,
+                                                                                    rel=1e-4)  # t(0.975, 1)
+    md = paths['md'].read_text()
+    assert '| RPN-mining row | R-CNN-only row |' in md and '| rpn_rcnn_ohem | rcnn_ohem | 2 | 5.0 |' in md
+    assert 'rpn/recall@300_iou0.5 | rpn/recall@300_iou0.7 |' in md and '| 90.0 [90.0, 90.0] | 55.0 [' in md
 
 
 def test_proposal_recall_counts_gts_covered_by_the_top_proposals():
     from mmdet.structures import DetDataSample
-    from ohem_experiments.rpn_ablation import RECALL_KEY, proposal_recall
+    from ohem_experiments.proposal_recall import RECALL_KEY, proposal_recall
 
     class FakeRPN:
         def predict(self, feats, samples, rescale):
@@ -277,21 +305,28 @@ def test_proposal_recall_counts_gts_covered_by_the_top_proposals():
 
 
 @pytest.mark.slow
-def test_ablation_runs_end_to_end(tmp_path):
-    from ohem_experiments.rpn_ablation import AblationSettings, RECALL_KEY, run_ablation
-    s = AblationSettings(data_root=str(tmp_path / 'data'), work_dir=str(tmp_path / 'work'),
-                         out_dir=str(tmp_path / 'out'), num_trainval=4, num_test=2, image_size=64, seeds=(0, 1),
-                         iters=2, variants=('rcnn_ohem', 'rpn_ohem'), progress_interval_s=60)
-    summary = run_ablation(s)
-    assert [(r['variant'], r['seed']) for r in summary['runs']] == [('rcnn_ohem', 0), ('rcnn_ohem', 1),
-                                                                    ('rpn_ohem', 0), ('rpn_ohem', 1)]
-    for r in summary['runs']:
-        assert 0.0 <= r['mAP'] <= 1.0 and 0.0 <= r[RECALL_KEY(300, 0.5)] <= 1.0
+def test_rpn_ohem_preset_runs_end_to_end(tmp_path):
+    """tools/sweep.py --preset rpn_ohem on tiny data: 2 rows x 2 seeds, 2 iterations, worker processes."""
+    import importlib.util
+
+    from ohem_experiments.json_logs import load_json_log
+    from ohem_experiments.toy_voc import generate_toy_voc
+    spec = importlib.util.spec_from_file_location('sweep_tool', REPO / 'tools/sweep.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    generate_toy_voc(tmp_path / 'data', num_trainval=4, num_test=2, image_size=64)
+    out = tmp_path / 'table'
+    results = tool.main(['--preset', 'rpn_ohem', '--rows', 'rcnn_ohem,rpn_ohem', '--seeds', '0-1', '--iters', '2',
+                         '--workers', '2', '--threads', '1', '--data-root', str(tmp_path / 'data'), '--out', str(out)])
+    assert sorted(results) == ['rcnn_ohem__seed-0', 'rcnn_ohem__seed-1', 'rpn_ohem__seed-0', 'rpn_ohem__seed-1']
+    for name, r in results.items():
+        assert 0.0 <= r.map <= 1.0
+        assert 0.0 <= r.metrics['rpn/recall@300_iou0.5'] <= 1.0 and 'rpn/recall@300_iou0.7' in r.metrics
+        logged = {k for rec in load_json_log(Path(r.extra['log_dir'])) for k in rec}
         # the RPN miner's diagnostics reach the json log of the runs that use it, and only those
-        assert (r['rpn_ohem_fg_share'] is not None) == (r['variant'] == 'rpn_ohem')
-    assert 'Δ mAP' in (tmp_path / 'out' / 'summary.md').read_text()
-    again = run_ablation(s)  # finished runs are reused
-    assert [r['mAP'] for r in again['runs']] == [r['mAP'] for r in summary['runs']]
+        assert ('rpn_ohem_fg_share' in logged) == name.startswith('rpn_ohem'), name
+    md = (out / 'table.md').read_text()
+    assert '| rpn_ohem | rcnn_ohem | 2 |' in md and 'rpn/recall@300_iou0.5' in md
 
 
 def test_benchmark_times_the_rpn_miner_against_the_same_r_cnn_sampler():
