@@ -3,7 +3,7 @@
 # 64 hardest RoIs/image; loss-NMS 0.7 in both, N 2).
 # Same method settings as that config; only the CPU needs of ./_cpu_overrides.py change (narrow VGG16,
 # 160 px toy-VOC images, small anchors, RoIAlign, 1200-iteration from-scratch schedule). Run by
-# tools/rpn_ohem_ablation.py.
+# the sweep preset rpn_ohem (tools/sweep.py --preset rpn_ohem).
 _base_ = ['../rpn_ohem/faster_rcnn_vgg16_ohem_rpn_ohem_voc07.py', './_cpu_overrides.py']
 model = {{_base_.cpu_model}}
 train_dataloader = {{_base_.cpu_train_dataloader}}
