@@ -339,3 +339,37 @@ def test_benchmark_times_the_rpn_miner_against_the_same_r_cnn_sampler():
     assert prep.model.rpn_head.sampler is mined.rpn and prep.model.roi_head.bbox_sampler is mined.rcnn
     swap_sampler(prep.model, plain)
     assert prep.model.rpn_head.sampler is plain.rpn
+
+
+@pytest.mark.parametrize('toy, real', [('toy_rpn_ohem', 'rpn_ohem/faster_rcnn_vgg16_rpn_ohem_voc07.py'),
+                                       ('toy_ohem_rpn_ohem', 'rpn_ohem/faster_rcnn_vgg16_ohem_rpn_ohem_voc07.py')])
+def test_toy_configs_keep_the_real_training_settings(toy, real):
+    t = Config.fromfile(str(REPO / 'configs' / 'toy' / f'{toy}.py'))
+    r = Config.fromfile(str(REPO / 'configs' / real))
+    assert t.model.train_cfg == r.model.train_cfg
+    assert t.train_dataloader.batch_size == r.train_dataloader.batch_size
+    assert t.model.backbone.base_channels == 8 and t.model.rpn_head.anchor_generator.scales == [1.5, 2.5, 3.5]
+    assert t.model.roi_head.bbox_roi_extractor.roi_layer.type == 'RoIAlign'
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_miner_on_gpu_is_the_pure_rule_and_matches_the_cpu_loss():
+    torch.manual_seed(0)
+    head = MODELS.build(rpn_cfg(MINER))
+    feats, gts, metas = inputs()
+    cpu = loss_of(head, feats, gts, metas)
+    cpu_mined = [m.clone() for m in head.last_mining['mined']]
+    head = head.cuda()
+    gpu = loss_of(head, [f.cuda() for f in feats], [g.to('cuda') for g in gts], metas)
+    m = head.last_mining
+    anchors = torch.stack([cat_boxes(a) for a in head.get_anchors(
+        [f.shape[-2:] for f in feats], metas, device='cuda')[0]])
+    for i, mined in enumerate(m['mined']):
+        cand = torch.nonzero(m['loss_cls'][i] > 0).flatten()  # BCE > 0 exactly where the weight is 1
+        sel = select_hard_examples((m['loss_cls'] + m['loss_bbox'])[i, cand], anchors[i, cand], 32, 0.7)
+        assert torch.equal(mined, cand[sel.indices])
+        assert len(set(mined.tolist()) ^ set(cpu_mined[i].tolist())) <= 2  # float ties may differ at the edge
+    if all(torch.equal(a.cpu(), b) for a, b in zip(m['mined'], cpu_mined)):
+        for key in ('loss_rpn_cls', 'loss_rpn_bbox'):
+            torch.testing.assert_close(sum(gpu[key]).cpu(), sum(cpu[key]).detach(), rtol=1e-3, atol=1e-5)
