@@ -107,9 +107,10 @@ def test_reduced_rpn_loss_is_the_mined_per_anchor_loss_over_avg_factor():
     per_anchor = m['loss_cls'] + m['loss_bbox']
     mined_sum = sum(per_anchor[i, idx].sum() for i, idx in enumerate(m['mined']))
     torch.testing.assert_close(reduced.detach(), mined_sum / m['avg_factor'])
-    # mmdet's SamplingResult count: max(#pos, 1) + max(#neg, 1) per image
-    assert m['avg_factor'] == sum(max(int(c), 1) + max(32 - int(c), 1) for c in
-                                  [(head.last_mining['loss_bbox'][i, idx] > 0).sum() for i, idx in enumerate(m['mined'])])
+    # mmdet's SamplingResult count: max(#pos, 1) + max(#neg, 1) per image (label 0 = foreground)
+    labels = all_anchor_losses(head, feats, gts, metas)[1]
+    num_pos = [int((labels[i, idx] == 0).sum()) for i, idx in enumerate(m['mined'])]
+    assert m['avg_factor'] == sum(max(p, 1) + max(32 - p, 1) for p in num_pos)
     assert reduced.requires_grad
 
 
@@ -246,7 +247,8 @@ def test_rpn_ohem_preset_rows_and_recall_request():
     assert all(j.extra['proposal_recall'] == dict(num=300, ious=[0.5, 0.7]) for j in jobs)
     samplers = {j.extra['row']: (j.cfg.model.train_cfg.rpn.sampler.type, j.cfg.model.train_cfg.rcnn.sampler.type)
                 for j in jobs}
-    assert samplers == {'rcnn_ohem': ('RandomSampler', 'OHEMSampler'), 'rpn_rcnn_ohem': ('RPNOHEMSampler', 'OHEMSampler'),
+    assert samplers == {'rcnn_ohem': ('RandomSampler', 'OHEMSampler'),
+                        'rpn_rcnn_ohem': ('RPNOHEMSampler', 'OHEMSampler'),
                         'rpn_ohem': ('RPNOHEMSampler', 'RandomSampler')}
     assert all(j.cfg.model.test_cfg.rpn.max_per_img >= 300 for j in jobs)  # recall@300 sees 300 proposals
     assert preset.pairs == (('rpn_rcnn_ohem', 'rcnn_ohem'), ('rpn_ohem', 'rcnn_ohem'))
@@ -260,7 +262,8 @@ def test_rpn_ohem_table_has_paired_maps_and_recall(tmp_path):
     maps = {'rcnn_ohem': (0.50, 0.60), 'rpn_rcnn_ohem': (0.55, 0.65), 'rpn_ohem': (0.40, 0.45)}
     results = {j.name: RunResult(name=j.name, work_dir=str(j.work_dir), config_hash=j.digest,
                                  metrics={'pascal_voc/mAP': maps[j.extra['row']][j.extra['seed']],
-                                          'rpn/recall@300_iou0.5': 0.9, 'rpn/recall@300_iou0.7': 0.5 + j.extra['seed'] / 10},
+                                          'rpn/recall@300_iou0.5': 0.9,
+                                          'rpn/recall@300_iou0.7': 0.5 + j.extra['seed'] / 10},
                                  final_loss=1.0, s_per_iter=0.1, train_seconds=1.0, test_seconds=1.0, iters=4,
                                  extra=dict(j.extra)) for j in jobs}
     paths = write_table(preset, jobs, results, tmp_path, chart=False)

@@ -53,7 +53,12 @@ class AnchorOHEMMixin:
     def get_targets(self, anchor_list, valid_flag_list, batch_gt_instances, batch_img_metas,
                     batch_gt_instances_ignore=None, unmap_outputs: bool = True,
                     return_sampling_results: bool = False) -> tuple:
-        """``AnchorHead.get_targets``, then hard-anchor mining on the label/box weights (see module doc)."""
+        """``AnchorHead.get_targets``, then hard-anchor mining on the label/box weights (see module doc).
+
+        Sampling results (``return_sampling_results=True``, and ``_raw_positive_infos``) stay those of the
+        candidate list, i.e. every non-ignored anchor; only the weights and ``avg_factor`` reflect the
+        mining. ``last_mining`` keeps the last call's mined indices and per-anchor losses for inspection.
+        """
         res = super().get_targets(anchor_list, valid_flag_list, batch_gt_instances, batch_img_metas,
                                   batch_gt_instances_ignore=batch_gt_instances_ignore,
                                   unmap_outputs=unmap_outputs, return_sampling_results=return_sampling_results)
@@ -87,8 +92,13 @@ class AnchorOHEMMixin:
         label_weights = label_weights * keep
         bbox_weights = bbox_weights * keep[..., None]
         self.last_mining = dict(mined=mined, loss_cls=loss_cls, loss_bbox=loss_bbox, avg_factor=avg_factor)
-        split = lambda t: list(torch.split(t, num_level_anchors, dim=1))  # noqa: E731
-        return (labels_list, split(label_weights), bbox_targets_list, split(bbox_weights), avg_factor) + res[5:]
+        return (labels_list, _split_levels(label_weights, num_level_anchors), bbox_targets_list,
+                _split_levels(bbox_weights, num_level_anchors), avg_factor) + res[5:]
+
+
+def _split_levels(t: Tensor, num_level_anchors: List[int]) -> List[Tensor]:
+    """``(N, A, ...)`` -> per-level ``(N, A_l, ...)`` (the layout ``AnchorHead.get_targets`` returns)."""
+    return list(torch.split(t, num_level_anchors, dim=1))
 
 
 def anchor_losses(head: AnchorHead, cls_scores: List[Tensor], bbox_preds: List[Tensor], anchors: Tensor,
