@@ -376,3 +376,18 @@ def test_miner_on_gpu_is_the_pure_rule_and_matches_the_cpu_loss():
     if all(torch.equal(a.cpu(), b) for a, b in zip(m['mined'], cpu_mined)):
         for key in ('loss_rpn_cls', 'loss_rpn_bbox'):
             torch.testing.assert_close(sum(gpu[key]).cpu(), sum(cpu[key]).detach(), rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize('head, why', [('GARPNHead', 'overrides AnchorHead.get_anchors'),
+                                       ('StageCascadeRPNHead', 'overrides AnchorHead.get_targets'),
+                                       ('ATSSHead', 'overrides AnchorHead.get_targets'),
+                                       ('FCOSHead', 'not one'), ('RPNHead', None), ('RetinaHead', None)])
+def test_which_mmdet_heads_the_miner_serves(head, why):
+    from mmdet_ohem.models.ohem_anchor_head import check_head
+    cls = MODELS.get(head)
+    instance = cls.__new__(cls)  # the check looks at the class only
+    if why is None:
+        check_head(instance)
+    else:
+        with pytest.raises(TypeError, match=why):
+            check_head(instance)
