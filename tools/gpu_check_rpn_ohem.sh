@@ -14,15 +14,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-results/gpu_rpn_ohem}
 STOP_AFTER=${STOP_AFTER:-240}
-mkdir -p "$OUT"
-START=$(date +%s)
-note() { echo "[gpu_check_rpn_ohem +$(( $(date +%s) - START ))s] $*" | tee -a "$OUT/progress.log"; }
-
-. .gpu/device_env.sh > "$OUT/device_env.log" 2>&1 || { note 'device_env failed'; cat "$OUT/device_env.log"; exit 1; }
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site-test .gpu-test/*.whl \
-    > "$OUT/pip_test.log" 2>&1 || note 'test wheels did not install (see pip_test.log)'
-export PYTHONPATH=$PWD:$PWD/tools:/tmp/site:/tmp/site-test PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
+LABEL=gpu_check_rpn_ohem
+. tools/gpu_device_setup.sh
 
 note 'cuda test of the RPN miner'
 timeout 60 python3 -m pytest tests/test_rpn_ohem.py -m cuda -q -rA -p no:cacheprovider > "$OUT/cuda_tests.log" 2>&1
