@@ -5,9 +5,10 @@ Importing this package (configs do it with
 
 * takes over exactly one existing name, ``OHEMSampler`` in mmdet's ``TASK_UTILS`` (the build log says
   which OHEM is active); mmdet's original stays available as ``MMDetOHEMSampler``;
-* registers new names only: ``LossNMS``, ``UniformSampler``, ``MMDetOHEMSampler`` and the paper's model
-  parts (``VGG16``, ``FRCNBBoxHead``, ``VGG16Pretrained``; ``VGGM``, ``VGGMBBoxHead``, ``VGGMPretrained``;
-  ``IterBBoxRegRoIHead`` for iterative box regression with weighted voting);
+* registers new names only: ``LossNMS``, ``UniformSampler``, ``MMDetOHEMSampler``, the RPN's hard-anchor
+  miner (``RPNOHEMSampler``, ``OHEMRPNHead``) and the paper's model parts (``VGG16``, ``FRCNBBoxHead``,
+  ``VGG16Pretrained``; ``VGGM``, ``VGGMBBoxHead``, ``VGGMPretrained``; ``IterBBoxRegRoIHead`` for iterative
+  box regression with weighted voting);
 * allow-lists the types in mmengine checkpoints for ``torch.load(weights_only=True)`` so that
   ``--resume`` and ``load_from`` work on torch >= 2.6 (a behaviour-preserving compatibility fix);
 * makes ``_base_ = 'mmdet_ohem::ohem/...'`` resolve to the configs shipped in ``mmdet_ohem/.mim/configs``
@@ -24,10 +25,10 @@ Pipeline: :mod:`mmdet_ohem.selection` (pure rule) <- :mod:`mmdet_ohem.readonly_p
 """
 import mmdet.models.task_modules.samplers  # noqa: F401  (mmdet registers its own OHEMSampler first)
 
-from . import models  # noqa: F401  (registers the VGG16/VGGM model parts and IterBBoxRegRoIHead)
+from . import models  # noqa: F401  (VGG16/VGGM parts, IterBBoxRegRoIHead, OHEMRPNHead)
 from .compat import (allow_mmengine_checkpoints, mmcv_roi_layers_accept_bfloat16, patch_history_buffer_pickling,
                      register_package_configs)
-from .samplers import LossNMS, MMDetOHEMSampler, OHEMSampler, UniformSampler
+from .samplers import LossNMS, MMDetOHEMSampler, OHEMSampler, RPNOHEMSampler, UniformSampler
 
 __version__ = '0.2.0'
 allow_mmengine_checkpoints()
@@ -35,4 +36,4 @@ patch_history_buffer_pickling()
 register_package_configs()
 mmcv_roi_layers_accept_bfloat16()
 
-__all__ = ['OHEMSampler', 'MMDetOHEMSampler', 'LossNMS', 'UniformSampler', '__version__']
+__all__ = ['OHEMSampler', 'MMDetOHEMSampler', 'LossNMS', 'UniformSampler', 'RPNOHEMSampler', '__version__']

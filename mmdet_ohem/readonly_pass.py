@@ -301,7 +301,8 @@ class RoIHeadAdapter:
                 f'OHEMSampler mines RoIs for the box branch of a two-stage RoI head, but it was built for '
                 f'{name}, which has no {" / ".join(missing) or "RoI head"}. Put it under '
                 f'train_cfg.rcnn.sampler of a two-stage detector (an RPN or one-stage head has no RoI '
-                f'network to run a read-only pass with); keep RandomSampler/PseudoSampler there.')
+                f'network to run a read-only pass with); for hard-anchor mining in an RPN use '
+                f"train_cfg.rpn.sampler=dict(type='RPNOHEMSampler').")
         name = type(roi_head).__name__
         for cls in type(roi_head).__mro__:
             if cls.__name__ in UNSUPPORTED_HEADS:

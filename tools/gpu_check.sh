@@ -12,15 +12,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-results/gpu}
-mkdir -p "$OUT"
-START=$(date +%s)
-note() { echo "[gpu_check +$(( $(date +%s) - START ))s] $*" | tee -a "$OUT/progress.log"; }
-
-. .gpu/device_env.sh > "$OUT/device_env.log" 2>&1 || { note 'device_env failed'; cat "$OUT/device_env.log"; exit 1; }
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site-test .gpu-test/*.whl \
-    > "$OUT/pip_test.log" 2>&1 || note 'test wheels did not install (see pip_test.log)'
-export PYTHONPATH=$PWD:$PWD/tools:/tmp/site:/tmp/site-test PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
+LABEL=gpu_check
+. tools/gpu_device_setup.sh
 
 note 'cuda tests'
 timeout 150 python3 -m pytest tests/test_cuda.py -m cuda -q -rA -s -p no:cacheprovider --durations=10 \

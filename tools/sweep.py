@@ -47,7 +47,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--out', required=True, help='sweep folder')
     p.add_argument('--axis', action='append', default=[], metavar='NAME=V1,V2',
                    help='one sweep axis (repeat the flag for more)')
-    p.add_argument('--preset', default=None, help='named row set instead of config + axes (table1)')
+    p.add_argument('--preset', default=None, help='named row set instead of config + axes (table1, rpn_ohem)')
     p.add_argument('--seeds', default='0', help="preset mode: training seeds, e.g. '0-7' (default 0)")
     p.add_argument('--rows', default=None, help='preset mode: comma-separated row keys (default: all)')
     p.add_argument('--iters', type=int, default=None, help='preset mode: training iterations per run')

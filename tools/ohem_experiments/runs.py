@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 from mmengine.config import Config
 
@@ -106,7 +106,8 @@ def _floats(metrics: Dict[str, Any]) -> Dict[str, float]:
 def train_and_evaluate(cfg: Config, work_dir: Union[str, Path], name: Optional[str] = None,
                        clock: Optional[JobClock] = None, progress_interval_s: float = 15.0,
                        quiet: bool = True, probe: bool = True,
-                       extra: Optional[Dict[str, Any]] = None) -> RunResult:
+                       extra: Optional[Dict[str, Any]] = None,
+                       after_test: Optional[Callable[[Any], Dict[str, float]]] = None) -> RunResult:
     """Trains ``cfg`` for its schedule, tests it on its ``test_dataloader``, writes ``result.json``.
 
     A config with ``test_with_tta = True`` (the multi-scale "M" configs and sweep cells) is tested through
@@ -123,6 +124,8 @@ def train_and_evaluate(cfg: Config, work_dir: Union[str, Path], name: Optional[s
         probe: Log the all-RoI mean loss (:class:`~ohem_experiments.all_roi_probe.AllRoILossHook`) at every
             logging step, so that runs with different samplers have a comparable loss curve.
         extra: Extra fields stored in the result.
+        after_test: Optional ``f(runner) -> metrics``, called after ``runner.test()`` with the trained model;
+            its metrics are added to the result's (e.g. the RPN's proposal recall).
 
     Returns:
         The :class:`RunResult` (also saved to ``work_dir/result.json``).
@@ -151,6 +154,8 @@ def train_and_evaluate(cfg: Config, work_dir: Union[str, Path], name: Optional[s
     t1 = time.perf_counter()
     metrics = test_with_tta(runner, cfg) if cfg.get('test_with_tta') else runner.test()
     t2 = time.perf_counter()
+    if after_test is not None:
+        metrics = dict(metrics, **after_test(runner))
     records = load_json_log(Path(runner.log_dir))
     result = RunResult(name=name, work_dir=str(work_dir), config_hash=digest, metrics=_floats(metrics),
                        final_loss=tail_mean(records, 'loss', 0.1), s_per_iter=median_time(records),

@@ -50,11 +50,21 @@ class Row:
 
 @dataclass(frozen=True)
 class Preset:
-    """A named set of rows and the paired comparisons ``(ohem_row, frcn_row)`` to test."""
+    """A named set of rows and the paired comparisons ``(ohem_row, frcn_row)`` to test.
+
+    Attributes:
+        recall: ``(num, ious)``: also measure the RPN's proposal recall at ``num`` proposals per image and
+            these IoUs on the test split after each run (:mod:`.proposal_recall`); ``None``: do not.
+        pair_names: What the two rows of a pair are called in ``table.md`` (``'OHEM'``, ``'FRCN'``).
+        title: Title of ``table.png``.
+    """
 
     name: str
     rows: Tuple[Row, ...]
     pairs: Tuple[Tuple[str, str], ...]
+    recall: Optional[Tuple[int, Tuple[float, ...]]] = None
+    pair_names: Tuple[str, str] = ('OHEM', 'FRCN')
+    title: str = 'Table 1 at toy scale'
 
     def row(self, key: str) -> Row:
         for r in self.rows:
@@ -88,7 +98,21 @@ TABLE1_TOY = Preset(
     pairs=(('ohem', 'frcn'), ('ohem', 'frcn_neither'), ('ohem', 'frcn_bglo0'), ('ohem', 'allrois'),
            ('ohem_n1', 'frcn_n1'), ('ohem_nonms', 'frcn'), ('ohem_m', 'frcn_m'), ('ohem_b', 'frcn_b'),
            ('ohem_mb', 'frcn_mb')))
-PRESETS: Dict[str, Preset] = {TABLE1_TOY.name: TABLE1_TOY}
+# Issue 14: where to mine. Not a paper table (the paper mines RoIs only). Pairs: each RPN-mining row minus
+# R-CNN-only OHEM, same seeds; plus the RPN's proposal recall at 300 (the toy configs' test-time budget).
+RPN_OHEM_TOY = Preset(
+    name='rpn_ohem',
+    rows=(
+        Row('rcnn_ohem', 'OHEM in the R-CNN stage only (RPN: RandomSampler 256, 1:1)', _OHEM),
+        Row('rpn_rcnn_ohem', 'OHEM in the RPN (256 hardest anchors/img) and the R-CNN stage',
+            'configs/toy/toy_ohem_rpn_ohem.py'),
+        Row('rpn_ohem', 'OHEM in the RPN only (R-CNN: FRCN bg_lo 0.1, 1:3)', 'configs/toy/toy_rpn_ohem.py'),
+    ),
+    pairs=(('rpn_rcnn_ohem', 'rcnn_ohem'), ('rpn_ohem', 'rcnn_ohem')),
+    recall=(300, (0.5, 0.7)),
+    pair_names=('RPN-mining', 'R-CNN-only'),
+    title='Where to mine (toy scale; red: RPN mining)')
+PRESETS: Dict[str, Preset] = {p.name: p for p in (TABLE1_TOY, RPN_OHEM_TOY)}
 
 
 def parse_seeds(text: str) -> List[int]:
@@ -157,8 +181,10 @@ def plan_jobs(preset: Preset, seeds: Sequence[int], out_dir: Union[str, Path], r
         for seed in seeds:
             cfg = _row_config(row, seed, iters, cache, Path(root), data_root)
             name = f'{row.key}__seed-{seed}'
-            jobs.append(Job(name, cfg, config_hash(cfg), Path(out_dir) / 'cells' / name,
-                            dict(row=row.key, seed=seed, ohem=is_ohem(cfg))))
+            extra = dict(row=row.key, seed=seed, ohem=is_ohem(cfg))
+            if preset.recall is not None:
+                extra['proposal_recall'] = dict(num=preset.recall[0], ious=list(preset.recall[1]))
+            jobs.append(Job(name, cfg, config_hash(cfg), Path(out_dir) / 'cells' / name, extra))
     return jobs
 
 
@@ -175,14 +201,17 @@ def write_table(preset: Preset, jobs: Sequence[Job], results: Mapping[str, RunRe
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs, per_row = [], {}
+    runs, per_row, per_row_recall = [], {}, {}
     for job in jobs:
         res = results.get(job.name)
         row, seed = job.extra['row'], job.extra['seed']
         if res is None or res.map is None:
             continue
         per_row.setdefault(row, {})[seed] = res.map
-        runs.append(dict(row=row, seed=seed, name=job.name, mAP=res.map, final_loss=res.final_loss,
+        recall = {k: v for k, v in res.metrics.items() if k.startswith('rpn/recall@')}
+        for k, v in recall.items():
+            per_row_recall.setdefault(row, {}).setdefault(k, []).append(v)
+        runs.append(dict(row=row, seed=seed, name=job.name, mAP=res.map, **recall, final_loss=res.final_loss,
                          final_allroi_loss=res.final_allroi_loss, s_per_iter=res.s_per_iter,
                          train_seconds=res.train_seconds, test_seconds=res.test_seconds, iters=res.iters,
                          config_hash=res.config_hash, work_dir=res.work_dir))
@@ -196,18 +225,20 @@ def write_table(preset: Preset, jobs: Sequence[Job], results: Mapping[str, RunRe
         vals = per_row.get(row.key, {})
         ci = mean_ci(list(vals.values()), conf).as_dict() if vals else None
         row_stats.append(dict(key=row.key, label=row.label, config=row.config, edits=dict(row.edits),
-                              seeds=sorted(vals), planned_seeds=sorted(planned[row.key]), stats=ci))
+                              seeds=sorted(vals), planned_seeds=sorted(planned[row.key]), stats=ci,
+                              recall={k: mean_ci(v, conf).as_dict()
+                                      for k, v in sorted(per_row_recall.get(row.key, {}).items())}))
     pair_stats = []
     for a, b in preset.pairs:
         if a in per_row and b in per_row and set(per_row[a]) & set(per_row[b]):
             pair_stats.append(dict(ohem=a, frcn=b, test=paired_t_test(per_row[a], per_row[b], conf).as_dict()))
     data = dict(preset=preset.name, metric='pascal_voc/mAP (VOC07 11-point, toy test split)', conf=conf,
-                command=command, rows=row_stats, pairs=pair_stats, runs=runs)
+                command=command, rows=row_stats, pairs=pair_stats, runs=runs, pair_names=list(preset.pair_names))
     paths = {'json': out_dir / 'table.json', 'md': out_dir / 'table.md'}
     paths['json'].write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + '\n')
     paths['md'].write_text(_markdown(data))
     if chart and runs:
-        paths['png'] = _chart(row_stats, per_row, out_dir / 'table.png', conf)
+        paths['png'] = _chart(row_stats, per_row, out_dir / 'table.png', conf, preset.title)
     return paths
 
 
@@ -228,8 +259,9 @@ def _markdown(data: dict) -> str:
             continue
         ci = 'n/a' if s['low'] is None else f"[{_pct(s['low'])}, {_pct(s['high'])}]"
         lines.append(f"| {r['label']} | {cfg} | {seeds} | {_pct(s['mean'])} | {ci} | {_pct(s['sd'])} |")
-    lines += ['', f'Paired over seeds (OHEM row minus FRCN row, mAP points; two-sided paired t-test):', '',
-              f'| OHEM row | FRCN row | pairs | mean diff | {pc}% CI | t | p | OHEM better / worse |',
+    a, b = data.get('pair_names') or ('OHEM', 'FRCN')
+    lines += ['', f'Paired over seeds ({a} row minus {b} row, mAP points; two-sided paired t-test):', '',
+              f'| {a} row | {b} row | pairs | mean diff | {pc}% CI | t | p | {a} better / worse |',
               '|---|---|---|---|---|---|---|---|']
     for p in data['pairs']:
         t = p['test']
@@ -239,16 +271,28 @@ def _markdown(data: dict) -> str:
         p_txt = 'n/a' if t['p_value'] is None else format(t['p_value'], '.3g')
         lines.append(f"| {p['ohem']} | {p['frcn']} | {t['n']} | {_pct(t['mean_diff'])} | {ci_txt} | {t_txt} | "
                      f"{p_txt} | {t['wins']} / {t['losses']} |")
+    recall_keys = sorted({k for r in data['rows'] for k in r.get('recall') or {}})
+    if recall_keys:
+        lines += ['', f"The RPN's proposal recall on the test split, in %, mean over seeds [{pc}% CI]:", '',
+                  '| row | ' + ' | '.join(recall_keys) + ' |', '|---|' + '---|' * len(recall_keys)]
+        for r in data['rows']:
+            cells = []
+            for k in recall_keys:
+                s = (r.get('recall') or {}).get(k)
+                ci = '' if s is None or s['low'] is None else f" [{_pct(s['low'])}, {_pct(s['high'])}]"
+                cells.append('n/a' if s is None else f"{_pct(s['mean'])}{ci}")
+            lines.append(f"| {r['label']} | " + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
 
-def _chart(row_stats: Sequence[dict], per_row: Mapping[str, Mapping[int, float]], out_png: Path, conf: float) -> Path:
+def _chart(row_stats: Sequence[dict], per_row: Mapping[str, Mapping[int, float]], out_png: Path, conf: float,
+           title: str = 'Table 1 at toy scale') -> Path:
     from .plots import _pyplot
     plt = _pyplot()
     rows = [r for r in row_stats if r['stats'] is not None]
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(rows) + 1.4))
     for y, r in enumerate(rows):
-        colour = 'C3' if r['key'].startswith('ohem') else 'C0'
+        colour = 'C3' if r['key'].startswith(('ohem', 'rpn')) else 'C0'
         vals = [100 * v for v in per_row[r['key']].values()]
         ax.scatter(vals, [y] * len(vals), s=12, color=colour, alpha=0.45, zorder=2)
         s = r['stats']
@@ -258,7 +302,7 @@ def _chart(row_stats: Sequence[dict], per_row: Mapping[str, Mapping[int, float]]
     ax.set_yticklabels([r['label'] for r in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(f'mAP % (dots: seeds; diamond: mean, bar: {int(round(100 * conf))}% CI)')
-    ax.set_title('Table 1 at toy scale (red: OHEM)')
+    ax.set_title(title if title != 'Table 1 at toy scale' else 'Table 1 at toy scale (red: OHEM)')
     ax.grid(axis='x', alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)

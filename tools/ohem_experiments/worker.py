@@ -2,7 +2,8 @@
 
 Loads the pickled job (config as a plain dict, work dir, name, thread count), imports the config's
 ``custom_imports``, and trains + tests it with :func:`~ohem_experiments.runs.train_and_evaluate`,
-resuming from the last checkpoint in the work dir if there is one.
+resuming from the last checkpoint in the work dir if there is one. Jobs whose ``extra`` asks for
+``proposal_recall`` also get the RPN's proposal recall (:mod:`.proposal_recall`) added to their metrics.
 """
 from __future__ import annotations
 
@@ -32,7 +33,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"worker: config hash {config_hash(cfg)} differs from the planned {job['digest']}", file=sys.stderr)
         return 3
     cfg.resume = True
-    result = train_and_evaluate(cfg, job['work_dir'], name=job['name'], extra=job['extra'])
+    after_test = None
+    if job['extra'].get('proposal_recall'):  # presets that also measure the RPN's proposal recall
+        from .proposal_recall import proposal_recall
+        recall = job['extra']['proposal_recall']
+
+        def after_test(runner):
+            return proposal_recall(runner.model, runner.test_dataloader, recall['num'], recall['ious'])
+
+    result = train_and_evaluate(cfg, job['work_dir'], name=job['name'], extra=job['extra'], after_test=after_test)
     print(f"worker: {job['name']} finished, mAP {result.map}")
     return 0
 

@@ -14,8 +14,8 @@ from torch import nn
 from mmdet_ohem.config_tools import config_path, drop_pretrained, rcnn_train_cfgs, set_rcnn_sampler, use_roi_align
 from ..quick_detectors import build_detector, synthetic_batch
 
-__all__ = ['MODELS', 'VARIANTS', 'PRECISIONS', 'GPU_VARIANTS', 'ModelSpec', 'Prepared', 'base_sampler_settings', 'load_config',
-           'prepare', 'sampler_cfg', 'swap_sampler']
+__all__ = ['MODELS', 'VARIANTS', 'PRECISIONS', 'GPU_VARIANTS', 'RPN_MINED', 'ModelSpec', 'Prepared', 'WithRPNMiner',
+           'base_sampler_settings', 'load_config', 'prepare', 'sampler_cfg', 'swap_sampler']
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -64,6 +64,13 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     'ours_bf16': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
                                       readonly_dtype='bf16')),
 }
+# Variants that also mine the RPN's anchors (issue 14): the R-CNN sampler as named, plus RPNOHEMSampler with
+# the RPN's budget (256 anchors/image), loss-NMS 0.7, no ratio. Their cost minus that of the variant without
+# RPN mining ('random' / 'ours') is the RPN miner's cost per iteration.
+VARIANTS['rpn_ohem'] = VARIANTS['random']
+VARIANTS['ours_rpn_ohem'] = VARIANTS['ours']
+RPN_MINED = {'rpn_ohem': 'random', 'ours_rpn_ohem': 'ours'}
+RPN_MINER = dict(type='RPNOHEMSampler', nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False)
 DEFAULT_VARIANTS = ('random', 'mmdet_ohem', 'ours_nonms', 'ours')
 GPU_VARIANTS = ('random', 'mmdet_ohem', 'ours', 'ours_bf16')  # issue 10's table
 # --precision: autocast dtype of the training forward, and whether the loss is scaled (GradScaler), as
@@ -152,8 +159,24 @@ class Prepared:
     scaler: Optional[Any] = None  # torch.amp.GradScaler for fp16
 
 
+@dataclass
+class WithRPNMiner:
+    """An R-CNN sampler together with the RPN sampler to use with it (used when RPN variants are timed)."""
+
+    rcnn: Any
+    rpn: Any
+
+    @property
+    def last_stats(self) -> Any:
+        """The R-CNN sampler's statistics (what the timing records)."""
+        return getattr(self.rcnn, 'last_stats', None)
+
+
 def swap_sampler(model: nn.Module, sampler: Any) -> None:
-    """Puts ``sampler`` into the model's (single-stage) RoI head."""
+    """Puts ``sampler`` into the model's (single-stage) RoI head (and its RPN part into the RPN head)."""
+    if isinstance(sampler, WithRPNMiner):
+        model.rpn_head.sampler = sampler.rpn
+        sampler = sampler.rcnn
     model.roi_head.bbox_sampler = sampler
 
 
@@ -181,6 +204,10 @@ def prepare(model_name: str, variants: Sequence[str], size: Union[int, Sequence[
     base = base_sampler_settings(cfg)
     samplers = {v: TASK_UTILS.build(sampler_cfg(v, base), default_args=dict(context=model.roi_head))
                 for v in variants}
+    if any(v in RPN_MINED for v in variants):
+        own = model.rpn_head.sampler  # the config's RandomSampler; the miner is built with the RPN's budget
+        miner = TASK_UTILS.build(dict(RPN_MINER, num=own.num), default_args=dict(context=model.rpn_head))
+        samplers = {v: WithRPNMiner(s, miner if v in RPN_MINED else own) for v, s in samplers.items()}
     optim = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     data = synthetic_batch(model, batch_size, size, num_items, model.roi_head.bbox_head.num_classes,
                            seed=seed)

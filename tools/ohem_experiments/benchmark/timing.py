@@ -132,8 +132,8 @@ def breakdown_timers(prep: Prepared, acc: Dict[str, float], device: str) -> Iter
         stack.enter_context(_patched(RoIHeadAdapter, 'readonly_losses', timed('readonly')))
         stack.enter_context(_patched(MMDetOwn, 'hard_mining', timed('readonly')))
         stack.enter_context(_patched(select_mod, 'greedy_loss_nms', timed('loss_nms')))
-        for sampler in prep.samplers.values():
-            stack.enter_context(_patched(sampler, 'sample', timed('sampler')))
+        for sampler in prep.samplers.values():  # the R-CNN sampler (of a WithRPNMiner pair too)
+            stack.enter_context(_patched(getattr(sampler, 'rcnn', sampler), 'sample', timed('sampler')))
         yield
 
 
