@@ -21,6 +21,14 @@ from mmdet_ohem.selection import select_hard_examples
 
 from ._detectors import batch, build, train_step
 
+
+@pytest.fixture(autouse=True)
+def _mmdet_scope():
+    """Registry builds here resolve in mmdet's scope, whatever scope an earlier test's Runner left current."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        yield
+
 REPO = Path(__file__).resolve().parents[1]
 MINER = dict(type='RPNOHEMSampler', num=32, nms=dict(type='LossNMS', iou_threshold=0.7))
 
@@ -151,9 +159,11 @@ def test_log_keys_have_their_own_prefix():
     (dict(num=0), 'num'), (dict(num=2.5), 'num'), (dict(add_gt_as_proposals=True), 'add_gt_as_proposals'),
     (dict(ranking_loss='focal'), "'focal'"), (dict(nms=dict(type='LossNMS', iou_threshold=1.5)), '1.5'),
     (dict(nonfinite='ignore'), "'ignore'"), (dict(keep_ratio=True, pos_fraction=2), 'pos_fraction'),
-    (dict(neg_pos_ub=None), 'neg_pos_ub')])
+    (dict(neg_pos_ub=None), 'neg_pos_ub'), (dict(neg_pos_ub='3'), 'neg_pos_ub'),
+    (dict(keep_ratio='False'), 'keep_ratio'), (dict(log_stats='no'), 'log_stats')])
 def test_bad_settings_fail_at_build_naming_the_value(bad, word):
-    with pytest.raises(ValueError, match=word if word.startswith("'") else f'{word}.*'):
+    # ValueError for a value out of range, TypeError for a wrong type (a string where a bool belongs)
+    with pytest.raises((ValueError, TypeError), match=word if word.startswith("'") else f'{word}.*'):
         MODELS.build(rpn_cfg(dict(MINER, **bad)))
 
 

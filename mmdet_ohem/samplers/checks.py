@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-__all__ = ['check_bool', 'check_number', 'check_neg_pos_ub']
+__all__ = ['check_bool', 'check_number', 'check_neg_pos_ub', 'check_mining_settings', 'RANKING_LOSSES']
+
+RANKING_LOSSES = ('cls', 'loc', 'cls+loc')
 
 
 def check_bool(owner: str, name: str, value: Any) -> bool:
@@ -47,3 +49,28 @@ def check_neg_pos_ub(owner: str, value: Any) -> Any:
     if value < 0 and value != -1:
         raise ValueError(f'{owner}: neg_pos_ub must be -1 (no bound) or >= 0, got {value!r}')
     return value
+
+
+def check_mining_settings(owner: str, unit: str, num: Any, ranking_loss: Any, pos_fraction: Any, neg_pos_ub: Any,
+                          nonfinite: Any, **flags: Any) -> None:
+    """The settings every OHEM miner (RoIs or anchors) shares, checked at build time.
+
+    Args:
+        owner: The component's name for the message (``'OHEMSampler'``).
+        unit: What is mined, for the message (``'RoIs'``, ``'anchors'``).
+        num, ranking_loss, pos_fraction, neg_pos_ub, nonfinite: The settings of that name.
+        **flags: Settings that must be real bools (``keep_ratio=...``, ``log_stats=...``).
+
+    Raises:
+        ValueError / TypeError: Naming the setting and the value.
+    """
+    if isinstance(num, bool) or not isinstance(num, int) or num <= 0:
+        raise ValueError(f'{owner}: num ({unit} mined per image) must be a positive int, got {num!r}')
+    if ranking_loss not in RANKING_LOSSES:
+        raise ValueError(f'{owner}: ranking_loss must be one of {RANKING_LOSSES}, got {ranking_loss!r}')
+    check_number(owner, 'pos_fraction', pos_fraction, 0.0, 1.0)
+    check_neg_pos_ub(owner, neg_pos_ub)
+    for name, flag in flags.items():
+        check_bool(owner, name, flag)
+    if nonfinite not in ('skip', 'raise'):
+        raise ValueError(f"{owner}: nonfinite must be 'skip' or 'raise', got {nonfinite!r}")

@@ -26,10 +26,9 @@ from ..readonly_pass import RoIHeadAdapter
 from ..selection import Selection, invalid_boxes, select_hard_examples, select_hard_examples_ratio
 from ..selection.select import NONFINITE_SKIP_LIMIT
 from .candidates import CandidateSampler
-from .checks import check_bool, check_neg_pos_ub, check_number
+from .checks import check_mining_settings
 from .loss_nms import LossNMS
 
-RANKING_LOSSES = ('cls', 'loc', 'cls+loc')
 AUTOCAST_DTYPES = {None: None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
@@ -91,7 +90,7 @@ def _drop_restored(hub: MessageHub) -> None:
 
     The statistics describe one iteration and are not resumable state: the logger writes its buffers
     into ``hub.log_scalars`` without registering them as resumable, so checkpoints do not carry them and
-    a run resumed with another sampler logs none. Checkpoints written before that (mmdet_ohem <= 0.2)
+    a run resumed with another sampler logs none. Checkpoints written before that (mmdet_ohem 0.1)
     carry them; they are dropped here, at the logger's first push.
     """
     resumed = getattr(hub, '_resumed_keys', {})  # mmengine has no public way to forget a key
@@ -173,8 +172,10 @@ class _IterationStatsLogger:
     iterations wait (bounds the memory without a reader).
     """
 
-    def __init__(self, prefix: str, max_pending: int = 100) -> None:
+    def __init__(self, prefix: str, max_pending: int = 100,
+                 stats: Optional[Dict[str, Callable[[MiningStats, int], float]]] = None) -> None:
         self.prefix = prefix
+        self.stats = LOGGED_STATS if stats is None else stats
         self.max_pending = max_pending
         self._records: List[_IterationRecord] = []
         self._hub: Any = None
@@ -182,7 +183,7 @@ class _IterationStatsLogger:
 
     def _install(self, hub: MessageHub) -> None:
         scalars = hub.log_scalars
-        for name in LOGGED_STATS:
+        for name in self.stats:
             key = f'train/{self.prefix}{name}'
             if scalars.get(key) is not self._buffers.get(key) or key not in self._buffers:
                 self._buffers[key] = _DeviceHistory(self, scalars.get(key))  # keeps a resumed history
@@ -223,7 +224,7 @@ class _IterationStatsLogger:
             for (r, name), v in zip(group, values):
                 setattr(r.total, name, v)
         for r in todo:
-            for name, metric in LOGGED_STATS.items():
+            for name, metric in self.stats.items():
                 buf = self._buffers.get(f'train/{self.prefix}{name}')
                 if buf is not None:
                     buf.put(float(metric(r.total, r.images)), replace_last=r.published)
@@ -291,17 +292,8 @@ class OHEMSampler(CandidateSampler):
                  readonly_dtype: Optional[str] = None,
                  log_stats: bool = True,
                  **kwargs: Any) -> None:
-        if isinstance(num, bool) or not isinstance(num, int) or num <= 0:
-            raise ValueError(f'OHEMSampler: num (RoIs mined per image) must be a positive int, got {num!r}')
-        if ranking_loss not in RANKING_LOSSES:
-            raise ValueError(f'OHEMSampler: ranking_loss must be one of {RANKING_LOSSES}, got {ranking_loss!r}')
-        check_number('OHEMSampler', 'pos_fraction', pos_fraction, 0.0, 1.0)
-        check_neg_pos_ub('OHEMSampler', neg_pos_ub)
-        for name, flag in (('add_gt_as_proposals', add_gt_as_proposals), ('keep_ratio', keep_ratio),
-                           ('log_stats', log_stats)):
-            check_bool('OHEMSampler', name, flag)
-        if nonfinite not in ('skip', 'raise'):
-            raise ValueError(f"OHEMSampler: nonfinite must be 'skip' or 'raise', got {nonfinite!r}")
+        check_mining_settings('OHEMSampler', 'RoIs', num, ranking_loss, pos_fraction, neg_pos_ub, nonfinite,
+                              add_gt_as_proposals=add_gt_as_proposals, keep_ratio=keep_ratio, log_stats=log_stats)
         if readonly_dtype not in AUTOCAST_DTYPES:
             raise ValueError(f"OHEMSampler: readonly_dtype must be None, 'bf16' or 'fp16', "
                              f'got {readonly_dtype!r}')

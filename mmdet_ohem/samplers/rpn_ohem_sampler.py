@@ -27,7 +27,8 @@ from torch import Tensor
 
 from ..selection import Selection, select_hard_examples, select_hard_examples_ratio
 from .loss_nms import LossNMS
-from .ohem_sampler import RANKING_LOSSES, MiningStats, _IterationStatsLogger
+from .checks import check_mining_settings
+from .ohem_sampler import LOGGED_STATS, MiningStats, _IterationStatsLogger
 
 __all__ = ['RPNOHEMSampler']
 
@@ -83,30 +84,22 @@ class RPNOHEMSampler(BaseSampler):
             hint = " (mmdet's OHEMSampler option; ours is ranking_loss='cls'|'loc'|'cls+loc')" \
                 if 'loss_key' in kwargs else ''
             raise TypeError(f'RPNOHEMSampler got unknown setting(s) {sorted(kwargs)}{hint}')
-        if isinstance(num, bool) or not isinstance(num, int) or num <= 0:
-            raise ValueError(f'RPNOHEMSampler: num (anchors mined per image) must be a positive int, got {num!r}')
+        check_mining_settings('RPNOHEMSampler', 'anchors', num, ranking_loss, pos_fraction, neg_pos_ub, nonfinite,
+                              add_gt_as_proposals=add_gt_as_proposals, keep_ratio=keep_ratio, log_stats=log_stats)
         if add_gt_as_proposals:
             raise ValueError(f'RPNOHEMSampler: add_gt_as_proposals must be False (anchors are a fixed grid; '
                              f'gt boxes cannot be added to it), got {add_gt_as_proposals!r}')
-        if ranking_loss not in RANKING_LOSSES:
-            raise ValueError(f'RPNOHEMSampler: ranking_loss must be one of {RANKING_LOSSES}, got {ranking_loss!r}')
-        if keep_ratio and (isinstance(pos_fraction, bool) or not isinstance(pos_fraction, (int, float))
-                           or not 0.0 <= float(pos_fraction) <= 1.0):
-            raise ValueError(f'RPNOHEMSampler: pos_fraction must be in [0, 1] with keep_ratio=True, '
-                             f'got {pos_fraction!r}')
-        if isinstance(neg_pos_ub, bool) or not isinstance(neg_pos_ub, int):
-            raise ValueError(f'RPNOHEMSampler: neg_pos_ub must be an int (-1 = no bound), got {neg_pos_ub!r}')
-        if nonfinite not in ('skip', 'raise'):
-            raise ValueError(f"RPNOHEMSampler: nonfinite must be 'skip' or 'raise', got {nonfinite!r}")
         super().__init__(num, pos_fraction, neg_pos_ub, add_gt_as_proposals=False)
         self.ranking_loss = ranking_loss
         self.nms = TASK_UTILS.build(nms) if isinstance(nms, dict) else nms
         if self.nms is not None and not isinstance(self.nms, LossNMS):
             raise TypeError(f'RPNOHEMSampler: nms must be a LossNMS config, instance or None, got {self.nms!r}')
-        self.keep_ratio = bool(keep_ratio)
+        self.keep_ratio = keep_ratio
         self.nonfinite = nonfinite
         self.last_stats: Optional[MiningStats] = None
-        self._stats_logger = _IterationStatsLogger(LOG_PREFIX) if log_stats else None
+        # anchors are a fixed grid: no bad-box filter, so no `badbox` statistic
+        stats = {k: v for k, v in LOGGED_STATS.items() if k != 'badbox'}
+        self._stats_logger = _IterationStatsLogger(LOG_PREFIX, stats=stats) if log_stats else None
         self.context = None
         if context is not None:
             from ..models.ohem_anchor_head import enable_anchor_ohem
