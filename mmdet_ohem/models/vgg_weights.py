@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 from collections import OrderedDict
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping
 
 import torch
 import torch.nn as nn
