@@ -48,7 +48,7 @@ class MiningStats:
         suppressed: Candidates removed by loss-NMS while filling the budget.
         nonfinite: Candidates whose read-only loss was NaN/inf (never mined).
         mined: RoIs returned. int.
-        mined_fg: Foreground RoIs among them. int.
+        mined_fg: Foreground RoIs among them.
         mined_loss: Sum of the ranking loss over the mined RoIs.
         cand_loss: Sum of the ranking loss over all finite candidates.
         cand_finite: Number of finite candidates (denominator of ``cand_loss``).
@@ -59,7 +59,7 @@ class MiningStats:
     suppressed: Number = 0
     nonfinite: Number = 0
     mined: int = 0
-    mined_fg: int = 0
+    mined_fg: Number = 0
     mined_loss: Number = 0.0
     cand_loss: Number = 0.0
     cand_finite: Number = 0
@@ -232,8 +232,40 @@ class _IterationStatsLogger:
         self._records = self._records[-1:]  # only the newest iteration can still grow
 
 
+def selection_stats(losses: Tensor, sel: Selection, num_cands: int, mined_fg: Number,
+                    bad_boxes: Number = 0) -> MiningStats:
+    """The statistics of one image's selection, computed on the losses' device (no host read)."""
+    finite = torch.isfinite(losses)
+    return MiningStats(
+        candidates=num_cands, suppressed=sel.num_suppressed, nonfinite=sel.num_nonfinite,
+        mined=sel.indices.numel(), mined_fg=mined_fg, mined_loss=losses[sel.indices].sum(),
+        cand_loss=torch.where(finite, losses, torch.zeros_like(losses)).sum(), cand_finite=finite.sum(),
+        bad_boxes=bad_boxes)
+
+
+class MinerMixin:
+    """What the RoI miner (:class:`OHEMSampler`) and the anchor miner (``RPNOHEMSampler``) share: the
+    dispatch to the pure selection rule and the per-image statistics. Expects ``num``, ``nms``,
+    ``keep_ratio``, ``pos_fraction``, ``neg_pos_ub``, ``nonfinite`` and ``_stats_logger`` on the sampler."""
+
+    def _select(self, losses: Tensor, boxes: Tensor, is_pos: Tensor, labels: Optional[Tensor],
+                positives_first: bool = True) -> Selection:
+        """The pure rule; ``positives_first=False`` keeps paper mode's indices hardest first overall."""
+        iou = self.nms.iou_threshold if self.nms is not None else None
+        if self.keep_ratio:
+            return select_hard_examples_ratio(losses, boxes, is_pos, self.num, self.pos_fraction,
+                                              self.neg_pos_ub, iou, labels, self.nonfinite)
+        return select_hard_examples(losses, boxes, self.num, iou, labels, self.nonfinite,
+                                    is_pos if positives_first else None)
+
+    def _record(self, stats: MiningStats) -> None:
+        self.last_stats = stats
+        if self._stats_logger is not None:
+            self._stats_logger.push(stats)
+
+
 @TASK_UTILS.register_module(name='OHEMSampler', force=True)
-class OHEMSampler(CandidateSampler):
+class OHEMSampler(MinerMixin, CandidateSampler):
     """Online Hard Example Mining (Shrivastava, Gupta & Girshick, CVPR 2016) for mmdet RoI heads.
 
     Per image: every candidate RoI (proposals, plus gt boxes if ``add_gt_as_proposals``) that the
@@ -381,20 +413,8 @@ class OHEMSampler(CandidateSampler):
         if sel.nonfinite_kept:
             self._warn_nonfinite(sel.num_nonfinite, num_cands)
         chosen = cand_inds[sel.indices]  # positives first: sel.num_pos of them
-        finite = torch.isfinite(losses)
-        self._record(MiningStats(
-            candidates=num_cands, suppressed=sel.num_suppressed, nonfinite=sel.num_nonfinite,
-            mined=chosen.numel(), mined_fg=sel.num_pos, mined_loss=losses[sel.indices].sum(),
-            cand_loss=torch.where(finite, losses, torch.zeros_like(losses)).sum(), cand_finite=finite.sum(),
-            bad_boxes=cands.num_filtered))
+        self._record(selection_stats(losses, sel, num_cands, sel.num_pos, cands.num_filtered))
         return self.result(cands, chosen[:sel.num_pos], chosen[sel.num_pos:], assign_result, gt_instances)
-
-    def _select(self, losses: Tensor, boxes: Tensor, is_pos: Tensor, labels: Optional[Tensor]) -> Selection:
-        iou = self.nms.iou_threshold if self.nms is not None else None
-        if self.keep_ratio:
-            return select_hard_examples_ratio(losses, boxes, is_pos, self.num, self.pos_fraction,
-                                              self.neg_pos_ub, iou, labels, self.nonfinite)
-        return select_hard_examples(losses, boxes, self.num, iou, labels, self.nonfinite, is_pos)
 
     def _warn_nonfinite(self, num_bad: Union[int, Tensor], num_cands: int) -> None:
         if not self._warned_nonfinite:
@@ -404,10 +424,6 @@ class OHEMSampler(CandidateSampler):
                 f'{NONFINITE_SKIP_LIMIT:.0%}): the RoI head itself is broken, so they are mined instead of '
                 f'skipped and the training loss shows it, as with RandomSampler (warned once)')
 
-    def _record(self, stats: MiningStats) -> None:
-        self.last_stats = stats
-        if self._stats_logger is not None:
-            self._stats_logger.push(stats)
 
 
 @TASK_UTILS.register_module(name='MMDetOHEMSampler')

@@ -20,15 +20,16 @@ from __future__ import annotations
 from typing import Any, Optional, Union
 
 import torch
-from mmdet.models.task_modules.samplers import BaseSampler, SamplingResult
+from mmdet.models.task_modules.samplers import SamplingResult
 from mmdet.registry import TASK_UTILS
 from mmengine.logging import MMLogger
 from torch import Tensor
 
-from ..selection import Selection, select_hard_examples, select_hard_examples_ratio
-from .loss_nms import LossNMS
+from ..selection import Selection
+from .candidates import CandidateSampler
 from .checks import check_mining_settings
-from .ohem_sampler import LOGGED_STATS, MiningStats, _IterationStatsLogger
+from .loss_nms import LossNMS
+from .ohem_sampler import LOGGED_STATS, MinerMixin, MiningStats, _IterationStatsLogger, selection_stats
 
 __all__ = ['RPNOHEMSampler']
 
@@ -36,7 +37,7 @@ LOG_PREFIX = 'rpn_ohem_'
 
 
 @TASK_UTILS.register_module()
-class RPNOHEMSampler(BaseSampler):
+class RPNOHEMSampler(MinerMixin, CandidateSampler):
     """Online hard-anchor mining for anchor-based RPNs: per image, the ``num`` highest-loss anchors.
 
     Per image: every anchor that the assigner did not ignore (and that lies inside the allowed border) is
@@ -116,13 +117,6 @@ class RPNOHEMSampler(BaseSampler):
                 f'for {head}: num={self.num}/image, ranking_loss={self.ranking_loss}, loss-NMS={self.nms!r} '
                 f'on anchor boxes, {ratio}, nonfinite={self.nonfinite}')
 
-    # mmdet's BaseSampler hooks: every positive and every negative (the candidate list).
-    def _sample_pos(self, assign_result, num_expected, **kwargs) -> Tensor:
-        return torch.nonzero(assign_result.gt_inds > 0, as_tuple=False).flatten()
-
-    def _sample_neg(self, assign_result, num_expected, **kwargs) -> Tensor:
-        return torch.nonzero(assign_result.gt_inds == 0, as_tuple=False).flatten()
-
     def sample(self, assign_result, pred_instances, gt_instances, **kwargs) -> SamplingResult:
         """Every non-ignored anchor of one image (the mining happens later, in :meth:`mine`).
 
@@ -134,12 +128,8 @@ class RPNOHEMSampler(BaseSampler):
 
     def select(self, losses: Tensor, boxes: Tensor, is_pos: Tensor) -> Selection:
         """The pure OHEM rule on one image's candidate anchors (``losses``, ``boxes``, ``is_pos``)."""
-        iou = self.nms.iou_threshold if self.nms is not None else None
         labels = (~is_pos).long() if self.nms is not None and self.nms.per_class else None
-        if self.keep_ratio:
-            return select_hard_examples_ratio(losses, boxes, is_pos, self.num, self.pos_fraction,
-                                              self.neg_pos_ub, iou, labels, self.nonfinite)
-        return select_hard_examples(losses, boxes, self.num, iou, labels, self.nonfinite)
+        return self._select(losses, boxes, is_pos, labels, positives_first=False)
 
     def mine(self, losses: Tensor, boxes: Tensor, is_pos: Tensor) -> Selection:
         """:meth:`select`, plus the statistics of this image (``last_stats`` and the log keys).
@@ -156,15 +146,5 @@ class RPNOHEMSampler(BaseSampler):
             self._record(MiningStats())
             return Selection(losses.new_zeros(0, dtype=torch.long))
         sel = self.select(losses, boxes, is_pos)
-        finite = torch.isfinite(losses)
-        self._record(MiningStats(
-            candidates=losses.numel(), suppressed=sel.num_suppressed, nonfinite=sel.num_nonfinite,
-            mined=sel.indices.numel(), mined_fg=int(is_pos[sel.indices].sum()),
-            mined_loss=float(losses[sel.indices].sum()), cand_loss=float(losses[finite].sum()),
-            cand_finite=int(finite.sum())))
+        self._record(selection_stats(losses, sel, losses.numel(), is_pos[sel.indices].sum()))
         return sel
-
-    def _record(self, stats: MiningStats) -> None:
-        self.last_stats = stats
-        if self._stats_logger is not None:
-            self._stats_logger.push(stats)
