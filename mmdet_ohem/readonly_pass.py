@@ -217,12 +217,8 @@ def per_roi_loss(key: str, value: Tensor, n: int, num_pos: int) -> Optional[Tens
                          f"reduction_override='none'; OHEM needs one loss per RoI")
     rows = value.shape[0]
     out = value.new_zeros(n)
-    for span in (n, num_pos):  # exact matches first, then RoI-major multiples
-        if span and rows == span:
-            out[:span] = value.reshape(span, -1).sum(dim=1)
-            return out
-    for span in (n, num_pos):
-        if span and rows % span == 0:
+    for span in (n, num_pos):  # one row per candidate / per positive, or k rows each (RoI-major)
+        if span and rows % span == 0:  # rows == num_pos < n is never a multiple of n
             out[:span] = value.reshape(span, -1).sum(dim=1)
             return out
     if rows == 0:
