@@ -45,22 +45,28 @@ and the ``pos_inds.any()`` test that ``BBoxHead.loss`` makes, neither of which c
 Other heads go through their own ``loss`` and may synchronise. mmdet code called on the way (a
 multi-level RoI extractor's per-level ``nonzero``) may still synchronise.
 
-Precision: :func:`readonly_autocast` runs the forward in the training pass's precision or in an explicit
-``readonly_dtype``, without leaking weight casts of another dtype into the training pass.
+Precision: :func:`readonly_autocast` runs the forward in the training pass's precision (by default with
+TF32 matmuls when that is float32 on CUDA) or in an explicit ``readonly_dtype``, without leaking weight
+casts of another dtype into the training pass.
+
+Order: the targets are computed before the forward is queued, and for mmdet's ``BBoxHead`` with its
+``DeltaXYWHBBoxCoder`` without host reads (:meth:`RoIHeadAdapter._fast_targets`), so that the host queues
+the losses and the selection while the device runs the forward.
 """
 from __future__ import annotations
 
 import contextlib
 import inspect
 import sys
+import weakref
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 __all__ = ['RoILosses', 'RoIHeadAdapter', 'frozen_buffers', 'frozen_norm_stats', 'per_roi_loss',
-           'readonly_autocast', 'UNSUPPORTED_HEADS']
+           'readonly_autocast', 'READONLY_PRECISIONS', 'UNSUPPORTED_HEADS']
 
 #: RoI heads the read-only pass refuses at build time (class name -> reason). Matched on the class and
 #: its bases, so subclasses are refused too.
@@ -125,19 +131,44 @@ def frozen_buffers(module: nn.Module) -> Iterator[None]:
 frozen_norm_stats = frozen_buffers
 
 
-def readonly_autocast(device_type: str, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
-    """The autocast context of the read-only forward.
+#: ``readonly_dtype`` values (the sampler's setting) -> what :func:`readonly_autocast` gets.
+READONLY_PRECISIONS: Dict[Optional[str], Any] = {None: None, 'tf32': 'tf32', 'bf16': torch.bfloat16,
+                                                 'fp16': torch.float16}
 
-    ``dtype=None`` inherits the ambient precision: float32 outside autocast, the training pass's autocast
-    dtype under ``--amp``. An explicit dtype autocasts to it. Inside an outer autocast of *another*
-    dtype (``readonly_dtype='bf16'`` in fp16 ``--amp`` training) the weight-cast cache is disabled: torch
-    caches the casts of the weights by weight, not by dtype, until the outermost autocast exits, so a
-    nested bf16 region would leave bf16 copies of fc6/fc7 for the fp16 training pass that follows
-    (``RuntimeError: mat1 and mat2 must have the same dtype, but got Half and BFloat16``). Without the
-    cache the inner region neither stores nor reads cached casts, and the outer one is untouched.
+
+@contextlib.contextmanager
+def _tf32_matmuls(enabled: bool) -> Iterator[None]:
+    """Lets float32 CUDA matmuls use TF32 inside the block (convolutions already do: cuDNN's default)."""
+    if not enabled:
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    before = matmul.allow_tf32
+    matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        matmul.allow_tf32 = before
+
+
+def readonly_autocast(device_type: str, dtype: Optional[Union[torch.dtype, str]]) -> contextlib.AbstractContextManager:
+    """The precision context of the read-only forward.
+
+    ``dtype=None`` inherits the ambient precision exactly: float32 outside autocast, the training pass's
+    autocast dtype under ``--amp``. ``'tf32'`` (the sampler's default) is the same, except that a float32
+    forward on CUDA may run its matmuls (fc6/fc7) in TF32, as PyTorch already runs float32 convolutions
+    by default; on the CPU and under ``--amp`` it is ``None``. An explicit dtype autocasts to it. Inside
+    an outer autocast of *another* dtype (``readonly_dtype='bf16'`` in fp16 ``--amp`` training) the
+    weight-cast cache is disabled: torch caches the casts of the weights by weight, not by dtype, until
+    the outermost autocast exits, so a nested bf16 region would leave bf16 copies of fc6/fc7 for the fp16
+    training pass that follows (``RuntimeError: mat1 and mat2 must have the same dtype, but got Half and
+    BFloat16``). Without the cache the inner region neither stores nor reads cached casts, and the outer
+    one is untouched.
     """
     if dtype is None:
         return contextlib.nullcontext()
+    if dtype == 'tf32':
+        return _tf32_matmuls(device_type == 'cuda' and not torch.is_autocast_enabled(device_type))
     outer = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
     return torch.autocast(device_type=device_type, dtype=dtype, cache_enabled=outer in (None, dtype))
 
@@ -188,6 +219,50 @@ def _bbox_head_losses_no_sync(head: nn.Module, cls_score: Optional[Tensor], bbox
         losses['loss_bbox'] = head.loss_bbox(pos_pred, bbox_targets[:num_pos], None,
                                              avg_factor=bbox_targets.size(0), reduction_override=reduction)
     return losses
+
+
+#: Loss modules whose per-RoI values (``reduction='none'``, summed per RoI) average over the candidates to
+#: their training value (mmdet's mean over RoIs, ``avg_factor`` = number of RoIs), so that their training
+#: scale (:func:`_training_scale`) is 1: the read-only pass does not compute it for them. Matched on the
+#: exact class; softmax cross-entropy only (a sigmoid one averages over RoIs x classes).
+MEAN_CONSISTENT_BOX_LOSSES = ('SmoothL1Loss', 'L1Loss')
+
+
+def _mean_consistent(head: nn.Module) -> bool:
+    """Whether ``head``'s losses are all :data:`MEAN_CONSISTENT_BOX_LOSSES` / softmax cross-entropy."""
+    from mmdet.models import losses as mmdet_losses
+    cls, box = getattr(head, 'loss_cls', None), getattr(head, 'loss_bbox', None)
+    cls_ok = cls is None or (type(cls) is mmdet_losses.CrossEntropyLoss and not cls.use_sigmoid
+                             and not cls.use_mask)
+    box_ok = box is None or any(type(box) is getattr(mmdet_losses, name, None) for name in MEAN_CONSISTENT_BOX_LOSSES)
+    return cls_ok and box_ok
+
+
+_CODER_CONSTANTS: 'weakref.WeakKeyDictionary[nn.Module, dict]' = weakref.WeakKeyDictionary()
+
+
+def _coder_constants(coder: Any, device: torch.device) -> Tuple[Tensor, Tensor]:
+    """A box coder's ``means``/``stds`` as ``(1, 4)`` float32 tensors on ``device``, copied there once per
+    coder, device and value (the copy from the host is a synchronisation on a GPU)."""
+    key = (str(device), tuple(coder.means), tuple(coder.stds))
+    per_coder = _CODER_CONSTANTS.setdefault(coder, {})
+    if key not in per_coder:
+        per_coder.clear()
+        per_coder[key] = tuple(torch.tensor(v, dtype=torch.float32, device=device).unsqueeze(0)
+                               for v in (coder.means, coder.stds))
+    return per_coder[key]
+
+
+def _bbox2delta(proposals: Tensor, gt: Tensor, means: Tensor, stds: Tensor) -> Tensor:
+    """mmdet's ``bbox2delta`` with ``means``/``stds`` already ``(1, 4)`` device tensors (mmdet copies them
+    from Python to the device on every call, a host sync). The same float operations on each element, so
+    the same values, on the x and y halves at once (fewer kernel launches)."""
+    proposals, gt = proposals.float(), gt.float()
+    p_ctr = (proposals[:, :2] + proposals[:, 2:]) * 0.5
+    p_wh = proposals[:, 2:] - proposals[:, :2]
+    g_ctr = (gt[:, :2] + gt[:, 2:]) * 0.5
+    g_wh = gt[:, 2:] - gt[:, :2]
+    return torch.cat([(g_ctr - p_ctr) / p_wh, torch.log(g_wh / p_wh)], dim=1).sub_(means).div_(stds)
 
 
 def per_roi_loss(key: str, value: Tensor, n: int, num_pos: int) -> Optional[Tensor]:
@@ -388,13 +463,40 @@ class RoIHeadAdapter:
             return self.roi_head._bbox_forward(self.stage, feats, rois, **extra)
         return self.roi_head._bbox_forward(feats, rois, **extra)
 
+    def _fast_targets(self, pos_priors: Tensor, neg_priors: Tensor, pos_gt_bboxes: Any,
+                      pos_gt_labels: Tensor) -> Optional[tuple]:
+        """``BBoxHead.get_targets`` for one image, without host reads, for mmdet's ``BBoxHead`` with its
+        ``DeltaXYWHBBoxCoder`` (the same values: labels, label weights with ``pos_weight``, the
+        positives' deltas, box weights); ``None`` for any other box coder or ``reg_decoded_bbox``."""
+        from mmdet.models.task_modules.coders import DeltaXYWHBBoxCoder
+        from mmdet.structures.bbox import get_box_tensor
+
+        head = self.bbox_head
+        coder = getattr(head, 'bbox_coder', None)
+        if type(coder) is not DeltaXYWHBBoxCoder or head.reg_decoded_bbox:
+            return None
+        means, stds = _coder_constants(coder, pos_priors.device)
+        num_pos, num_neg = pos_priors.shape[0], neg_priors.shape[0]
+        labels = torch.cat([pos_gt_labels.long(), pos_gt_labels.new_full((num_neg, ), head.num_classes,
+                                                                          dtype=torch.long)])
+        pos_weight = 1.0 if self.train_cfg.pos_weight <= 0 else float(self.train_cfg.pos_weight)
+        # In the priors' dtype, as mmdet's (fp16 proposals under --amp give fp16 targets there too).
+        label_weights = pos_priors.new_ones(num_pos + num_neg)
+        if pos_weight != 1.0:
+            label_weights[:num_pos] = pos_weight
+        deltas = _bbox2delta(pos_priors, get_box_tensor(pos_gt_bboxes), means, stds)
+        zeros = pos_priors.new_zeros(num_neg, deltas.shape[-1])
+        bbox_targets = torch.cat([deltas.to(pos_priors.dtype), zeros])
+        bbox_weights = torch.cat([pos_priors.new_ones(deltas.shape), zeros])
+        return labels, label_weights, bbox_targets, bbox_weights
+
     def readonly_losses(self,
                         feats: Sequence[Tensor],
                         pos_priors: Tensor,
                         pos_gt_bboxes: Tensor,
                         pos_gt_labels: Tensor,
                         neg_priors: Tensor,
-                        autocast_dtype: Optional[torch.dtype] = None) -> RoILosses:
+                        autocast_dtype: Optional[Union[torch.dtype, str]] = None) -> RoILosses:
         """Per-RoI losses of one image's candidates, positives first then negatives.
 
         Args:
@@ -403,8 +505,9 @@ class RoIHeadAdapter:
             pos_gt_bboxes: ``(p, 4)`` their assigned gt boxes.
             pos_gt_labels: ``(p,)`` their gt labels.
             neg_priors: ``(q, 4)`` background candidate boxes.
-            autocast_dtype: ``None``: the training pass's precision; or an explicit reduced precision
-                (``torch.bfloat16``/``torch.float16``) for the forward (:func:`readonly_autocast`); the
+            autocast_dtype: ``None``: the training pass's precision exactly; ``'tf32'``: the same, with
+                TF32 matmuls in a float32 forward on CUDA; or an explicit reduced precision
+                (``torch.bfloat16``/``torch.float16``) for the forward (:func:`readonly_autocast`). The
                 losses are still computed and returned in float32.
 
         Returns:
@@ -418,29 +521,44 @@ class RoIHeadAdapter:
         n = num_pos + neg_priors.shape[0]
         rois = bbox2roi([torch.cat([pos_priors, neg_priors])])
         device_type = rois.device.type
-        view = _CandidateView(pos_priors, neg_priors, get_box_tensor(pos_gt_bboxes), pos_gt_labels)
+        no_sync = _uses_mmdet_bbox_loss(head)
         with torch.no_grad(), frozen_buffers(self.roi_head):
+            # Targets first: they do not depend on the forward, and whatever host reads they make (mmdet's
+            # box coder copies its means/stds to the device) then happen before the forward is queued, so
+            # the host queues the losses and the selection while the device runs the forward.
+            targets = self._fast_targets(pos_priors, neg_priors, pos_gt_bboxes, pos_gt_labels) if no_sync \
+                else None
+            if targets is None:
+                view = _CandidateView(pos_priors, neg_priors, get_box_tensor(pos_gt_bboxes), pos_gt_labels)
+                targets = head.get_targets([view], self.train_cfg, concat=True)
             with readonly_autocast(device_type, autocast_dtype):
                 out = self.bbox_forward(feats, rois)
             cls_score, bbox_pred = _as_float(out.get('cls_score')), _as_float(out.get('bbox_pred'))
             del out  # drop RoI features now: nothing of the read-only pass outlives this block
-            targets = head.get_targets([view], self.train_cfg, concat=True)
             with torch.autocast(device_type=device_type, enabled=False):
-                if _uses_mmdet_bbox_loss(head):  # no host reads
+                if no_sync:  # no host reads
                     with frozen_buffers(head):  # the second call must see the same loss state
                         losses = _bbox_head_losses_no_sync(head, cls_score, bbox_pred, rois, *targets, num_pos)
-                    trained = _bbox_head_losses_no_sync(head, cls_score, bbox_pred, rois, *targets, num_pos,
-                                                        per_roi=False)
+                    # Losses whose per-RoI mean is their training value have a training scale of 1.
+                    trained = {} if _mean_consistent(head) else _bbox_head_losses_no_sync(
+                        head, cls_score, bbox_pred, rois, *targets, num_pos, per_roi=False)
                 else:
                     with frozen_buffers(head):  # the second call must see the same loss state
                         losses = head.loss(cls_score, bbox_pred, rois, *targets, reduction_override='none')
                     trained = head.loss(cls_score, bbox_pred, rois, *targets)  # the training reduction
-        cls = torch.zeros(n, device=rois.device)
-        loc = torch.zeros(n, device=rois.device)
+        cls = loc = None
         for key, value in losses.items():
             if not isinstance(value, Tensor) or 'loss' not in key:
                 continue  # accuracies
             row = per_roi_loss(key, value, n, num_pos)
-            if row is not None:
-                (loc if key.startswith('loss_bbox') else cls).add_(row * _training_scale(trained.get(key), row))
+            if row is None:
+                continue
+            if key in trained:
+                row = row * _training_scale(trained[key], row)
+            if key.startswith('loss_bbox'):
+                loc = row if loc is None else loc + row
+            else:
+                cls = row if cls is None else cls + row
+        cls = rois.new_zeros(n, dtype=torch.float32) if cls is None else cls
+        loc = rois.new_zeros(n, dtype=torch.float32) if loc is None else loc
         return RoILosses(cls=cls, loc=loc)

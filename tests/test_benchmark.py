@@ -125,7 +125,7 @@ def test_size_is_height_width_and_cuda_gets_the_issue_variants():
     assert a.size == [600, 1000] and a.precision == ['fp32', 'fp16']
     assert a.variants == ['random', 'mmdet_ohem', 'ours_nonms', 'ours']
     assert parse_args(['--size', '320']).size == [320, 320]
-    assert parse_args(['--device', 'cuda']).variants == ['random', 'mmdet_ohem', 'ours', 'ours_bf16']
+    assert parse_args(['--device', 'cuda']).variants == ['random', 'mmdet_ohem', 'ours', 'ours_exact', 'ours_bf16']
     with pytest.raises(SystemExit):
         parse_args(['--size', '600', '1000', '10'])
     prep = prepare('r50_fpn', ['random'], (64, 96), batch_size=1, num_items=(2, ))

@@ -4,7 +4,7 @@
   is what an fp16-autocast RPN gives it; the VGG16 RPN (nms_pre=12000) must never take that path.
 * A read-only pass autocast to another dtype than the training pass's leaves wrong-dtype weight casts in
   autocast's cache unless the cache is off; CPU autocast shows it with bf16 outside and fp16 inside.
-* ``OHEMSampler.sample`` reads back one small tensor beyond mmdet's own candidate gathering (with the
+* ``OHEMSampler.sample`` reads back one small tensor beyond the candidates' two ``nonzero`` (with the
   device-side loss-NMS forced on the CPU), and its statistics stay put until a logger reads them.
 """
 import functools
@@ -18,7 +18,6 @@ from mmengine.logging import MessageHub
 
 from mmdet_ohem.readonly_pass import RoIHeadAdapter
 from mmdet_ohem.samplers import OHEMSampler
-from mmdet_ohem.samplers.candidates import CandidateSampler
 from tests.test_configs import CONFIGS, NAMES, _train_datasets, _walk
 
 from ._detectors import FASTER_FPN, batch, build, mmdet_config, train_step
@@ -170,7 +169,9 @@ class _HostReads:
         self.count, self.paused = 0, 0
         for name in self.METHODS:
             monkeypatch.setattr(torch.Tensor, name, self._counting(getattr(torch.Tensor, name)))
-        for name in ('nonzero', 'unique', 'masked_select'):
+        # A tensor made from Python data on a GPU is copied from the host and waits for it: a sync too.
+        monkeypatch.setattr(torch.Tensor, 'new_tensor', self._counting(torch.Tensor.new_tensor))
+        for name in ('nonzero', 'unique', 'masked_select', 'tensor', 'as_tensor'):
             monkeypatch.setattr(torch, name, self._counting(getattr(torch, name)))
         monkeypatch.setattr(torch.Tensor, '__getitem__', self._counting(torch.Tensor.__getitem__, masks_only=True))
         monkeypatch.setattr(torch.Tensor, '__setitem__', self._counting(torch.Tensor.__setitem__, masks_only=True))
@@ -205,7 +206,7 @@ class _HostReads:
 
 
 @pytest.mark.parametrize('nms', [dict(type='LossNMS', iou_threshold=0.7), None])
-def test_sample_reads_back_one_small_tensor_beyond_mmdets_gathering(monkeypatch, nms, tiny_fpn):
+def test_sample_reads_back_one_small_tensor_beyond_the_candidates_nonzero(monkeypatch, nms, tiny_fpn):
     import mmdet_ohem.selection.select as select_mod
     model, data = tiny_fpn
     from .test_detectors import _assign_and_feats
@@ -218,10 +219,11 @@ def test_sample_reads_back_one_small_tensor_beyond_mmdets_gathering(monkeypatch,
     monkeypatch.setattr(select_mod, 'resolve_method', lambda method, device, n: 'device')  # the GPU path
     assign = model.roi_head.bbox_assigner.assign(res, gt)
     reads = _HostReads(monkeypatch)
-    reads.excluded(CandidateSampler, 'collect', monkeypatch)  # mmdet's BaseSampler.sample: nonzero, unique
     reads.excluded(type(model.roi_head.bbox_roi_extractor), 'forward', monkeypatch)  # FPN level split
     got = ours.sample(assign, res, gt, feats=feats)
-    assert reads.count == 1
+    # The candidates' two nonzero() (RandomSampler makes them too, and two unique() besides) and the one
+    # read that sizes the result; the box coder's constants were copied to the device by `reference`.
+    assert reads.count == 3
     monkeypatch.undo()
     # The same selection as the host path, positives and negatives in the same order.
     assert torch.equal(got.pos_inds, want.pos_inds) and torch.equal(got.neg_inds, want.neg_inds)
@@ -295,3 +297,44 @@ def test_mmcv_roi_layers_take_bfloat16_features(layer):
     out.float().sum().backward()
     assert x.grad is not None and x.grad.dtype == torch.bfloat16
     assert module(feats, rois).dtype == torch.float32  # other dtypes: mmcv's path, unchanged
+
+
+def test_tf32_readonly_precision_touches_only_cuda_float32_matmuls():
+    """'tf32' (the default): TF32 matmuls inside the block for a float32 forward on CUDA, and the flag back
+    afterwards (also after an error); nothing on the CPU. The flag is a host setting: checkable here."""
+    from mmdet_ohem.readonly_pass import readonly_autocast
+    matmul = torch.backends.cuda.matmul
+    before = matmul.allow_tf32
+    with readonly_autocast('cuda', 'tf32'):
+        assert matmul.allow_tf32
+    assert matmul.allow_tf32 == before
+    with pytest.raises(KeyError):
+        with readonly_autocast('cuda', 'tf32'):
+            raise KeyError('boom')
+    assert matmul.allow_tf32 == before
+    with readonly_autocast('cpu', 'tf32'):
+        assert matmul.allow_tf32 == before
+
+
+@pytest.mark.parametrize('pos_weight', [-1, 2.0])
+def test_fast_targets_equal_mmdets_get_targets(tiny_fpn, pos_weight):
+    """The read-only pass's sync-free targets are BBoxHead.get_targets' (labels, weights, deltas), bit for bit."""
+    from mmdet.structures.bbox import get_box_tensor
+    from .test_detectors import _assign_and_feats
+    model, data = tiny_fpn
+    res, gt, assign, _ = _assign_and_feats(model, data)
+    sampler = model.roi_head.bbox_sampler
+    every = sampler.collect(assign, res, gt).all
+    assert every.pos_priors.shape[0] > 0 and sampler.readonly_dtype == 'tf32'
+    cfg = sampler.head.train_cfg
+    old = cfg.pos_weight
+    cfg.pos_weight = pos_weight
+    try:
+        fast = sampler.head._fast_targets(get_box_tensor(every.pos_priors), get_box_tensor(every.neg_priors),
+                                          every.pos_gt_bboxes, every.pos_gt_labels)
+        want = sampler.head.bbox_head.get_targets([every], cfg, concat=True)
+    finally:
+        cfg.pos_weight = old
+    assert len(fast) == len(want) == 4
+    for a, b in zip(fast, want):
+        assert a.dtype == b.dtype and torch.equal(a, b)

@@ -91,3 +91,19 @@ def test_fixed_point_needs_more_steps_on_a_suppression_chain():
 def test_unknown_method_is_named():
     with pytest.raises(ValueError, match="'gpu'"):
         greedy_loss_nms(torch.zeros(1, 4), torch.zeros(1), 0.7, method='gpu')
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_one_chunk_suppression_matrix_is_box_iou_bit_for_bit(dtype):
+    """The one-chunk shortcut computes box_iou's values exactly (degenerate and duplicate boxes too), so
+    the device and host loss-NMS make the same decisions."""
+    from mmdet_ohem.selection.nms import _self_iou, box_iou
+    g = torch.Generator().manual_seed(0)
+    for trial in range(30):
+        n = int(torch.randint(1, 400, (1, ), generator=g))
+        xy = torch.rand(n, 2, generator=g) * 500
+        wh = torch.rand(n, 2, generator=g) * 100 - (10 if trial % 3 == 0 else 0)  # some inverted boxes
+        boxes = torch.cat([xy, xy + wh], 1).to(dtype)
+        if n > 10:
+            boxes[:5] = boxes[5:10]  # duplicates
+        assert torch.equal(_self_iou(boxes), box_iou(boxes, boxes))

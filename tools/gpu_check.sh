@@ -1,39 +1,74 @@
 #!/usr/bin/env bash
 # Issue 10's device checks in ONE call on the lent GPU machine (prepare first with tools/gpu_prepare.sh):
-#   device tool: carry [".gpu", ".gpu-test"], command `bash tools/gpu_check.sh`, timeout_s 600
+#   device tool: carry [".gpu", ".gpu-test"], command `bash tools/gpu_check.sh`, timeout_s 500
+#   (everything is packed by DEADLINE=460 s after the start)
 # 1. the `cuda` tests (AMP training steps of the VGG16 OHEM config at 600 px in fp16/bf16 with every
-#    readonly_dtype, the other configs with AMP, GPU-vs-CPU selection, host-sync count, benchmark path);
+#    readonly_dtype, fp32 steps with the default TF32 read-only pass, the other configs with AMP,
+#    GPU-vs-CPU selection, host-sync count, benchmark path);
 # 2. the benchmark in the issue's settings: VGG16 600x1000 and R50-FPN 800x1333, batch 2, fp32 and fp16
-#    AMP (+ bf16 for VGG16), variants random / mmdet_ohem / ours / ours_bf16, interleaved;
-# 3. the read-only precision agreement (fp16/bf16 vs exact fp32 mined sets).
-# Everything goes to $OUT (the device tool brings it back): logs, JSON and markdown tables.
+#    AMP (+ bf16 for VGG16), variants random / mmdet_ohem / ours / ours_exact / ours_bf16, interleaved;
+# 3. the read-only precision agreement (tf32/fp16/bf16 vs exact fp32 mined sets);
+# 4. a torch.profiler view of one AMP iteration per variant (host vs device time, kernel launches);
+# 5. (RPN_COST=1, the default) issue 14's RPN-miner cost per iteration (variants random / rpn_ohem /
+#    ours / ours_rpn_ohem, fp32).
+# Only 8 files come back from $OUT: the markdown tables, the agreement JSON and progress log come back as
+# files, everything (logs, JSON) also in gpu_check.tgz.
 # BUDGET: ~15 device minutes per task, including the machine's start; steps are ordered by value and
-# each has its own time limit, so a cut-off run still returns the earlier results.
+# each has its own time limit, so a cut-off run still returns the earlier results. ITERS/WARMUP and
+# SKIP_TESTS=1 (benchmark only) shorten a rerun.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-results/gpu}
+FINAL=${OUT:-results/gpu}
+OUT=$(mktemp -d)  # working folder; packed into $FINAL at the end
 LABEL=gpu_check
+ITERS=${ITERS:-10}
+WARMUP=${WARMUP:-2}
 . tools/gpu_device_setup.sh
+DEADLINE=${DEADLINE:-460}  # seconds after START by which everything is packed (call with timeout_s >= +30)
+limit() {  # limit STEP_SECONDS: the step's time limit, cut to what is left before DEADLINE (0: skip it)
+    local left=$(( DEADLINE - ($(date +%s) - START) ))
+    if [ "$left" -lt 20 ]; then echo 0; elif [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
+}
+run_step() {  # run_step SECONDS NAME COMMAND...: runs COMMAND under the cut limit, notes its exit status
+    local t; t=$(limit "$1"); local name=$2; shift 2
+    if [ "$t" = 0 ]; then note "$name skipped (deadline)"; return; fi
+    note "$name (limit ${t}s)"; timeout "$t" "$@"; note "$name rc=$?"
+}
+pack() {
+    mkdir -p "$FINAL"
+    tar -czf "$FINAL/gpu_check.tgz" -C "$OUT" .
+    cp "$OUT"/progress.log "$OUT"/*.md "$OUT"/readonly_agreement.json "$FINAL/" 2>/dev/null
+    grep -E 'passed|failed|host syncs' "$OUT/cuda_tests.log" > "$FINAL/cuda_tests_summary.txt" 2>/dev/null
+    ls -la "$FINAL"
+}
 
-note 'cuda tests'
-timeout 150 python3 -m pytest tests/test_cuda.py -m cuda -q -rA -s -p no:cacheprovider --durations=10 \
-    > "$OUT/cuda_tests.log" 2>&1
-note "cuda tests rc=$?"; tail -3 "$OUT/cuda_tests.log"
-
-note 'benchmark VGG16 600x1000'
-timeout 120 python3 tools/benchmark.py --device cuda --models vgg16 --size 600 1000 --batch 2 \
-    --precision fp32 fp16 bf16 --iters 10 --warmup 3 --nms-sizes 2000 --nms-repeats 10 \
-    --out "$OUT/bench_vgg16.json" > "$OUT/bench_vgg16.log" 2>&1
-note "vgg16 rc=$?"
-
-note 'benchmark R50-FPN 800x1333'
-timeout 100 python3 tools/benchmark.py --device cuda --models r50_fpn --size 800 1333 --batch 2 \
-    --precision fp32 fp16 --iters 10 --warmup 3 --no-nms \
-    --out "$OUT/bench_r50_fpn.json" > "$OUT/bench_r50_fpn.log" 2>&1
-note "r50_fpn rc=$?"
-
-note 'read-only precision agreement'
-timeout 90 python3 -m ohem_experiments.benchmark.readonly_agreement --device cuda \
-    --out "$OUT/readonly_agreement.json" > "$OUT/readonly_agreement.log" 2>&1
-note "agreement rc=$?"
-ls -la "$OUT"
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+    run_step 110 'cuda tests' bash -c "python3 -m pytest tests/test_cuda.py -m cuda -q -rA -s -p no:cacheprovider \
+        --durations=10 > '$OUT/cuda_tests.log' 2>&1"
+    tail -3 "$OUT/cuda_tests.log"
+fi
+run_step 100 'benchmark VGG16 600x1000' bash -c "python3 tools/benchmark.py --device cuda --models vgg16 \
+    --size 600 1000 --batch 2 --precision fp32 fp16 bf16 --iters $ITERS --warmup $WARMUP --nms-sizes 2000 \
+    --nms-repeats 10 --out '$OUT/bench_vgg16.json' > '$OUT/bench_vgg16.log' 2>&1"
+run_step 80 'benchmark R50-FPN 800x1333' bash -c "python3 tools/benchmark.py --device cuda --models r50_fpn \
+    --size 800 1333 --batch 2 --precision fp32 fp16 --iters $ITERS --warmup $WARMUP --no-nms \
+    --out '$OUT/bench_r50_fpn.json' > '$OUT/bench_r50_fpn.log' 2>&1"
+if [ "${SKIP_AGREEMENT:-0}" != 1 ]; then
+    run_step 60 'read-only precision agreement' bash -c "python3 -m ohem_experiments.benchmark.readonly_agreement \
+        --device cuda --out '$OUT/readonly_agreement.json' > '$OUT/readonly_agreement.log' 2>&1"
+fi
+for spec in 'r50_fpn 800 1333' 'vgg16 600 1000'; do
+    set -- $spec
+    run_step 35 "profile one AMP iteration per variant, $1" bash -c "python3 -m ohem_experiments.benchmark.profile_iteration \
+        $1 --size $2 $3 --precision fp16 --variants random mmdet_ohem ours --out '$OUT/profile_$1.json' \
+        > '$OUT/profile_$1.log' 2>&1"
+done
+if [ "${RPN_COST:-1}" = 1 ]; then
+    for spec in 'vgg16 600 1000' 'r50_fpn 800 1333'; do
+        set -- $spec
+        run_step 60 "RPN miner cost $1 $2x$3" bash -c "python3 tools/benchmark.py --device cuda --models $1 \
+            --size $2 $3 --batch 2 --variants random rpn_ohem ours ours_rpn_ohem --iters $ITERS --warmup $WARMUP \
+            --no-nms --out '$OUT/bench_rpn_$1.json' > '$OUT/bench_rpn_$1.log' 2>&1"
+    done
+fi
+pack

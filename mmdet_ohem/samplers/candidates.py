@@ -11,13 +11,13 @@ from torch import Tensor
 
 @dataclass
 class Candidates:
-    """One image's non-ignored candidates, gathered by mmdet's own ``BaseSampler.sample`` code.
+    """One image's non-ignored candidates, gathered as mmdet's ``BaseSampler.sample`` does.
 
     Attributes:
         priors: The full candidate list (gt boxes first when ``add_gt_as_proposals``, then proposals);
             ``pos_inds``/``neg_inds`` index into it. Note: mmdet's ``SamplingResult.priors`` is *not* this
             (it is ``pos_priors`` then ``neg_priors``, with ignored RoIs dropped).
-        gt_flags: ``(len(priors),)`` uint8, 1 for gt boxes added as proposals.
+        gt_flags: ``(len(priors),)`` uint8, 1 for gt boxes added as proposals (mmdet's own flags).
         all: ``SamplingResult`` over every candidate (positives and negatives, quotas ignored).
         num_filtered: Candidate boxes (ignored ones included) flagged by :meth:`CandidateSampler.collect`'s
             ``box_filter`` (a 0-dim tensor on the candidates' device, or 0 without a filter).
@@ -35,31 +35,22 @@ class Candidates:
 
 
 class CandidateSampler(BaseSampler):
-    """``BaseSampler`` whose pos/neg hooks return every candidate, so subclasses can select jointly.
+    """``BaseSampler`` that gathers every candidate, so that subclasses can select jointly.
 
-    ``BaseSampler.sample`` adds gt boxes as proposals (converting box types) exactly as mmdet does, then
-    calls ``_sample_pos``/``_sample_neg``; here those ignore the quotas and return all positives / all
-    negatives. :meth:`collect` wraps that; :meth:`result` builds the final ``SamplingResult`` from chosen
-    indices into the candidate list.
+    :meth:`collect` takes ``BaseSampler.sample``'s steps (gt boxes added as proposals, converting box
+    types, exactly as mmdet does) but keeps every positive and every negative, ignoring the quotas, and
+    skips ``BaseSampler``'s ``unique()`` of the indices: they come straight from ``nonzero`` and are
+    unique already, and on a GPU each ``unique()`` is a host synchronisation. :meth:`result` builds the
+    final ``SamplingResult`` from chosen indices into the candidate list. ``_sample_pos``/``_sample_neg``
+    (``BaseSampler``'s hooks) return all positives / all negatives, should ``BaseSampler.sample`` be
+    called directly.
     """
 
-    _box_filter: Optional[Callable[[Tensor], Tensor]] = None
-    _kept: Optional[Tensor] = None
-
-    def _sample_pos(self, assign_result, num_expected, bboxes=None, **kwargs) -> Tensor:
-        self._collected_priors = bboxes  # BaseSampler passes the full candidate list here
-        keep = assign_result.gt_inds > 0
-        if self._box_filter is not None:
-            from mmdet.structures.bbox import get_box_tensor
-            self._kept = ~self._box_filter(get_box_tensor(bboxes))
-            keep = keep & self._kept
-        return torch.nonzero(keep, as_tuple=False).flatten()
+    def _sample_pos(self, assign_result, num_expected, **kwargs) -> Tensor:
+        return torch.nonzero(assign_result.gt_inds > 0, as_tuple=False).flatten()
 
     def _sample_neg(self, assign_result, num_expected, **kwargs) -> Tensor:
-        keep = assign_result.gt_inds == 0
-        if self._kept is not None:
-            keep = keep & self._kept
-        return torch.nonzero(keep, as_tuple=False).flatten()
+        return torch.nonzero(assign_result.gt_inds == 0, as_tuple=False).flatten()
 
     def collect(self, assign_result, pred_instances, gt_instances,
                 box_filter: Optional[Callable[[Tensor], Tensor]] = None, **kwargs) -> Candidates:
@@ -67,22 +58,29 @@ class CandidateSampler(BaseSampler):
 
         Args:
             box_filter: Optional ``(n, 4) boxes -> (n,) bool`` flagging candidates to leave out (applied
-                inside mmdet's gathering, on the full candidate list with gt boxes added, so it costs no
-                extra host read); how many boxes it flagged is ``Candidates.num_filtered``.
+                on the full candidate list with gt boxes added, before the indices are gathered, so it
+                costs no extra host read); how many boxes it flagged is ``Candidates.num_filtered``.
         """
-        self._collected_priors, self._box_filter, self._kept = None, box_filter, None
-        try:
-            everything = BaseSampler.sample(self, assign_result, pred_instances, gt_instances, **kwargs)
-            priors, kept = self._collected_priors, self._kept
-        finally:
-            self._collected_priors, self._box_filter, self._kept = None, None, None
-        # After add_gt_, assign_result covers every candidate prior.
-        gt_flags = torch.zeros(assign_result.gt_inds.numel(), dtype=torch.uint8,
-                               device=assign_result.gt_inds.device)
-        gt_flags[everything.pos_inds] = everything.pos_is_gt  # added gt boxes are always positives
+        from mmdet.structures.bbox import BaseBoxes, cat_boxes, get_box_tensor
+
+        gt_bboxes, priors, gt_labels = gt_instances.bboxes, pred_instances.priors, gt_instances.labels
+        if len(priors.shape) < 2:
+            priors = priors[None, :]
+        gt_flags = priors.new_zeros((priors.shape[0], ), dtype=torch.uint8)
+        if self.add_gt_as_proposals and len(gt_bboxes) > 0:
+            gt_as_priors = gt_bboxes.convert_to(type(priors)) \
+                if isinstance(gt_bboxes, BaseBoxes) and isinstance(priors, BaseBoxes) else gt_bboxes
+            priors = cat_boxes([gt_as_priors, priors], dim=0)
+            assign_result.add_gt_(gt_labels)
+            gt_flags = torch.cat([priors.new_ones(gt_as_priors.shape[0], dtype=torch.uint8), gt_flags])
+        pos, neg = assign_result.gt_inds > 0, assign_result.gt_inds == 0
         num_filtered: Union[int, Tensor] = 0
-        if kept is not None:
-            num_filtered = (~kept).sum()
+        if box_filter is not None:
+            bad = box_filter(get_box_tensor(priors))
+            pos, neg, num_filtered = pos & ~bad, neg & ~bad, bad.sum()
+        everything = SamplingResult(pos_inds=torch.nonzero(pos, as_tuple=False).flatten(),
+                                    neg_inds=torch.nonzero(neg, as_tuple=False).flatten(), priors=priors,
+                                    gt_bboxes=gt_bboxes, assign_result=assign_result, gt_flags=gt_flags)
         return Candidates(priors, gt_flags, everything, num_filtered)
 
     @staticmethod

@@ -22,14 +22,14 @@ from mmdet.structures.bbox import get_box_tensor
 from mmengine.logging import HistoryBuffer, MessageHub, MMLogger
 from torch import Tensor
 
-from ..readonly_pass import RoIHeadAdapter
+from ..readonly_pass import READONLY_PRECISIONS, RoIHeadAdapter
 from ..selection import Selection, invalid_boxes, select_hard_examples, select_hard_examples_ratio
 from ..selection.select import NONFINITE_SKIP_LIMIT
 from .candidates import CandidateSampler
 from .checks import check_mining_settings
 from .loss_nms import LossNMS
 
-AUTOCAST_DTYPES = {None: None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+AUTOCAST_DTYPES = READONLY_PRECISIONS  # former name
 
 
 Number = Union[int, float, Tensor]
@@ -294,9 +294,11 @@ class OHEMSampler(MinerMixin, CandidateSampler):
             (:data:`~mmdet_ohem.selection.select.NONFINITE_SKIP_LIMIT`); above that the head itself is
             broken, they are mined first and the training loss turns NaN as with ``RandomSampler``
             (logged once as a warning). ``'raise'``: raise ``FloatingPointError`` on any.
-        readonly_dtype: ``None`` (the training pass's precision: float32, or the ``--amp`` autocast
-            dtype), ``'bf16'`` or ``'fp16'``: autocast for the read-only forward only (opt-in speed-up;
-            the training pass is unchanged; any combination with ``--amp`` works).
+        readonly_dtype: Precision of the read-only forward only (the training pass is unchanged; any
+            combination with ``--amp`` works). ``'tf32'`` (default): the training pass's precision, and
+            in float32 training on CUDA its matmuls (fc6/fc7) in TF32, as PyTorch runs float32
+            convolutions by default (under ``--amp``: the autocast dtype; on the CPU: exact float32).
+            ``None``: exactly the training pass's precision. ``'bf16'``/``'fp16'``: autocast to it.
         log_stats: Publish per-iteration mining statistics to mmengine's ``MessageHub`` (kept on the
             device and read back only when a logger reads them).
         pos_sampler, neg_sampler: Libra R-CNN's ``CombinedSampler`` settings; accepted so that its
@@ -321,13 +323,13 @@ class OHEMSampler(MinerMixin, CandidateSampler):
                  nms: Optional[Union[dict, LossNMS]] = dict(type='LossNMS', iou_threshold=0.7),
                  keep_ratio: bool = False,
                  nonfinite: str = 'skip',
-                 readonly_dtype: Optional[str] = None,
+                 readonly_dtype: Optional[str] = 'tf32',
                  log_stats: bool = True,
                  **kwargs: Any) -> None:
         check_mining_settings('OHEMSampler', 'RoIs', num, ranking_loss, pos_fraction, neg_pos_ub, nonfinite,
                               add_gt_as_proposals=add_gt_as_proposals, keep_ratio=keep_ratio, log_stats=log_stats)
-        if readonly_dtype not in AUTOCAST_DTYPES:
-            raise ValueError(f"OHEMSampler: readonly_dtype must be None, 'bf16' or 'fp16', "
+        if readonly_dtype not in READONLY_PRECISIONS:
+            raise ValueError(f"OHEMSampler: readonly_dtype must be 'tf32', None, 'bf16' or 'fp16', "
                              f'got {readonly_dtype!r}')
         nms = TASK_UTILS.build(nms) if isinstance(nms, dict) else nms
         if nms is not None and not isinstance(nms, LossNMS):
@@ -401,7 +403,7 @@ class OHEMSampler(MinerMixin, CandidateSampler):
             return everything
         losses = self.head.readonly_losses(
             feats, everything.pos_priors, everything.pos_gt_bboxes, everything.pos_gt_labels,
-            everything.neg_priors, AUTOCAST_DTYPES[self.readonly_dtype]).ranking(self.ranking_loss)
+            everything.neg_priors, READONLY_PRECISIONS[self.readonly_dtype]).ranking(self.ranking_loss)
         cand_inds = torch.cat([pos_inds, neg_inds])  # the read-only pass's row order
         boxes = get_box_tensor(cands.priors)[cand_inds]
         is_pos = torch.arange(num_cands, device=cand_inds.device) < num_pos

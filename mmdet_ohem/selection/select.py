@@ -182,7 +182,8 @@ def _select_on_device(losses: Tensor, boxes: Tensor, num: int, iou_threshold: Op
     # ranking the finite pool alone gives; they are then excluded through `valid`. Above the skip limit
     # they rank first (+inf) and stay valid, as on the host path; decided on the device, read back below.
     keep_bad = num_bad > skip_limit * n
-    fill = torch.where(keep_bad, losses.new_tensor(math.inf), losses.new_tensor(-math.inf))
+    # new_full, not new_tensor: a fill on the device, where new_tensor copies from the host (a sync).
+    fill = torch.where(keep_bad, losses.new_full((), math.inf), losses.new_full((), -math.inf))
     order = rank_by_loss(torch.where(finite, losses, fill))
     valid = (finite | keep_bad)[order]
     fp = None

@@ -61,6 +61,10 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     'mmdet_ohem': ('MMDetOHEMSampler', {}),
     'ours_nonms': ('OHEMSampler', dict(nms=None, log_stats=False)),
     'ours': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False)),
+    # readonly_dtype=None: the read-only pass exactly in the training precision (float32 matmuls without
+    # TF32 in float32 training); 'ours' has the default, 'tf32'.
+    'ours_exact': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
+                                       readonly_dtype=None)),
     'ours_bf16': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
                                       readonly_dtype='bf16')),
 }
@@ -72,7 +76,7 @@ VARIANTS['ours_rpn_ohem'] = VARIANTS['ours']
 RPN_MINED = {'rpn_ohem': 'random', 'ours_rpn_ohem': 'ours'}
 RPN_MINER = dict(type='RPNOHEMSampler', nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False)
 DEFAULT_VARIANTS = ('random', 'mmdet_ohem', 'ours_nonms', 'ours')
-GPU_VARIANTS = ('random', 'mmdet_ohem', 'ours', 'ours_bf16')  # issue 10's table
+GPU_VARIANTS = ('random', 'mmdet_ohem', 'ours', 'ours_exact', 'ours_bf16')  # issue 10's table
 # --precision: autocast dtype of the training forward, and whether the loss is scaled (GradScaler), as
 # mmengine's AmpOptimWrapper does for `tools/train.py --amp` (fp16); bf16 needs no scaling.
 PRECISIONS: Dict[str, Tuple[Optional[torch.dtype], bool]] = {

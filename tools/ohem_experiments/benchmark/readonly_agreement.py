@@ -2,8 +2,9 @@
 
 For each image of a fixed synthetic batch, the candidates, assignments and features of one float32
 training forward are captured at the sampler; then the read-only pass is run on exactly those inputs in
-float32 (TF32 off), under fp16 autocast (what ``readonly_dtype=None`` inherits under ``--amp``) and under
-bf16, and the selection rule is applied to each. Reported per precision: the mean and minimum over
+float32 (TF32 off), with TF32 matmuls (the default ``readonly_dtype='tf32'`` in float32 training on CUDA),
+under fp16 autocast (what the default inherits under ``--amp``) and under bf16, and the selection rule is
+applied to each. Reported per precision: the mean and minimum over
 images of |mined_reduced ∩ mined_fp32| / |mined_fp32|.
 
 Weights are the benchmark's random init (no download): an untrained head gives near-equal losses, so
@@ -29,10 +30,11 @@ SETTINGS = {'vgg16': (600, 1000), 'r50_fpn': (800, 1333)}
 
 
 def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', seeds: Sequence[int] = (0, 1, 2),
-                       dtypes: Sequence[str] = ('fp16', 'bf16')) -> Dict[str, object]:
+                       dtypes: Sequence[str] = ('tf32', 'fp16', 'bf16')) -> Dict[str, object]:
     """Overlap of the mined sets, reduced precision vs float32, over ``len(seeds)`` batches of 2 images."""
 
-    from mmdet_ohem.samplers.ohem_sampler import AUTOCAST_DTYPES, OHEMSampler
+    from mmdet_ohem.readonly_pass import READONLY_PRECISIONS
+    from mmdet_ohem.samplers.ohem_sampler import OHEMSampler
 
     overlaps: Dict[str, List[float]] = {d: [] for d in dtypes}
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
@@ -64,7 +66,7 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
                 exact = sampler.head.readonly_losses(*args[:5], None).ranking(sampler.ranking_loss)
                 want = set(sampler._select(exact, boxes, is_pos, labels).indices.tolist())
                 for d in dtypes:
-                    approx = sampler.head.readonly_losses(*args[:5], AUTOCAST_DTYPES[d]).ranking(sampler.ranking_loss)
+                    approx = sampler.head.readonly_losses(*args[:5], READONLY_PRECISIONS[d]).ranking(sampler.ranking_loss)
                     got = set(sampler._select(approx, boxes, is_pos, labels).indices.tolist())
                     overlaps[d].append(len(got & want) / max(len(want), 1))
             del prep

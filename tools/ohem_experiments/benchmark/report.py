@@ -68,8 +68,9 @@ def model_table(timings: Dict[str, VariantTiming], memory: Dict[str, dict]) -> s
     rows = [head, '|' + '---|' * (head.count('|') - 1)]
     for v, t in timings.items():
         typ, extra = VARIANTS[v]
+        precision = extra.get('readonly_dtype', 'tf32 (default)') or 'exact (None)'
         desc = typ + (' (no loss-NMS)' if extra.get('nms', 1) is None else '') + \
-            (f", read-only {extra['readonly_dtype']}" if extra.get('readonly_dtype') else '')
+            (f', read-only {precision}' if typ == 'OHEMSampler' else '')
         mem = memory.get(v, {})
         cand = f'{sorted(t.candidates)[len(t.candidates) // 2]}' if t.candidates else '–'
         rows.append(

@@ -132,6 +132,9 @@ def breakdown_timers(prep: Prepared, acc: Dict[str, float], device: str) -> Iter
         stack.enter_context(_patched(RoIHeadAdapter, 'readonly_losses', timed('readonly')))
         stack.enter_context(_patched(MMDetOwn, 'hard_mining', timed('readonly')))
         stack.enter_context(_patched(select_mod, 'greedy_loss_nms', timed('loss_nms')))
+        # The device path of paper mode: the suppression matrix and the fixed-point iteration.
+        stack.enter_context(_patched(select_mod, 'suppression_matrix', timed('loss_nms')))
+        stack.enter_context(_patched(select_mod, 'GreedyFixedPoint', timed('loss_nms')))
         for sampler in prep.samplers.values():  # the R-CNN sampler (of a WithRPNMiner pair too)
             stack.enter_context(_patched(getattr(sampler, 'rcnn', sampler), 'sample', timed('sampler')))
         yield
@@ -163,10 +166,11 @@ def _step(prep: Prepared) -> None:
 
 
 @contextlib.contextmanager
-def count_syncs(device: str) -> Iterator[List[int]]:
+def count_syncs(device: str, where: Optional[List[str]] = None) -> Iterator[List[int]]:
     """Counts CUDA host synchronisations in the block (``torch.cuda.set_sync_debug_mode('warn')``).
 
-    Yields a one-element list holding the count once the block ends (stays 0 on CPU).
+    Yields a one-element list holding the count once the block ends (stays 0 on CPU). ``where``, if
+    given, receives the Python location (``file:line``) that made each one.
     """
     out = [0]
     if not device.startswith('cuda'):
@@ -181,7 +185,10 @@ def count_syncs(device: str) -> Iterator[List[int]]:
             yield out
         finally:
             torch.cuda.set_sync_debug_mode(prev)
-    out[0] = sum('synchroniz' in str(w.message) for w in caught)
+    syncs = [w for w in caught if 'synchroniz' in str(w.message)]
+    out[0] = len(syncs)
+    if where is not None:
+        where.extend(f'{w.filename}:{w.lineno}' for w in syncs)
 
 
 def _one_iteration(prep: Prepared, variant: str, device: str, seed: int, rec: VariantTiming,
