@@ -7,15 +7,16 @@
 #    GPU-vs-CPU selection, host-sync count, benchmark path);
 # 2. the benchmark in the issue's settings: VGG16 600x1000 and R50-FPN 800x1333, batch 2, fp32 and fp16
 #    AMP (+ bf16 for VGG16), variants random / mmdet_ohem / ours / ours_exact / ours_bf16, interleaved;
-# 3. the read-only precision agreement (tf32/fp16/bf16 vs exact fp32 mined sets);
+# 3. the read-only precision agreement (tf32/fp16/bf16 vs exact fp32 mined sets), at random init and after
+#    TRAIN_STEPS float32 SGD steps on the batch (a trained head's loss spread);
 # 4. a torch.profiler view of one AMP iteration per variant (host vs device time, kernel launches);
-# 5. (RPN_COST=1, the default) issue 14's RPN-miner cost per iteration (variants random / rpn_ohem /
-#    ours / ours_rpn_ohem, fp32).
+# 5. issue 14's RPN-miner cost per iteration (variants random / rpn_ohem / ours / ours_rpn_ohem, fp32).
+# STEPS (default "tests vgg16 r50_fpn agreement profile rpn") picks the steps of a rerun.
 # Only 8 files come back from $OUT: the markdown tables, the agreement JSON and progress log come back as
 # files, everything (logs, JSON) also in gpu_check.tgz.
 # BUDGET: ~15 device minutes per task, including the machine's start; steps are ordered by value and
 # each has its own time limit, so a cut-off run still returns the earlier results. ITERS/WARMUP and
-# SKIP_TESTS=1 (benchmark only) shorten a rerun.
+# STEPS shorten a rerun.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 FINAL=${OUT:-results/gpu}
@@ -42,28 +43,32 @@ pack() {
     ls -la "$FINAL"
 }
 
-if [ "${SKIP_TESTS:-0}" != 1 ]; then
+STEPS=${STEPS:-tests vgg16 r50_fpn agreement profile rpn}  # which steps to run (a rerun can name fewer)
+want() { case " $STEPS " in *" $1 "*) return 0;; *) return 1;; esac; }
+TRAIN_STEPS=${TRAIN_STEPS:-0 100}  # agreement: measured at random init and after 100 float32 SGD steps
+
+if want tests; then
     run_step 110 'cuda tests' bash -c "python3 -m pytest tests/test_cuda.py -m cuda -q -rA -s -p no:cacheprovider \
         --durations=10 > '$OUT/cuda_tests.log' 2>&1"
     tail -3 "$OUT/cuda_tests.log"
 fi
-run_step 100 'benchmark VGG16 600x1000' bash -c "python3 tools/benchmark.py --device cuda --models vgg16 \
+want vgg16 && run_step 100 'benchmark VGG16 600x1000' bash -c "python3 tools/benchmark.py --device cuda --models vgg16 \
     --size 600 1000 --batch 2 --precision fp32 fp16 bf16 --iters $ITERS --warmup $WARMUP --nms-sizes 2000 \
     --nms-repeats 10 --out '$OUT/bench_vgg16.json' > '$OUT/bench_vgg16.log' 2>&1"
-run_step 80 'benchmark R50-FPN 800x1333' bash -c "python3 tools/benchmark.py --device cuda --models r50_fpn \
+want r50_fpn && run_step 80 'benchmark R50-FPN 800x1333' bash -c "python3 tools/benchmark.py --device cuda --models r50_fpn \
     --size 800 1333 --batch 2 --precision fp32 fp16 --iters $ITERS --warmup $WARMUP --no-nms \
     --out '$OUT/bench_r50_fpn.json' > '$OUT/bench_r50_fpn.log' 2>&1"
-if [ "${SKIP_AGREEMENT:-0}" != 1 ]; then
-    run_step 60 'read-only precision agreement' bash -c "python3 -m ohem_experiments.benchmark.readonly_agreement \
-        --device cuda --out '$OUT/readonly_agreement.json' > '$OUT/readonly_agreement.log' 2>&1"
+if want agreement; then
+    run_step 150 'read-only precision agreement' bash -c "python3 -m ohem_experiments.benchmark.readonly_agreement \
+        --device cuda --train-steps $TRAIN_STEPS --out '$OUT/readonly_agreement.json' > '$OUT/readonly_agreement.log' 2>&1"
 fi
-for spec in 'r50_fpn 800 1333' 'vgg16 600 1000'; do
+want profile && for spec in 'r50_fpn 800 1333' 'vgg16 600 1000'; do
     set -- $spec
     run_step 35 "profile one AMP iteration per variant, $1" bash -c "python3 -m ohem_experiments.benchmark.profile_iteration \
         $1 --size $2 $3 --precision fp16 --variants random mmdet_ohem ours --out '$OUT/profile_$1.json' \
         > '$OUT/profile_$1.log' 2>&1"
 done
-if [ "${RPN_COST:-1}" = 1 ]; then
+if want rpn; then
     for spec in 'vgg16 600 1000' 'r50_fpn 800 1333'; do
         set -- $spec
         run_step 60 "RPN miner cost $1 $2x$3" bash -c "python3 tools/benchmark.py --device cuda --models $1 \

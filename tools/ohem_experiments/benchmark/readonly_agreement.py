@@ -30,20 +30,40 @@ SETTINGS = {'vgg16': (600, 1000), 'r50_fpn': (800, 1333)}
 
 
 def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', seeds: Sequence[int] = (0, 1, 2),
-                       dtypes: Sequence[str] = ('tf32', 'fp16', 'bf16')) -> Dict[str, object]:
-    """Overlap of the mined sets, reduced precision vs float32, over ``len(seeds)`` batches of 2 images."""
+                       dtypes: Sequence[str] = ('tf32', 'fp16', 'bf16'), train_steps: int = 0,
+                       lr: float = 0.005) -> Dict[str, object]:
+    """Overlap of the mined sets, reduced precision vs float32, over ``len(seeds)`` batches of 2 images.
 
+    ``train_steps`` > 0 first trains the detector that many float32 SGD steps on its batch (``lr``), so
+    that the head's losses spread as a trained head's do: at random init they are equal to within
+    rounding, and the ranking then measures rounding noise, not the precision's effect on mining.
+
+    Per precision: ``overlap`` (the share of the exactly mined RoIs that the reduced pass mines too) and
+    ``loss_mass`` (the exact ranking loss summed over the reduced pass's mined RoIs, divided by the same sum
+    over the exactly mined ones: 1.0 means RoIs as hard as the exact choice). ``spread``: the coefficient
+    of variation of the exact ranking losses over an image's candidates (mean over images).
+    """
     from mmdet_ohem.readonly_pass import READONLY_PRECISIONS
     from mmdet_ohem.samplers.ohem_sampler import OHEMSampler
 
+    from .detectors import train_step
+
     overlaps: Dict[str, List[float]] = {d: [] for d in dtypes}
+    masses: Dict[str, List[float]] = {d: [] for d in dtypes}
+    spreads: List[float] = []
+    final_losses: List[float] = []
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         for seed in seeds:
-            prep = prepare(model, ['ours'], size, 2, (6, 4), device, seed)
+            prep = prepare(model, ['ours'], size, 2, (6, 4), device, seed, lr=lr)
             sampler: OHEMSampler = prep.samplers['ours']
             swap_sampler(prep.model, sampler)
+            sampler.readonly_dtype = None  # exact while training
+            for _ in range(train_steps):
+                log_vars = train_step(prep.model, prep.optim, prep.data)
+            if train_steps:
+                final_losses.append(float(log_vars['loss']))
             captured = []
             orig = sampler._select
 
@@ -64,28 +84,43 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
             sampler._select, sampler.head.readonly_losses = orig, orig_losses
             for (args, _), (boxes, is_pos, labels) in zip(inputs, captured):
                 exact = sampler.head.readonly_losses(*args[:5], None).ranking(sampler.ranking_loss)
-                want = set(sampler._select(exact, boxes, is_pos, labels).indices.tolist())
+                want = sampler._select(exact, boxes, is_pos, labels).indices
+                spreads.append(float(exact.std() / exact.mean().clamp(min=1e-12)))
                 for d in dtypes:
                     approx = sampler.head.readonly_losses(*args[:5], READONLY_PRECISIONS[d]).ranking(sampler.ranking_loss)
-                    got = set(sampler._select(approx, boxes, is_pos, labels).indices.tolist())
-                    overlaps[d].append(len(got & want) / max(len(want), 1))
+                    got = sampler._select(approx, boxes, is_pos, labels).indices
+                    overlaps[d].append(len(set(got.tolist()) & set(want.tolist())) / max(want.numel(), 1))
+                    masses[d].append(float(exact[got].sum() / exact[want].sum().clamp(min=1e-12)))
             del prep
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
-    return {'model': model, 'size': list(size), 'images': sum(1 for _ in overlaps[dtypes[0]]),
-            'overlap': {d: {'mean': sum(v) / len(v), 'min': min(v), 'all': v} for d, v in overlaps.items()}}
+    return {'model': model, 'size': list(size), 'images': len(spreads), 'train_steps': train_steps, 'lr': lr,
+            'final_train_loss': final_losses, 'spread': sum(spreads) / len(spreads),
+            'overlap': {d: {'mean': sum(v) / len(v), 'min': min(v), 'all': v} for d, v in overlaps.items()},
+            'loss_mass': {d: {'mean': sum(v) / len(v), 'min': min(v)} for d, v in masses.items()}}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
-    """Command line: ``--device``, ``--models``, ``--out``."""
+    """Command line: ``--device``, ``--models``, ``--train-steps``, ``--lr``, ``--size``, ``--out``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--device', default='cuda')
     p.add_argument('--models', nargs='+', default=list(SETTINGS), choices=sorted(SETTINGS))
+    p.add_argument('--train-steps', nargs='+', type=int, default=[0],
+                   help='float32 SGD steps on the batch before measuring; several values: one row each')
+    p.add_argument('--lr', type=float, default=0.005)
+    p.add_argument('--size', type=int, nargs=2, default=None, help='H W (default: the issue setting per model)')
+    p.add_argument('--dtypes', nargs='+', default=['tf32', 'fp16', 'bf16'], choices=['tf32', 'fp16', 'bf16'])
     p.add_argument('--out', default=None)
     args = p.parse_args(argv)
-    rows = [readonly_agreement(m, SETTINGS[m], args.device) for m in args.models]
+    rows = [readonly_agreement(m, args.size or SETTINGS[m], args.device, dtypes=args.dtypes, train_steps=k,
+                               lr=args.lr)
+            for m in args.models for k in args.train_steps]
+    for r in rows:
+        print(f"{r['model']} {r['size']} after {r['train_steps']} steps (loss {r['final_train_loss']}), "
+              f"spread {r['spread']:.3f}: " + ', '.join(
+                  f"{d} overlap {v['mean']:.4f} (min {v['min']:.4f}), loss mass {r['loss_mass'][d]['mean']:.5f}"
+                  for d, v in r['overlap'].items()), flush=True)
     text = json.dumps(rows, indent=1)
-    print(text)
     if args.out:
         with open(args.out, 'w') as f:
             f.write(text)
