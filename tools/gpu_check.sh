@@ -60,7 +60,7 @@ want r50_fpn && run_step 80 'benchmark R50-FPN 800x1333' bash -c "python3 tools/
     --out '$OUT/bench_r50_fpn.json' > '$OUT/bench_r50_fpn.log' 2>&1"
 if want agreement; then
     run_step 150 'read-only precision agreement' bash -c "python3 -m ohem_experiments.benchmark.readonly_agreement \
-        --device cuda --train-steps $TRAIN_STEPS --out '$OUT/readonly_agreement.json' > '$OUT/readonly_agreement.log' 2>&1"
+        --device cuda --train-steps $TRAIN_STEPS --seeds 0 1 --out '$OUT/readonly_agreement.json' > '$OUT/readonly_agreement.log' 2>&1"
 fi
 want profile && for spec in 'r50_fpn 800 1333' 'vgg16 600 1000'; do
     set -- $spec

@@ -53,17 +53,17 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
     spreads: List[float] = []
     final_losses: List[float] = []
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         for seed in seeds:
             prep = prepare(model, ['ours'], size, 2, (6, 4), device, seed, lr=lr)
             sampler: OHEMSampler = prep.samplers['ours']
             swap_sampler(prep.model, sampler)
-            sampler.readonly_dtype = None  # exact while training
-            for _ in range(train_steps):
+            for _ in range(train_steps):  # PyTorch's default precision (TF32 convolutions): only the weights matter
                 log_vars = train_step(prep.model, prep.optim, prep.data)
             if train_steps:
-                final_losses.append(float(log_vars['loss']))
+                final_losses.append(float(log_vars['loss'].detach()))
+            # Exact float32 from here on: the features and the reference pass (the reduced passes set their own).
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
             captured = []
             orig = sampler._select
 
@@ -92,6 +92,7 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
                     overlaps[d].append(len(set(got.tolist()) & set(want.tolist())) / max(want.numel(), 1))
                     masses[d].append(float(exact[got].sum() / exact[want].sum().clamp(min=1e-12)))
             del prep
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     return {'model': model, 'size': list(size), 'images': len(spreads), 'train_steps': train_steps, 'lr': lr,
@@ -108,22 +109,25 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     p.add_argument('--train-steps', nargs='+', type=int, default=[0],
                    help='float32 SGD steps on the batch before measuring; several values: one row each')
     p.add_argument('--lr', type=float, default=0.005)
+    p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2], help='one batch of 2 images per seed')
     p.add_argument('--size', type=int, nargs=2, default=None, help='H W (default: the issue setting per model)')
     p.add_argument('--dtypes', nargs='+', default=['tf32', 'fp16', 'bf16'], choices=['tf32', 'fp16', 'bf16'])
     p.add_argument('--out', default=None)
     args = p.parse_args(argv)
-    rows = [readonly_agreement(m, args.size or SETTINGS[m], args.device, dtypes=args.dtypes, train_steps=k,
-                               lr=args.lr)
-            for m in args.models for k in args.train_steps]
-    for r in rows:
-        print(f"{r['model']} {r['size']} after {r['train_steps']} steps (loss {r['final_train_loss']}), "
-              f"spread {r['spread']:.3f}: " + ', '.join(
-                  f"{d} overlap {v['mean']:.4f} (min {v['min']:.4f}), loss mass {r['loss_mass'][d]['mean']:.5f}"
-                  for d, v in r['overlap'].items()), flush=True)
-    text = json.dumps(rows, indent=1)
-    if args.out:
-        with open(args.out, 'w') as f:
-            f.write(text)
+    rows: List[dict] = []
+    for m in args.models:
+        for k in args.train_steps:
+            r = readonly_agreement(m, args.size or SETTINGS[m], args.device, seeds=args.seeds, dtypes=args.dtypes,
+                                   train_steps=k, lr=args.lr)
+            rows.append(r)
+            # Each row as soon as it is measured (a run cut off by a time limit keeps the finished ones).
+            print(f"{r['model']} {r['size']} after {r['train_steps']} steps (loss {r['final_train_loss']}), "
+                  f"spread {r['spread']:.3f}: " + ', '.join(
+                      f"{d} overlap {v['mean']:.4f} (min {v['min']:.4f}), loss mass "
+                      f"{r['loss_mass'][d]['mean']:.5f}" for d, v in r['overlap'].items()), flush=True)
+            if args.out:
+                with open(args.out, 'w') as f:
+                    f.write(json.dumps(rows, indent=1))
     return rows
 
 
