@@ -142,3 +142,16 @@ def test_gpu_targets_use_issue_10_limits():
     assert got == {'time ours / RandomSampler': (1.03, 'MISSED'),
                    'time ours / mmdet OHEM (must be < 1)': (1.0, 'met'),
                    'peak memory ours / RandomSampler': (1.05, 'MISSED')}
+
+
+def test_profile_iteration_marks_the_samplers_parts():
+    """The profiler tool (tools/gpu_check.sh step `profile`) on CPU: one iteration per variant, the
+    breakdown's parts as ranges (our read-only pass and loss-NMS only for ours)."""
+    from ohem_experiments.benchmark.profile_iteration import profile_iteration
+    res = profile_iteration('r50_fpn', (64, 96), ['random', 'ours'], precision='fp32', device='cpu', warmup=0,
+                            rows=3)
+    assert set(res) == {'random', 'ours'}
+    assert {'ohem::roi_head', 'ohem::sampler'} <= set(res['random']['ranges'])
+    assert 'ohem::readonly' not in res['random']['ranges']
+    assert res['ours']['ranges']['ohem::readonly']['calls'] == 2  # one per image
+    assert res['ours']['ranges']['ohem::sampler']['host_ms'] > 0 and 'Name' in res['ours']['top_host']

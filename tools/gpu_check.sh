@@ -10,8 +10,9 @@
 # 3. the read-only precision agreement (tf32/fp16/bf16 vs exact fp32 mined sets), at random init and after
 #    TRAIN_STEPS float32 SGD steps on the batch (a trained head's loss spread);
 # 4. a torch.profiler view of one AMP iteration per variant (host vs device time, kernel launches);
-# 5. issue 14's RPN-miner cost per iteration (variants random / rpn_ohem / ours / ours_rpn_ohem, fp32).
-# STEPS (default "tests vgg16 r50_fpn agreement profile rpn") picks the steps of a rerun.
+# 5. issue 14's RPN-miner cost per iteration (variants random / rpn_ohem / ours / ours_rpn_ohem, fp32);
+# 6. one fp16 and one bf16 AMP step of every config in configs/ (one per distinct model; ~3 minutes).
+# STEPS (default "tests vgg16 r50_fpn agreement profile rpn configs") picks the steps of a rerun.
 # Only 8 files come back from $OUT: the markdown tables, the agreement JSON and progress log come back as
 # files, everything (logs, JSON) also in gpu_check.tgz.
 # BUDGET: ~15 device minutes per task, including the machine's start; steps are ordered by value and
@@ -39,17 +40,17 @@ pack() {
     mkdir -p "$FINAL"
     tar -czf "$FINAL/gpu_check.tgz" -C "$OUT" .
     cp "$OUT"/progress.log "$OUT"/*.md "$OUT"/readonly_agreement.json "$FINAL/" 2>/dev/null
-    grep -E 'passed|failed|host syncs' "$OUT/cuda_tests.log" > "$FINAL/cuda_tests_summary.txt" 2>/dev/null
+    grep -hE 'passed|failed|host syncs|: (ok|NON-FINITE|[A-Za-z]+Error)' "$OUT"/cuda_*.log > "$FINAL/cuda_tests_summary.txt" 2>/dev/null
     ls -la "$FINAL"
 }
 
-STEPS=${STEPS:-tests vgg16 r50_fpn agreement profile rpn}  # which steps to run (a rerun can name fewer)
+STEPS=${STEPS:-tests vgg16 r50_fpn agreement profile rpn configs}  # which steps to run (a rerun can name fewer)
 want() { case " $STEPS " in *" $1 "*) return 0;; *) return 1;; esac; }
 TRAIN_STEPS=${TRAIN_STEPS:-0 100}  # agreement: measured at random init and after 100 float32 SGD steps
 
 if want tests; then
-    run_step 110 'cuda tests' bash -c "python3 -m pytest tests/test_cuda.py -m cuda -q -rA -s -p no:cacheprovider \
-        --durations=10 > '$OUT/cuda_tests.log' 2>&1"
+    run_step 110 'cuda tests' bash -c "python3 -m pytest tests/test_cuda.py -m cuda -k 'not every_config' -q -rA -s \
+        -p no:cacheprovider --durations=10 > '$OUT/cuda_tests.log' 2>&1"
     tail -3 "$OUT/cuda_tests.log"
 fi
 want vgg16 && run_step 100 'benchmark VGG16 600x1000' bash -c "python3 tools/benchmark.py --device cuda --models vgg16 \
@@ -75,5 +76,10 @@ if want rpn; then
             --size $2 $3 --batch 2 --variants random rpn_ohem ours ours_rpn_ohem --iters $ITERS --warmup $WARMUP \
             --no-nms --out '$OUT/bench_rpn_$1.json' > '$OUT/bench_rpn_$1.log' 2>&1"
     done
+fi
+if want configs; then
+    run_step 220 'every config: fp16 and bf16 AMP steps' bash -c "python3 -m pytest tests/test_cuda.py -m cuda \
+        -k every_config -q -rA -s -p no:cacheprovider > '$OUT/cuda_configs.log' 2>&1"
+    grep -E ': (ok|NON-FINITE|[A-Za-z]+Error)' "$OUT/cuda_configs.log" | tail -40
 fi
 pack

@@ -16,41 +16,30 @@ import argparse
 import contextlib
 import json
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from .detectors import MODELS, PRECISIONS, VARIANTS, prepare, swap_sampler, train_step
-from .timing import _patched, _StateRestorer
+from .timing import _StateRestorer, instrumented_parts
 
 __all__ = ['profile_iteration', 'main']
 
 
-@contextlib.contextmanager
-def _ranges(prep) -> Iterator[None]:
-    """Marks the sampler's parts as profiler ranges for the duration of the block."""
-    from mmdet.models.task_modules.samplers import OHEMSampler as MMDetOwn
+def _ranges(prep) -> contextlib.AbstractContextManager:
+    """Marks the breakdown's parts (``ohem::roi_head``, ``ohem::sampler``, ``ohem::readonly``,
+    ``ohem::loss_nms``) as profiler ranges for the duration of the block."""
 
-    from mmdet_ohem.readonly_pass import RoIHeadAdapter
-    from mmdet_ohem.selection import select as select_mod
-
-    def named(label: str) -> Callable[[Callable], Callable]:
+    def named(part: str) -> Callable[[Callable], Callable]:
         def wrap(fn: Callable) -> Callable:
             def inner(*args, **kwargs):
-                with record_function(label):
+                with record_function(f'ohem::{part}'):
                     return fn(*args, **kwargs)
             return inner
         return wrap
 
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(_patched(prep.model.roi_head, 'loss', named('ohem::roi_head.loss')))
-        stack.enter_context(_patched(RoIHeadAdapter, 'readonly_losses', named('ohem::readonly_pass')))
-        stack.enter_context(_patched(MMDetOwn, 'hard_mining', named('ohem::readonly_pass')))
-        stack.enter_context(_patched(select_mod, 'greedy_loss_nms', named('ohem::loss_nms')))
-        for sampler in prep.samplers.values():
-            stack.enter_context(_patched(sampler, 'sample', named('ohem::sample')))
-        yield
+    return instrumented_parts(prep, named)
 
 
 def _summary(prof, wall_ms: float, rows: int) -> dict:

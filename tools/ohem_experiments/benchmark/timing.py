@@ -25,7 +25,8 @@ import torch
 
 from .detectors import Prepared, swap_sampler, train_step
 
-__all__ = ['VariantTiming', 'time_variants', 'profile_variants', 'breakdown_timers', 'count_syncs', 'Progress']
+__all__ = ['VariantTiming', 'time_variants', 'profile_variants', 'breakdown_timers', 'instrumented_parts',
+           'count_syncs', 'Progress']
 
 BREAKDOWN_KEYS = ('roi_head', 'sampler', 'readonly', 'loss_nms')
 
@@ -103,16 +104,35 @@ def _patched(owner: object, name: str, wrap: Callable[[Callable], Callable]) -> 
 
 
 @contextlib.contextmanager
-def breakdown_timers(prep: Prepared, acc: Dict[str, float], device: str) -> Iterator[None]:
-    """Accumulates seconds spent in the RoI head, samplers, read-only passes and loss-NMS into ``acc``.
+def instrumented_parts(prep: Prepared, wrapper: Callable[[str], Callable[[Callable], Callable]]) -> Iterator[None]:
+    """Wraps every function that makes up a breakdown part (:data:`BREAKDOWN_KEYS`) with ``wrapper(part)``
+    for the duration of the block.
 
-    The wrappers are installed for the duration of the block and removed afterwards. Our read-only
-    pass is :meth:`RoIHeadAdapter.readonly_losses`; mmdet's is ``OHEMSampler.hard_mining``.
+    ``roi_head``: the RoI head's loss; ``sampler``: the R-CNN sampler's ``sample`` (of a ``WithRPNMiner``
+    pair too); ``readonly``: our :meth:`RoIHeadAdapter.readonly_losses` and mmdet's
+    ``OHEMSampler.hard_mining``; ``loss_nms``: the host loss-NMS and, for paper mode's device path, the
+    suppression matrix and the fixed-point iteration.
     """
     from mmdet.models.task_modules.samplers import OHEMSampler as MMDetOwn
 
     from mmdet_ohem.readonly_pass import RoIHeadAdapter
     from mmdet_ohem.selection import select as select_mod
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_patched(prep.model.roi_head, 'loss', wrapper('roi_head')))
+        stack.enter_context(_patched(RoIHeadAdapter, 'readonly_losses', wrapper('readonly')))
+        stack.enter_context(_patched(MMDetOwn, 'hard_mining', wrapper('readonly')))
+        for name in ('greedy_loss_nms', 'suppression_matrix', 'GreedyFixedPoint'):
+            stack.enter_context(_patched(select_mod, name, wrapper('loss_nms')))
+        for sampler in prep.samplers.values():
+            stack.enter_context(_patched(getattr(sampler, 'rcnn', sampler), 'sample', wrapper('sampler')))
+        yield
+
+
+@contextlib.contextmanager
+def breakdown_timers(prep: Prepared, acc: Dict[str, float], device: str) -> Iterator[None]:
+    """Accumulates seconds spent in each part of :func:`instrumented_parts` into ``acc`` (a synchronised
+    clock around each call); the wrappers are removed afterwards."""
 
     def timed(key: str) -> Callable[[Callable], Callable]:
         def wrap(fn: Callable) -> Callable:
@@ -127,16 +147,7 @@ def breakdown_timers(prep: Prepared, acc: Dict[str, float], device: str) -> Iter
             return inner
         return wrap
 
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(_patched(prep.model.roi_head, 'loss', timed('roi_head')))
-        stack.enter_context(_patched(RoIHeadAdapter, 'readonly_losses', timed('readonly')))
-        stack.enter_context(_patched(MMDetOwn, 'hard_mining', timed('readonly')))
-        stack.enter_context(_patched(select_mod, 'greedy_loss_nms', timed('loss_nms')))
-        # The device path of paper mode: the suppression matrix and the fixed-point iteration.
-        stack.enter_context(_patched(select_mod, 'suppression_matrix', timed('loss_nms')))
-        stack.enter_context(_patched(select_mod, 'GreedyFixedPoint', timed('loss_nms')))
-        for sampler in prep.samplers.values():  # the R-CNN sampler (of a WithRPNMiner pair too)
-            stack.enter_context(_patched(getattr(sampler, 'rcnn', sampler), 'sample', timed('sampler')))
+    with instrumented_parts(prep, timed):
         yield
 
 
