@@ -238,7 +238,7 @@ def _mean_consistent(head: nn.Module) -> bool:
     return cls_ok and box_ok
 
 
-_CODER_CONSTANTS: 'weakref.WeakKeyDictionary[nn.Module, dict]' = weakref.WeakKeyDictionary()
+_CODER_CONSTANTS: 'weakref.WeakKeyDictionary[Any, dict]' = weakref.WeakKeyDictionary()
 
 
 def _coder_constants(coder: Any, device: torch.device) -> Tuple[Tensor, Tensor]:

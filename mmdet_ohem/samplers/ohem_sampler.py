@@ -1,6 +1,6 @@
 """``OHEMSampler``: the paper's Online Hard Example Mining as an mmdet 3.x sampler.
 
-Thin adapter: it gathers one image's candidates with mmdet's own ``BaseSampler`` machinery, asks the
+Thin adapter: it gathers one image's candidates as mmdet's ``BaseSampler`` does, asks the
 read-only pass (:mod:`mmdet_ohem.readonly_pass`) for their losses, and hands those to the pure selection rule
 (:mod:`mmdet_ohem.selection`). The result is a normal ``SamplingResult``, so the RoI head then runs its
 usual forward and backward on the mined RoIs alone.
@@ -383,9 +383,9 @@ class OHEMSampler(MinerMixin, CandidateSampler):
         Returns:
             ``SamplingResult`` holding the mined foreground and background RoIs.
 
-        Host synchronisation: besides what mmdet's own candidate gathering makes (``nonzero``/``unique``
-        in ``BaseSampler``, a multi-level RoI extractor's per-level ``nonzero``), on a GPU exactly one
-        small read sizes the result (paper mode); statistics stay on the device.
+        Host synchronisation: besides the candidates' two ``nonzero`` (``RandomSampler`` makes them too)
+        and a multi-level RoI extractor's per-level ``nonzero`` (mmdet's code), on a GPU exactly one small
+        read sizes the result (paper mode); statistics stay on the device.
         """
         if feats is None:
             raise ValueError('OHEMSampler.sample needs feats=[per-level (1, C, H, W) features of this image] '
