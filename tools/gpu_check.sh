@@ -39,7 +39,11 @@ run_step() {  # run_step SECONDS NAME COMMAND...: runs COMMAND under the cut lim
 pack() {
     mkdir -p "$FINAL"
     tar -czf "$FINAL/gpu_check.tgz" -C "$OUT" .
-    cp "$OUT"/progress.log "$OUT"/*.md "$OUT"/readonly_agreement.json "$FINAL/" 2>/dev/null
+    # 8 files at most come back: these, the test summary and the tgz.
+    for f in progress.log readonly_agreement.json bench_vgg16.md bench_r50_fpn.md bench_rpn_vgg16.md \
+             bench_rpn_r50_fpn.md; do
+        [ -f "$OUT/$f" ] && cp "$OUT/$f" "$FINAL/"
+    done
     grep -hE 'passed|failed|host syncs|: (ok|NON-FINITE|[A-Za-z]+Error)' "$OUT"/cuda_*.log > "$FINAL/cuda_tests_summary.txt" 2>/dev/null
     ls -la "$FINAL"
 }

@@ -1,0 +1,71 @@
+"""The one-call device scripts' control flow, on the CPU with a stand-in ``python3``: every step runs or is
+skipped at the deadline, and what comes back fits the device tool's limit (at most 8 files in $OUT)."""
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_FILES_BACK = 8  # the device tool brings back at most 8 files from $OUT
+
+FAKE_ENV = r'''
+python3() {  # stands in for the device's python: writes what --out names (and the .md beside a .json)
+    local prev='' out=''
+    for a in "$@"; do [ "$prev" = --out ] && out=$a; prev=$a; done
+    if [ -n "$out" ]; then echo '{}' > "$out"; case "$out" in *.json) echo '# table' > "${out%.json}.md";; esac; fi
+    echo "stand-in python3 $*"
+}
+export -f python3
+'''
+
+
+def _fake_checkout(tmp_path: Path) -> Path:
+    repo = tmp_path / 'repo'
+    (repo / 'tools').mkdir(parents=True)
+    for name in ('gpu_check.sh', 'gpu_device_setup.sh'):
+        shutil.copy(ROOT / 'tools' / name, repo / 'tools' / name)
+    (repo / '.gpu').mkdir()
+    (repo / '.gpu' / 'device_env.sh').write_text(FAKE_ENV)
+    (repo / '.gpu-test').mkdir()
+    return repo
+
+
+@pytest.mark.parametrize('deadline, ran', [(400, True), (0, False)])
+def test_gpu_check_runs_or_skips_each_step_and_packs_at_most_8_files(tmp_path, deadline, ran):
+    repo = _fake_checkout(tmp_path)
+    out = tmp_path / 'out'
+    env = dict(os.environ, OUT=str(out), DEADLINE=str(deadline), PATH=os.environ['PATH'])
+    proc = subprocess.run(['bash', 'tools/gpu_check.sh'], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) <= MAX_FILES_BACK, files
+    assert 'gpu_check.tgz' in files and 'progress.log' in files
+    progress = (out / 'progress.log').read_text()
+    steps = ('cuda tests', 'benchmark VGG16', 'benchmark R50-FPN', 'read-only precision agreement',
+             'profile one AMP iteration per variant, r50_fpn', 'profile one AMP iteration per variant, vgg16',
+             'RPN miner cost vgg16', 'RPN miner cost r50_fpn', 'every config')
+    for step in steps:
+        assert (f'{step}' in progress) and (('rc=0' in progress) if ran else ('skipped (deadline)' in progress)), step
+    if ran:
+        assert {'bench_vgg16.md', 'bench_r50_fpn.md', 'bench_rpn_vgg16.md', 'bench_rpn_r50_fpn.md'} <= set(files)
+        with tarfile.open(out / 'gpu_check.tgz') as tar:
+            names = tar.getnames()
+        assert any(n.endswith('bench_vgg16.json') for n in names)
+        assert any(n.endswith('profile_vgg16.json') for n in names)
+
+
+def test_gpu_check_steps_select_a_rerun(tmp_path):
+    repo = _fake_checkout(tmp_path)
+    out = tmp_path / 'out'
+    env = dict(os.environ, OUT=str(out), STEPS='agreement', PATH=os.environ['PATH'])
+    proc = subprocess.run(['bash', 'tools/gpu_check.sh'], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    progress = (out / 'progress.log').read_text()
+    assert 'read-only precision agreement rc=0' in progress
+    assert 'benchmark' not in progress and 'cuda tests' not in progress
+    assert (out / 'readonly_agreement.json').exists()
