@@ -93,11 +93,24 @@ def test_unknown_method_is_named():
         greedy_loss_nms(torch.zeros(1, 4), torch.zeros(1), 0.7, method='gpu')
 
 
+def _iou_per_coordinate(boxes1, boxes2):
+    """box_iou as it was first written (each coordinate separately): the reference for the bit-for-bit test."""
+    area1 = (boxes1[:, 2] - boxes1[:, 0]).clamp(min=0) * (boxes1[:, 3] - boxes1[:, 1]).clamp(min=0)
+    area2 = (boxes2[:, 2] - boxes2[:, 0]).clamp(min=0) * (boxes2[:, 3] - boxes2[:, 1]).clamp(min=0)
+    lt = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
+    rb = torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area1[:, None] + area2[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), inter.new_zeros(()))
+
+
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
-def test_one_chunk_suppression_matrix_is_box_iou_bit_for_bit(dtype):
-    """The one-chunk shortcut computes box_iou's values exactly (degenerate and duplicate boxes too), so
-    the device and host loss-NMS make the same decisions."""
-    from mmdet_ohem.selection.nms import _self_iou, box_iou
+def test_box_iou_is_the_per_coordinate_iou_bit_for_bit(dtype):
+    """box_iou's few-kernel form (with the areas computed once for ``box_iou(b, b)``, as the one-chunk
+    suppression matrix calls it) computes the per-coordinate IoU exactly, degenerate and duplicate boxes
+    too, so the device and host loss-NMS make the same decisions."""
+    from mmdet_ohem.selection.nms import box_iou
     g = torch.Generator().manual_seed(0)
     for trial in range(30):
         n = int(torch.randint(1, 400, (1, ), generator=g))
@@ -106,4 +119,7 @@ def test_one_chunk_suppression_matrix_is_box_iou_bit_for_bit(dtype):
         boxes = torch.cat([xy, xy + wh], 1).to(dtype)
         if n > 10:
             boxes[:5] = boxes[5:10]  # duplicates
-        assert torch.equal(_self_iou(boxes), box_iou(boxes, boxes))
+        want = _iou_per_coordinate(boxes, boxes)
+        assert torch.equal(box_iou(boxes, boxes), want)
+        assert torch.equal(box_iou(boxes, boxes.clone()), want)
+        assert torch.equal(box_iou(boxes[: n // 2 + 1], boxes), want[: n // 2 + 1])

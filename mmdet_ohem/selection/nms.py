@@ -62,6 +62,9 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     Degenerate boxes (zero or negative width/height) have zero area and an IoU of 0 with everything,
     including themselves, so they never suppress anything.
 
+    Written with few kernels (x and y at once; the areas once when ``boxes2 is boxes1``), since on a GPU
+    each is a launch; each element gets the same float operations either way.
+
     Args:
         boxes1: ``(n, 4)`` boxes.
         boxes2: ``(m, 4)`` boxes.
@@ -69,25 +72,16 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     Returns:
         ``(n, m)`` IoU matrix in the dtype of ``boxes1``.
     """
-    area1 = (boxes1[:, 2] - boxes1[:, 0]).clamp(min=0) * (boxes1[:, 3] - boxes1[:, 1]).clamp(min=0)
-    area2 = (boxes2[:, 2] - boxes2[:, 0]).clamp(min=0) * (boxes2[:, 3] - boxes2[:, 1]).clamp(min=0)
-    lt = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
-    rb = torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area1[:, None] + area2[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), inter.new_zeros(()))
+    def areas(boxes: Tensor) -> Tensor:
+        wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0)
+        return wh[:, 0] * wh[:, 1]
 
-
-def _self_iou(boxes: Tensor) -> Tensor:
-    """``box_iou(boxes, boxes)`` with fewer kernels (the areas once, x and y at once): the same float
-    operations on each element, so the same values bit for bit."""
-    wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0)
-    area = wh[:, 0] * wh[:, 1]
-    inter_wh = (torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
-                - torch.maximum(boxes[:, None, :2], boxes[None, :, :2])).clamp(min=0)
+    area1 = areas(boxes1)
+    area2 = area1 if boxes2 is boxes1 else areas(boxes2)
+    inter_wh = (torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+                - torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])).clamp(min=0)
     inter = inter_wh[..., 0] * inter_wh[..., 1]
-    union = area[:, None] + area[None, :] - inter
+    union = area1[:, None] + area2[None, :] - inter
     return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), inter.new_zeros(()))
 
 
@@ -112,8 +106,8 @@ def suppression_matrix(boxes: Tensor, iou_threshold: float, labels: Optional[Ten
     """
     n = boxes.shape[0]
     chunk = max(1, IOU_CHUNK_ELEMENTS // max(n, 1))
-    if n <= chunk:  # one chunk: the common case, with fewer kernel launches
-        over = _self_iou(boxes) > iou_threshold
+    if n <= chunk:  # one chunk, the common case: box_iou computes the areas once
+        over = box_iou(boxes, boxes) > iou_threshold
     else:
         over = torch.cat([box_iou(boxes[r:r + chunk], boxes) > iou_threshold for r in range(0, n, chunk)])
     if labels is not None:
