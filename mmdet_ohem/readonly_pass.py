@@ -49,6 +49,10 @@ Precision: :func:`readonly_autocast` runs the forward in the training pass's pre
 TF32 matmuls when that is float32 on CUDA) or in an explicit ``readonly_dtype``, without leaking weight
 casts of another dtype into the training pass.
 
+Batches: :meth:`RoIHeadAdapter.readonly_losses_batch` runs the pass for several images at once (one
+forward over their RoIs in chunks of at most ``max_rois``, one target and loss computation) for heads on
+that fast path; each RoI's loss is the one the per-image pass gives it.
+
 Order: the targets are computed before the forward is queued, and for mmdet's ``BBoxHead`` with its
 ``DeltaXYWHBBoxCoder`` without host reads (:meth:`RoIHeadAdapter._fast_targets`), so that the host queues
 the losses and the selection while the device runs the forward.
@@ -65,8 +69,9 @@ from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-__all__ = ['RoILosses', 'RoIHeadAdapter', 'frozen_buffers', 'frozen_norm_stats', 'per_roi_loss',
-           'readonly_autocast', 'READONLY_PRECISIONS', 'UNSUPPORTED_HEADS']
+__all__ = ['RoILosses', 'RoIHeadAdapter', 'ImageCandidates', 'batch_feature_view', 'frozen_buffers',
+           'frozen_norm_stats', 'per_roi_loss', 'readonly_autocast', 'READONLY_BATCH_ROIS', 'READONLY_PRECISIONS',
+           'UNSUPPORTED_HEADS']
 
 #: RoI heads the read-only pass refuses at build time (class name -> reason). Matched on the class and
 #: its bases, so subclasses are refused too.
@@ -79,6 +84,11 @@ UNSUPPORTED_HEADS: Dict[str, str] = {
 }
 
 _MAX_FRAMES = 12  # how far up the call stack the RoI head's running loss() is looked for
+
+#: Default cap on the RoIs of one read-only forward when several images are mined together: both images
+#: of mmdet's R50-FPN configs (2 x (1000 proposals + gt)) go in one forward, VGG16's 2 x 2000 in two, so
+#: that the pass's transient memory stays about what one image's pass needs.
+READONLY_BATCH_ROIS = 2560
 
 
 @dataclass(frozen=True)
@@ -351,6 +361,62 @@ class _CandidateView:
     bboxes = priors
 
 
+@dataclass(frozen=True)
+class ImageCandidates:
+    """One image's candidates for :meth:`RoIHeadAdapter.readonly_losses_batch`.
+
+    Attributes:
+        feats: The image's feature maps, each ``(1, C, H, W)`` (mmdet's ``lvl[i][None]``).
+        pos_priors, pos_gt_bboxes, pos_gt_labels, neg_priors: As in :meth:`RoIHeadAdapter.readonly_losses`.
+    """
+
+    feats: Sequence[Tensor]
+    pos_priors: Any
+    pos_gt_bboxes: Any
+    pos_gt_labels: Tensor
+    neg_priors: Any
+
+
+def batch_feature_view(per_image: Sequence[Sequence[Tensor]]) -> Optional[Tuple[list, list]]:
+    """The batch feature maps that per-image maps are slices of, and each image's index in them.
+
+    mmdet's RoI heads hand a sampler ``[lvl[i][None] for lvl in x]``: views into the batch tensors. For
+    such views this rebuilds, without copying, one ``(k, C, H, W)`` view per level that covers every given
+    image, so that one RoI forward serves all of them.
+
+    Args:
+        per_image: For each image its feature maps, each ``(1, C, H, W)``.
+
+    Returns:
+        ``(levels, index)``, or ``None`` when the maps are not slices of common batch tensors (then the
+        caller concatenates them).
+    """
+    first = per_image[0]
+    index: Optional[list] = None
+    levels = []
+    for lvl in range(len(first)):
+        maps = [feats[lvl] for feats in per_image]
+        f0 = maps[0]
+        if f0.dim() != 4 or f0.shape[0] != 1 or f0.stride(0) <= 0:
+            return None
+        ptr, step = f0.untyped_storage().data_ptr(), f0.stride(0)
+        if any(f.untyped_storage().data_ptr() != ptr or f.shape != f0.shape or f.stride() != f0.stride()
+               or f.dtype != f0.dtype for f in maps):
+            return None
+        lo = min(f.storage_offset() for f in maps)
+        if any((f.storage_offset() - lo) % step for f in maps):
+            return None
+        idx = [(f.storage_offset() - lo) // step for f in maps]
+        if index is not None and idx != index:
+            return None
+        index = idx
+        try:
+            levels.append(f0.as_strided((max(idx) + 1, ) + tuple(f0.shape[1:]), f0.stride(), lo))
+        except RuntimeError:  # outside the storage: not slices of one batch after all
+            return None
+    return (levels, index) if index is not None else None
+
+
 class RoIHeadAdapter:
     """Uniform access to the box branch of an mmdet RoI head (standard, shared-head, cascade stage).
 
@@ -489,6 +555,93 @@ class RoIHeadAdapter:
         bbox_targets = torch.cat([deltas.to(pos_priors.dtype), zeros])
         bbox_weights = torch.cat([pos_priors.new_ones(deltas.shape), zeros])
         return labels, label_weights, bbox_targets, bbox_weights
+
+    @property
+    def batchable(self) -> bool:
+        """Whether :meth:`readonly_losses_batch` serves this head: mmdet's ``BBoxHead`` losses and targets
+        (softmax cross-entropy, SmoothL1/L1, ``DeltaXYWHBBoxCoder`` without ``reg_decoded_bbox``) and a
+        ``_bbox_forward`` without extra inputs. Other heads are mined one image at a time."""
+        from mmdet.models.task_modules.coders import DeltaXYWHBBoxCoder
+        head = self.bbox_head
+        return (not self.extra_inputs and _uses_mmdet_bbox_loss(head) and _mean_consistent(head)
+                and type(getattr(head, 'bbox_coder', None)) is DeltaXYWHBBoxCoder and not head.reg_decoded_bbox)
+
+    def readonly_losses_batch(self, images: Sequence[ImageCandidates],
+                              autocast_dtype: Optional[Union[torch.dtype, str]] = None,
+                              max_rois: int = READONLY_BATCH_ROIS) -> Tuple[RoILosses, list]:
+        """:meth:`readonly_losses` for several images at once, for :attr:`batchable` heads.
+
+        One RoI forward over all images' candidates (in chunks of at most ``max_rois`` RoIs, on the batch
+        feature maps the images' maps are slices of), one target and one loss computation. Each RoI
+        gets the loss the per-image pass gives it (the same operations on the same rows; only the
+        matmuls' batch size differs, which may change the last bits on some hardware).
+
+        Returns:
+            ``(losses, rows)``: :class:`RoILosses` over all candidates, ordered every image's positives
+            (image order) then every image's negatives; ``rows[b]`` = ``(start, stop)`` of image ``b``'s
+            positives and of its negatives in that order, ``((ps, pe), (ns, ne))``.
+
+        Raises:
+            TypeError: If the head is not :attr:`batchable`.
+        """
+        from mmdet.structures.bbox import get_box_tensor
+
+        if not self.batchable:
+            raise TypeError(f'readonly_losses_batch: {type(self.roi_head).__name__} / '
+                            f'{type(self.bbox_head).__name__} is mined one image at a time')
+        head = self.bbox_head
+        pos = [get_box_tensor(im.pos_priors) for im in images]
+        neg = [get_box_tensor(im.neg_priors) for im in images]
+        p, q = [x.shape[0] for x in pos], [x.shape[0] for x in neg]
+        num_pos, n = sum(p), sum(p) + sum(q)
+        rows, ps, ns = [], 0, num_pos
+        for pb, qb in zip(p, q):
+            rows.append(((ps, ps + pb), (ns, ns + qb)))
+            ps, ns = ps + pb, ns + qb
+        view = batch_feature_view([im.feats for im in images])
+        if view is None:  # not slices of one batch: stack them (a copy)
+            view = ([torch.cat([im.feats[lvl] for im in images]) for lvl in range(len(images[0].feats))],
+                    list(range(len(images))))
+        feats, index = view
+        boxes = torch.cat(pos + neg)
+        batch_col = torch.cat([boxes.new_full((k, 1), index[b]) for k, b in
+                               [(p[b], b) for b in range(len(images))] + [(q[b], b) for b in range(len(images))]])
+        rois = torch.cat([batch_col, boxes], dim=1)
+        device_type = rois.device.type
+        with torch.no_grad(), frozen_buffers(self.roi_head):
+            targets = self._fast_targets(boxes[:num_pos], boxes[num_pos:],
+                                         torch.cat([get_box_tensor(im.pos_gt_bboxes) for im in images]),
+                                         torch.cat([im.pos_gt_labels for im in images]))
+            step = max(1, int(max_rois))
+            cls_parts, box_parts = [], []
+            with readonly_autocast(device_type, autocast_dtype):
+                for r in range(0, n, step):
+                    chunk = rois[r:r + step]
+                    out = self.roi_head._bbox_forward(self.stage, feats, chunk) if self.stage is not None \
+                        else self.roi_head._bbox_forward(feats, chunk)
+                    cls_parts.append(out.get('cls_score'))
+                    box_parts.append(out.get('bbox_pred'))
+                    del out  # drop this chunk's RoI features before the next chunk
+            cls_score = _as_float(cls_parts[0] if len(cls_parts) == 1 else torch.cat(cls_parts)) \
+                if cls_parts and cls_parts[0] is not None else None
+            bbox_pred = _as_float(box_parts[0] if len(box_parts) == 1 else torch.cat(box_parts)) \
+                if box_parts and box_parts[0] is not None else None
+            with torch.autocast(device_type=device_type, enabled=False):
+                losses = _bbox_head_losses_no_sync(head, cls_score, bbox_pred, rois, *targets, num_pos)
+        cls = loc = None
+        for key, value in losses.items():
+            if not isinstance(value, Tensor) or 'loss' not in key:
+                continue
+            row = per_roi_loss(key, value, n, num_pos)
+            if row is None:
+                continue
+            if key.startswith('loss_bbox'):
+                loc = row if loc is None else loc + row
+            else:
+                cls = row if cls is None else cls + row
+        cls = rois.new_zeros(n, dtype=torch.float32) if cls is None else cls
+        loc = rois.new_zeros(n, dtype=torch.float32) if loc is None else loc
+        return RoILosses(cls=cls, loc=loc), rows
 
     def readonly_losses(self,
                         feats: Sequence[Tensor],

@@ -125,7 +125,8 @@ def test_size_is_height_width_and_cuda_gets_the_issue_variants():
     assert a.size == [600, 1000] and a.precision == ['fp32', 'fp16']
     assert a.variants == ['random', 'mmdet_ohem', 'ours_nonms', 'ours']
     assert parse_args(['--size', '320']).size == [320, 320]
-    assert parse_args(['--device', 'cuda']).variants == ['random', 'mmdet_ohem', 'ours', 'ours_exact', 'ours_bf16']
+    assert parse_args(['--device', 'cuda']).variants == ['random', 'mmdet_ohem', 'ours', 'ours_exact', 'ours_bf16',
+                                                         'ours_per_image']
     with pytest.raises(SystemExit):
         parse_args(['--size', '600', '1000', '10'])
     prep = prepare('r50_fpn', ['random'], (64, 96), batch_size=1, num_items=(2, ))
@@ -153,5 +154,15 @@ def test_profile_iteration_marks_the_samplers_parts():
     assert set(res) == {'random', 'ours'}
     assert {'ohem::roi_head', 'ohem::sampler'} <= set(res['random']['ranges'])
     assert 'ohem::readonly' not in res['random']['ranges']
-    assert res['ours']['ranges']['ohem::readonly']['calls'] == 2  # one per image
+    assert res['ours']['ranges']['ohem::readonly']['calls'] == 1  # both images mined together
     assert res['ours']['ranges']['ohem::sampler']['host_ms'] > 0 and 'Name' in res['ours']['top_host']
+
+
+def test_count_ops_shows_fewer_operators_when_images_are_mined_together():
+    """The operator counter (a GPU-cost proxy on the CPU), with the selection on its CUDA path."""
+    from ohem_experiments.benchmark.count_ops import count_ops, table
+    res = count_ops('r50_fpn', [96], ['random', 'ours', 'ours_per_image'])
+    assert res['random']['extra_per_image'] == 0
+    assert 0 < res['ours']['extra_per_image'] < res['ours_per_image']['extra_per_image']
+    assert res['ours']['candidates_last_image'] > 0
+    assert '| ours_per_image | OHEMSampler, one image at a time |' in table(res, 'random')

@@ -160,7 +160,8 @@ def test_readonly_pass_keeps_no_graph_and_backward_sees_mined_rois_only():
         h2.remove()
     readonly = [c for c in calls if not c[1]]
     trained = [c for c in calls if c[1]]
-    assert len(readonly) == 2 and all(not req for _, _, req in readonly)  # one read-only pass per image
+    # One read-only pass for both images (mined together; one per image with batch_images=False).
+    assert len(readonly) == 1 and all(not req for _, _, req in readonly)
     assert len(trained) == 1 and trained[0][2]
     mined = trained[0][0]
     assert mined <= 2 * 32 < sum(n for n, _, _ in readonly)

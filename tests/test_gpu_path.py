@@ -105,8 +105,10 @@ def tiny_fpn():
     return model, batch(model, num_items=(4, 3), size=96)
 
 
-def test_readonly_dtype_other_than_the_amp_dtype_trains():
-    """Crash 2 on CPU: bf16 autocast training with an fp16 read-only pass (on a GPU: fp16 `--amp` + 'bf16')."""
+@pytest.mark.parametrize('batch_images', [True, False])
+def test_readonly_dtype_other_than_the_amp_dtype_trains(batch_images):
+    """Crash 2 on CPU: bf16 autocast training with an fp16 read-only pass (on a GPU: fp16 `--amp` + 'bf16'),
+    mining the two images together or one at a time."""
     from mmdet_ohem.reliability.amp import run_mmcv_ops_in_float32_under_cpu_autocast
     run_mmcv_ops_in_float32_under_cpu_autocast()  # mmcv's CPU kernels take float32 only
     with torch.autocast('cpu', dtype=torch.bfloat16):  # the weight-cast cache as the plain Linear shows it
@@ -116,18 +118,22 @@ def test_readonly_dtype_other_than_the_amp_dtype_trains():
         with pytest.raises(RuntimeError, match='same dtype'):
             lin(torch.ones(1, 4))
     cfg = Config.fromfile(str(Path(__file__).parent / 'configs' / 'reliability_tiny.py'))  # tiny VGG16 OHEM
-    cfg.model.train_cfg.rcnn.sampler.update(readonly_dtype='fp16', log_stats=False)
+    cfg.model.train_cfg.rcnn.sampler.update(readonly_dtype='fp16', log_stats=False, batch_images=batch_images)
     model = build(cfg)
     data = batch(model, 2, 64, (3, 2), num_classes=4)
     optim = torch.optim.SGD(model.parameters(), lr=0.001)
     calls = []
-    orig = RoIHeadAdapter.readonly_losses
+    one, many = RoIHeadAdapter.readonly_losses, RoIHeadAdapter.readonly_losses_batch
 
-    def spy(self, *args, **kwargs):
+    def spy_one(self, *args, **kwargs):
         calls.append(args[-1] if len(args) > 5 else kwargs.get('autocast_dtype'))
-        return orig(self, *args, **kwargs)
+        return one(self, *args, **kwargs)
 
-    RoIHeadAdapter.readonly_losses = spy
+    def spy_many(self, images, autocast_dtype=None, *args, **kwargs):
+        calls.extend([autocast_dtype] * len(images))
+        return many(self, images, autocast_dtype, *args, **kwargs)
+
+    RoIHeadAdapter.readonly_losses, RoIHeadAdapter.readonly_losses_batch = spy_one, spy_many
     try:
         with torch.autocast('cpu', dtype=torch.bfloat16):
             losses = model.loss(data['inputs'], data['data_samples'])
@@ -135,7 +141,8 @@ def test_readonly_dtype_other_than_the_amp_dtype_trains():
         loss.backward()
         optim.step()
     finally:
-        RoIHeadAdapter.readonly_losses = orig
+        RoIHeadAdapter.readonly_losses, RoIHeadAdapter.readonly_losses_batch = one, many
+    assert model.roi_head.bbox_sampler.batched is batch_images
     assert calls == [torch.float16, torch.float16] and torch.isfinite(loss)
 
 
@@ -206,21 +213,23 @@ class _HostReads:
 
 
 @pytest.mark.parametrize('nms', [dict(type='LossNMS', iou_threshold=0.7), None])
-def test_sample_reads_back_one_small_tensor_beyond_the_candidates_nonzero(monkeypatch, nms, tiny_fpn):
+@pytest.mark.parametrize('batch_images', [True, False])
+def test_sample_reads_back_one_small_tensor_beyond_the_candidates_nonzero(monkeypatch, nms, batch_images, tiny_fpn):
     import mmdet_ohem.selection.select as select_mod
     model, data = tiny_fpn
     from .test_detectors import _assign_and_feats
     res, gt, _, feats = _assign_and_feats(model, data)
-    ours = OHEMSampler(num=32, context=model.roi_head, nms=nms)
-    reference = OHEMSampler(num=32, context=model.roi_head, nms=nms, log_stats=False)
+    ours = OHEMSampler(num=32, context=model.roi_head, nms=nms, batch_images=batch_images)
+    reference = OHEMSampler(num=32, context=model.roi_head, nms=nms, log_stats=False, batch_images=False)
     want = reference.sample(model.roi_head.bbox_assigner.assign(res, gt), res, gt, feats=feats)
 
-    MessageHub.get_instance(f'issue10-reads-{nms is None}')  # a fresh hub: no other sampler's history
+    MessageHub.get_instance(f'issue10-reads-{nms is None}-{batch_images}')  # a fresh hub
     monkeypatch.setattr(select_mod, 'resolve_method', lambda method, device, n: 'device')  # the GPU path
     assign = model.roi_head.bbox_assigner.assign(res, gt)
     reads = _HostReads(monkeypatch)
     reads.excluded(type(model.roi_head.bbox_roi_extractor), 'forward', monkeypatch)  # FPN level split
     got = ours.sample(assign, res, gt, feats=feats)
+    got.pos_inds  # the RoI head reads the result: a deferred one is mined now
     # The candidates' two nonzero() (RandomSampler makes them too, and two unique() besides) and the one
     # read that sizes the result; the box coder's constants were copied to the device by `reference`.
     assert reads.count == 3
@@ -228,6 +237,35 @@ def test_sample_reads_back_one_small_tensor_beyond_the_candidates_nonzero(monkey
     # The same selection as the host path, positives and negatives in the same order.
     assert torch.equal(got.pos_inds, want.pos_inds) and torch.equal(got.neg_inds, want.neg_inds)
     assert isinstance(ours.last_stats.suppressed, torch.Tensor)  # statistics stay on the device
+
+
+def test_two_images_mined_together_read_back_once(monkeypatch, tiny_fpn):
+    """Both images of a batch: their candidates' nonzero() and ONE read for the two selections; the same
+    RoIs as mining each image alone."""
+    import mmdet_ohem.selection.select as select_mod
+    model, data = tiny_fpn
+    x = model.extract_feat(data['inputs'])
+    with torch.no_grad():
+        rpn_results = model.rpn_head.predict(x, data['data_samples'], rescale=False)
+    images = []
+    for img, r in enumerate(rpn_results):
+        r.priors = r.pop('bboxes')
+        images.append((r, data['data_samples'][img].gt_instances, [lvl[img][None].detach() for lvl in x]))
+    alone = OHEMSampler(num=32, context=model.roi_head, log_stats=False, batch_images=False)
+    want = [alone.sample(model.roi_head.bbox_assigner.assign(r, gt), r, gt, feats=f) for r, gt, f in images]
+    together = OHEMSampler(num=32, context=model.roi_head, log_stats=False)
+    monkeypatch.setattr(select_mod, 'resolve_method', lambda method, device, n: 'device')  # the GPU path
+    assigns = [model.roi_head.bbox_assigner.assign(r, gt) for r, gt, _ in images]
+    reads = _HostReads(monkeypatch)
+    reads.excluded(type(model.roi_head.bbox_roi_extractor), 'forward', monkeypatch)  # FPN level split
+    got = [together.sample(a, r, gt, feats=f) for a, (r, gt, f) in zip(assigns, images)]
+    assert reads.count == 4 and len(together._pending) == 2  # nothing mined yet
+    got[1].neg_inds  # the first read of any result mines both
+    assert reads.count == 5 and not together._pending
+    monkeypatch.undo()
+    for g, w in zip(got, want):
+        assert torch.equal(g.pos_inds, w.pos_inds) and torch.equal(g.neg_inds, w.neg_inds)
+        assert torch.equal(g.pos_gt_labels, w.pos_gt_labels) and torch.equal(g.priors, w.priors)
 
 
 def test_statistics_are_read_back_once_when_logged(tiny_fpn):
@@ -268,7 +306,7 @@ def test_statistics_are_read_back_once_when_logged(tiny_fpn):
     assert float(hub.get_scalar('train/ohem_nonfinite').current()) == 0
     assert len(cands.data[0]) == 1 and flushes == [1]
     hub.update_info('iter', 8)
-    sampler.sample(model.roi_head.bbox_assigner.assign(res, gt), res, gt, feats=feats)
+    sampler.sample(model.roi_head.bbox_assigner.assign(res, gt), res, gt, feats=feats).pos_inds  # read: mined
     assert len(cands.data[0]) == 2  # one entry per iteration
     # A checkpoint of the hub holds plain mmengine buffers.
     import copy

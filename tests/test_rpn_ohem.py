@@ -252,8 +252,9 @@ def test_rpn_ohem_preset_rows_and_recall_request():
     from ohem_experiments.table1 import PRESETS, plan_jobs
     preset = PRESETS['rpn_ohem']
     jobs = plan_jobs(preset, [0, 1], REPO / 'work_dirs' / 'unused', iters=4, root=REPO)
-    assert [j.name for j in jobs] == ['rcnn_ohem__seed-0', 'rcnn_ohem__seed-1', 'rpn_rcnn_ohem__seed-0',
-                                      'rpn_rcnn_ohem__seed-1', 'rpn_ohem__seed-0', 'rpn_ohem__seed-1']
+    # seed-major: a sweep cut off part-way leaves complete pairs
+    assert [j.name for j in jobs] == ['rcnn_ohem__seed-0', 'rpn_rcnn_ohem__seed-0', 'rpn_ohem__seed-0',
+                                      'rcnn_ohem__seed-1', 'rpn_rcnn_ohem__seed-1', 'rpn_ohem__seed-1']
     assert all(j.extra['proposal_recall'] == dict(num=300, ious=[0.5, 0.7]) for j in jobs)
     samplers = {j.extra['row']: (j.cfg.model.train_cfg.rpn.sampler.type, j.cfg.model.train_cfg.rcnn.sampler.type)
                 for j in jobs}

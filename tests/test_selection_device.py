@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmdet_ohem.selection import greedy_loss_nms, select_hard_examples
+from mmdet_ohem.selection import greedy_loss_nms, select_hard_examples, select_hard_examples_batch
 from mmdet_ohem.selection.nms import GreedyFixedPoint, rank_by_loss, suppression_matrix
 from tests.test_selection import candidates, ref_greedy
 
@@ -86,6 +86,68 @@ def test_fixed_point_needs_more_steps_on_a_suppression_chain():
     assert torch.nonzero(fp.kept).flatten().tolist() == want
     sel = select_hard_examples(losses, boxes, n, 0.8, method='device')  # resolves past the blind steps
     assert sel.indices.tolist() == want
+
+
+def _same_selection(a, b):
+    return (a.indices.tolist() == b.indices.tolist() and int(a.num_suppressed) == int(b.num_suppressed)
+            and int(a.num_nonfinite) == int(b.num_nonfinite) and a.num_pos == b.num_pos
+            and a.nonfinite_kept == b.nonfinite_kept)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(mining_inputs(), min_size=1, max_size=4), st.sampled_from([None, 0.5, 0.7]),
+       st.integers(1, 80), st.booleans(), st.booleans())
+def test_batched_selection_equals_one_call_per_image(images, thr, num, per_class, split):
+    """Images of different sizes padded into one problem: each result is that image's own selection
+    (NaN/inf losses and the skip limit decided per image, no suppression across images)."""
+    losses = [im[1] for im in images]
+    boxes = [im[0] for im in images]
+    labels = [im[2] for im in images] if per_class else None
+    is_pos = [im[3] for im in images] if split else None
+    got = select_hard_examples_batch(losses, boxes, num, thr, labels, 'skip', is_pos, method='device')
+    assert len(got) == len(images)
+    for b in range(len(images)):
+        for method in ('device', 'host'):
+            want = select_hard_examples(losses[b], boxes[b], num, thr, labels[b] if per_class else None, 'skip',
+                                        is_pos[b] if split else None, method=method)
+            assert _same_selection(got[b], want)
+
+
+def test_batched_selection_identical_boxes_in_different_images_do_not_suppress():
+    box = torch.tensor([[0., 0., 10., 10.]])
+    got = select_hard_examples_batch([torch.tensor([1.0]), torch.tensor([2.0])], [box, box.clone()], 4, 0.5,
+                                     method='device')
+    assert [g.indices.tolist() for g in got] == [[0], [0]]
+    assert [int(g.num_suppressed) for g in got] == [0, 0]
+
+
+def test_batched_selection_resolves_a_chain_in_one_image_only():
+    """One image needs more than the blind steps, the other converges at once: both exact."""
+    n = 40
+    x = torch.arange(n, dtype=torch.float32) * 2.0
+    chain = torch.stack([x, torch.zeros(n), x + 20.0, torch.full((n, ), 10.0)], 1)
+    far = torch.tensor([[0., 0., 5., 5.], [100., 100., 120., 120.]])
+    losses = [torch.linspace(2.0, 1.0, n), torch.tensor([0.5, 3.0])]
+    got = select_hard_examples_batch(losses, [chain, far], n, 0.8, method='device')
+    assert got[0].indices.tolist() == ref_greedy(chain.tolist(), losses[0].tolist(), 0.8)
+    assert got[1].indices.tolist() == [1, 0]
+
+
+def test_batched_selection_edge_cases_and_errors():
+    boxes = torch.tensor([[0., 0., 10., 10.], [20., 20., 30., 30.]])
+    assert select_hard_examples_batch([], [], 4) == []
+    empty = select_hard_examples_batch([torch.zeros(0), torch.tensor([1.0, 2.0])], [torch.zeros(0, 4), boxes], 4,
+                                       method='device')
+    assert empty[0].indices.numel() == 0 and empty[1].indices.tolist() == [1, 0]
+    with pytest.raises(FloatingPointError, match='1 non-finite'):
+        select_hard_examples_batch([torch.tensor([1.0, 2.0]), torch.tensor([1.0, math.nan])], [boxes, boxes], 4,
+                                   nonfinite='raise', method='device')
+    with pytest.raises(ValueError, match='one entry per image'):
+        select_hard_examples_batch([torch.tensor([1.0, 2.0])], [boxes, boxes], 4)
+    with pytest.raises(ValueError, match=r'boxes must be \(2, 4\)'):
+        select_hard_examples_batch([torch.tensor([1.0, 2.0])], [boxes[:1]], 4)
+    with pytest.raises(ValueError, match='num'):
+        select_hard_examples_batch([torch.tensor([1.0, 2.0])], [boxes], 0)
 
 
 def test_unknown_method_is_named():

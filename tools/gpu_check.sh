@@ -6,7 +6,8 @@
 #    readonly_dtype, fp32 steps with the default TF32 read-only pass, the other configs with AMP,
 #    GPU-vs-CPU selection, host-sync count, benchmark path);
 # 2. the benchmark in the issue's settings: VGG16 600x1000 and R50-FPN 800x1333, batch 2, fp32 and fp16
-#    AMP (+ bf16 for VGG16), variants random / mmdet_ohem / ours / ours_exact / ours_bf16, interleaved;
+#    AMP (+ bf16 for VGG16), variants random / mmdet_ohem / ours / ours_exact / ours_bf16 / ours_per_image
+#    (images mined one at a time, to show what mining them together saves), interleaved;
 # 3. the read-only precision agreement (tf32/fp16/bf16 vs exact fp32 mined sets), at random init and after
 #    TRAIN_STEPS float32 SGD steps on the batch (a trained head's loss spread);
 # 4. a torch.profiler view of one AMP iteration per variant (host vs device time, kernel launches);
@@ -57,10 +58,10 @@ if want tests; then
         -p no:cacheprovider --durations=10 > '$OUT/cuda_tests.log' 2>&1"
     tail -3 "$OUT/cuda_tests.log"
 fi
-want vgg16 && run_step 100 'benchmark VGG16 600x1000' bash -c "python3 tools/benchmark.py --device cuda --models vgg16 \
+want vgg16 && run_step 120 'benchmark VGG16 600x1000' bash -c "python3 tools/benchmark.py --device cuda --models vgg16 \
     --size 600 1000 --batch 2 --precision fp32 fp16 bf16 --iters $ITERS --warmup $WARMUP --nms-sizes 2000 \
     --nms-repeats 10 --out '$OUT/bench_vgg16.json' > '$OUT/bench_vgg16.log' 2>&1"
-want r50_fpn && run_step 80 'benchmark R50-FPN 800x1333' bash -c "python3 tools/benchmark.py --device cuda --models r50_fpn \
+want r50_fpn && run_step 95 'benchmark R50-FPN 800x1333' bash -c "python3 tools/benchmark.py --device cuda --models r50_fpn \
     --size 800 1333 --batch 2 --precision fp32 fp16 --iters $ITERS --warmup $WARMUP --no-nms \
     --out '$OUT/bench_r50_fpn.json' > '$OUT/bench_r50_fpn.log' 2>&1"
 if want agreement; then

@@ -7,11 +7,18 @@ usual forward and backward on the mined RoIs alone.
 
 Registered as ``OHEMSampler`` in mmdet's ``TASK_UTILS`` (replacing mmdet's class of that name, which
 stays available as ``MMDetOHEMSampler``).
+
+All images of a batch at once: mmdet's RoI heads call ``sample()`` once per image and only then read the
+results. For heads on the read-only pass's fast path, ``sample()`` gathers the image's candidates and
+returns a :class:`DeferredSamplingResult`; the first read of any pending result mines every pending
+image together (one read-only forward, one loss computation, one batched selection with one host read).
+The results are those of mining each image alone.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -22,10 +29,11 @@ from mmdet.structures.bbox import get_box_tensor
 from mmengine.logging import HistoryBuffer, MessageHub, MMLogger
 from torch import Tensor
 
-from ..readonly_pass import READONLY_PRECISIONS, RoIHeadAdapter
-from ..selection import Selection, invalid_boxes, select_hard_examples, select_hard_examples_ratio
+from ..readonly_pass import READONLY_BATCH_ROIS, READONLY_PRECISIONS, ImageCandidates, RoIHeadAdapter
+from ..selection import (Selection, invalid_boxes, select_hard_examples, select_hard_examples_batch,
+                         select_hard_examples_ratio)
 from ..selection.select import NONFINITE_SKIP_LIMIT
-from .candidates import CandidateSampler
+from .candidates import Candidates, CandidateSampler
 from .checks import check_mining_settings
 from .loss_nms import LossNMS
 
@@ -264,6 +272,54 @@ class MinerMixin:
             self._stats_logger.push(stats)
 
 
+class DeferredSamplingResult(SamplingResult):
+    """A ``SamplingResult`` whose RoIs are mined on first read, together with the other pending images.
+
+    Returned by :meth:`OHEMSampler.sample` when images are mined in batches. Reading any attribute (as the
+    RoI head does after sampling every image: ``res.priors``, ``res.pos_inds``, ...) mines all pending
+    images of its sampler at once and turns every one of them into a complete ``SamplingResult`` (the
+    same attributes, set by ``SamplingResult.__init__``). Until then it holds only its sampler.
+    """
+
+    def __init__(self, sampler: 'OHEMSampler') -> None:  # noqa: D107 (filled in by the sampler)
+        self.__dict__['_ohem_sampler'] = sampler
+
+    @property
+    def materialized(self) -> bool:
+        """Whether this image's RoIs have been mined."""
+        return '_ohem_sampler' not in self.__dict__ and '_ohem_error' not in self.__dict__
+
+    def _materialize(self) -> None:
+        sampler = self.__dict__.get('_ohem_sampler')
+        if sampler is not None:
+            sampler.mine_pending()  # raises if mining failed
+        if '_ohem_error' in self.__dict__:  # its batch failed earlier (the error was raised then)
+            raise RuntimeError(self.__dict__['_ohem_error'])
+
+    def __getattr__(self, name: str) -> Any:  # only for attributes not set yet
+        if name.startswith('__') or name in ('_ohem_sampler', '_ohem_error'):
+            raise AttributeError(name)
+        self._materialize()
+        return object.__getattribute__(self, name)
+
+    def to(self, device):  # SamplingResult.to walks __dict__: mine first
+        self._materialize()
+        return super().to(device)
+
+    def __getstate__(self) -> dict:
+        self._materialize()
+        return dict(self.__dict__)
+
+
+@dataclass
+class _PendingImage:
+    result: DeferredSamplingResult
+    cands: Candidates
+    feats: Any
+    assign_result: Any
+    gt_instances: Any
+
+
 @TASK_UTILS.register_module(name='OHEMSampler', force=True)
 class OHEMSampler(MinerMixin, CandidateSampler):
     """Online Hard Example Mining (Shrivastava, Gupta & Girshick, CVPR 2016) for mmdet RoI heads.
@@ -301,6 +357,16 @@ class OHEMSampler(MinerMixin, CandidateSampler):
             ``None``: exactly the training pass's precision. ``'bf16'``/``'fp16'``: autocast to it.
         log_stats: Publish per-iteration mining statistics to mmengine's ``MessageHub`` (kept on the
             device and read back only when a logger reads them).
+        batch_images: Mine all images of a batch together (default): ``sample()`` returns a
+            :class:`DeferredSamplingResult` and the first read of a result mines every pending image in
+            one read-only forward and one batched selection (the same RoIs as one image at a time, fewer
+            kernel launches and host reads). Used in paper mode for heads on the read-only pass's fast
+            path (:attr:`~mmdet_ohem.readonly_pass.RoIHeadAdapter.batchable`: mmdet's ``BBoxHead``
+            losses and box coder); other heads and ``keep_ratio=True`` mine each image in ``sample()``.
+            ``False``: always one image at a time.
+        readonly_batch_rois: At most this many RoIs per read-only forward when images are mined together
+            (bounds the pass's transient memory; default
+            :data:`~mmdet_ohem.readonly_pass.READONLY_BATCH_ROIS`).
         pos_sampler, neg_sampler: Libra R-CNN's ``CombinedSampler`` settings; accepted so that its
             config can switch ``type`` alone, and ignored (the build log says so).
 
@@ -325,12 +391,19 @@ class OHEMSampler(MinerMixin, CandidateSampler):
                  nonfinite: str = 'skip',
                  readonly_dtype: Optional[str] = 'tf32',
                  log_stats: bool = True,
+                 batch_images: bool = True,
+                 readonly_batch_rois: int = READONLY_BATCH_ROIS,
                  **kwargs: Any) -> None:
         check_mining_settings('OHEMSampler', 'RoIs', num, ranking_loss, pos_fraction, neg_pos_ub, nonfinite,
                               add_gt_as_proposals=add_gt_as_proposals, keep_ratio=keep_ratio, log_stats=log_stats)
         if readonly_dtype not in READONLY_PRECISIONS:
             raise ValueError(f"OHEMSampler: readonly_dtype must be 'tf32', None, 'bf16' or 'fp16', "
                              f'got {readonly_dtype!r}')
+        if not isinstance(batch_images, bool):
+            raise TypeError(f'OHEMSampler: batch_images must be True or False, got {batch_images!r}')
+        if isinstance(readonly_batch_rois, bool) or not isinstance(readonly_batch_rois, int) \
+                or readonly_batch_rois <= 0:
+            raise ValueError(f'OHEMSampler: readonly_batch_rois must be a positive int, got {readonly_batch_rois!r}')
         nms = TASK_UTILS.build(nms) if isinstance(nms, dict) else nms
         if nms is not None and not isinstance(nms, LossNMS):
             raise TypeError(f'OHEMSampler: nms must be a LossNMS config, instance or None, got {nms!r}')
@@ -351,7 +424,12 @@ class OHEMSampler(MinerMixin, CandidateSampler):
         self.keep_ratio = keep_ratio
         self.nonfinite = nonfinite
         self.readonly_dtype = readonly_dtype
-        self.last_stats: Optional[MiningStats] = None
+        self.batch_images = batch_images
+        self.readonly_batch_rois = readonly_batch_rois
+        self._batched: Optional[bool] = None  # decided at the first sample() (the head is complete then)
+        self._pending: List[_PendingImage] = []
+        self._pending_key: Any = None
+        self._last_stats: Optional[MiningStats] = None
         self._stats_logger = (_IterationStatsLogger('ohem_' if stage is None else f'ohem_s{stage}_')
                               if log_stats else None)
         self._warned_nonfinite = False
@@ -368,8 +446,33 @@ class OHEMSampler(MinerMixin, CandidateSampler):
         return (f'OHEM active: mmdet_ohem.OHEMSampler (paper OHEM, read-only pass over all candidates) for '
                 f'{type(self.context).__name__}{stage} num={self.num}/image, ranking_loss={self.ranking_loss}, '
                 f'loss-NMS={self.nms!r}, {ratio}, add_gt_as_proposals={self.add_gt_as_proposals}, '
-                f'readonly_dtype={self.readonly_dtype or "None (training precision)"}, nonfinite={self.nonfinite}'
-                f'{ignored}')
+                f'readonly_dtype={self.readonly_dtype or "None (training precision)"}, nonfinite={self.nonfinite}, '
+                f'batch_images={self.batch_images}{ignored}')
+
+    @property
+    def last_stats(self) -> Optional[MiningStats]:
+        """The statistics of the last image mined (pending images are mined first)."""
+        if self._pending:
+            self.mine_pending()
+        return self._last_stats
+
+    @last_stats.setter
+    def last_stats(self, stats: Optional[MiningStats]) -> None:
+        self._last_stats = stats
+
+    @property
+    def batched(self) -> bool:
+        """Whether ``sample()`` defers and mines images together (see ``batch_images``)."""
+        if self._batched is None:
+            self._batched = bool(self.batch_images and not self.keep_ratio and self.head.batchable)
+        return self._batched
+
+    def _batch_key(self, feats: Sequence[Tensor]) -> tuple:
+        """Images mined together must come from one forward (feature storage) and one precision context."""
+        f0 = feats[0]
+        dev = f0.device.type
+        amp = torch.is_autocast_enabled(dev)
+        return (f0.untyped_storage().data_ptr(), f0.device, amp, torch.get_autocast_dtype(dev) if amp else None)
 
     def sample(self, assign_result, pred_instances, gt_instances, feats=None, **kwargs) -> SamplingResult:
         """Mines one image's hardest RoIs.
@@ -401,6 +504,14 @@ class OHEMSampler(MinerMixin, CandidateSampler):
         if num_cands == 0:
             self._record(MiningStats(bad_boxes=cands.num_filtered))
             return everything
+        if self.batched:
+            key = self._batch_key(feats)
+            if self._pending and key != self._pending_key:
+                self.mine_pending()  # left over from another forward: mine it before starting anew
+            self._pending_key = key
+            res = DeferredSamplingResult(self)
+            self._pending.append(_PendingImage(res, cands, feats, assign_result, gt_instances))
+            return res
         losses = self.head.readonly_losses(
             feats, everything.pos_priors, everything.pos_gt_bboxes, everything.pos_gt_labels,
             everything.neg_priors, READONLY_PRECISIONS[self.readonly_dtype]).ranking(self.ranking_loss)
@@ -417,6 +528,65 @@ class OHEMSampler(MinerMixin, CandidateSampler):
         chosen = cand_inds[sel.indices]  # positives first: sel.num_pos of them
         self._record(selection_stats(losses, sel, num_cands, sel.num_pos, cands.num_filtered))
         return self.result(cands, chosen[:sel.num_pos], chosen[sel.num_pos:], assign_result, gt_instances)
+
+    def mine_pending(self) -> None:
+        """Mines every pending image (see ``batch_images``) and completes their results.
+
+        One read-only forward over all their candidates (:meth:`RoIHeadAdapter.readonly_losses_batch`),
+        then :func:`~mmdet_ohem.selection.select_hard_examples_batch` (on a GPU one host read for all
+        images). Runs under the precision context the images were sampled in.
+        """
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        key, self._pending_key = self._pending_key, None
+        try:
+            self._mine_batch(pending, key)
+        except BaseException as e:
+            for item in pending:
+                if not item.result.materialized:
+                    item.result.__dict__['_ohem_error'] = f'OHEMSampler: mining this batch failed: {e!r}'
+                    item.result.__dict__.pop('_ohem_sampler', None)
+            raise
+
+    def _mine_batch(self, pending: List[_PendingImage], key: tuple) -> None:
+        device_type = key[1].type
+        amp, amp_dtype = key[2], key[3]
+        now = torch.is_autocast_enabled(device_type)
+        same_context = now == amp and (not amp or torch.get_autocast_dtype(device_type) == amp_dtype)
+        context = torch.autocast(device_type=device_type, dtype=amp_dtype, enabled=amp) if not same_context \
+            else contextlib.nullcontext()
+        alls = [item.cands.all for item in pending]
+        with context:
+            flat, rows = self.head.readonly_losses_batch(
+                [ImageCandidates(item.feats, a.pos_priors, a.pos_gt_bboxes, a.pos_gt_labels, a.neg_priors)
+                 for item, a in zip(pending, alls)],
+                READONLY_PRECISIONS[self.readonly_dtype], self.readonly_batch_rois)
+        ranking = flat.ranking(self.ranking_loss)
+        losses, boxes, is_pos, labels = [], [], [], []
+        per_class = self.nms is not None and self.nms.per_class
+        for a, ((ps, pe), (ns, ne)) in zip(alls, rows):
+            losses.append(torch.cat([ranking[ps:pe], ranking[ns:ne]]))
+            boxes.append(torch.cat([get_box_tensor(a.pos_priors), get_box_tensor(a.neg_priors)]).float())
+            num_pos, num_cands = pe - ps, pe - ps + ne - ns
+            is_pos.append(torch.arange(num_cands, device=ranking.device) < num_pos)
+            if per_class:
+                labels.append(torch.cat([a.pos_gt_labels, a.pos_gt_labels.new_full(
+                    (num_cands - num_pos, ), self.head.bbox_head.num_classes)]))
+        iou = self.nms.iou_threshold if self.nms is not None else None
+        sels = select_hard_examples_batch(losses, boxes, self.num, iou, labels if per_class else None,
+                                          self.nonfinite, is_pos)
+        for item, a, sel, image_losses in zip(pending, alls, sels, losses):
+            if sel.nonfinite_kept:
+                self._warn_nonfinite(sel.num_nonfinite, image_losses.numel())
+            chosen = torch.cat([a.pos_inds, a.neg_inds])[sel.indices]  # positives first: sel.num_pos
+            self._record(selection_stats(image_losses, sel, image_losses.numel(), sel.num_pos,
+                                         item.cands.num_filtered))
+            res = item.result
+            del res.__dict__['_ohem_sampler']
+            SamplingResult.__init__(res, pos_inds=chosen[:sel.num_pos], neg_inds=chosen[sel.num_pos:],
+                                    priors=item.cands.priors, gt_bboxes=item.gt_instances.bboxes,
+                                    assign_result=item.assign_result, gt_flags=item.cands.gt_flags)
 
     def _warn_nonfinite(self, num_bad: Union[int, Tensor], num_cands: int) -> None:
         if not self._warned_nonfinite:

@@ -66,22 +66,22 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     each is a launch; each element gets the same float operations either way.
 
     Args:
-        boxes1: ``(n, 4)`` boxes.
-        boxes2: ``(m, 4)`` boxes.
+        boxes1: ``(..., n, 4)`` boxes.
+        boxes2: ``(..., m, 4)`` boxes (the same leading batch dimensions, if any).
 
     Returns:
-        ``(n, m)`` IoU matrix in the dtype of ``boxes1``.
+        ``(..., n, m)`` IoU matrix in the dtype of ``boxes1``.
     """
     def areas(boxes: Tensor) -> Tensor:
-        wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0)
-        return wh[:, 0] * wh[:, 1]
+        wh = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0)
+        return wh[..., 0] * wh[..., 1]
 
     area1 = areas(boxes1)
     area2 = area1 if boxes2 is boxes1 else areas(boxes2)
-    inter_wh = (torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-                - torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])).clamp(min=0)
+    inter_wh = (torch.minimum(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
+                - torch.maximum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])).clamp(min=0)
     inter = inter_wh[..., 0] * inter_wh[..., 1]
-    union = area1[:, None] + area2[None, :] - inter
+    union = area1[..., :, None] + area2[..., None, :] - inter
     return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), inter.new_zeros(()))
 
 
@@ -97,21 +97,23 @@ def suppression_matrix(boxes: Tensor, iou_threshold: float, labels: Optional[Ten
     chunk), so both loss-NMS methods make the same decisions.
 
     Args:
-        boxes: ``(n, 4)`` boxes in ranked order.
+        boxes: ``(..., n, 4)`` boxes in ranked order (a leading batch dimension: one matrix per list).
         iou_threshold: Suppression threshold.
-        labels: Optional ``(n,)`` labels in ranked order; boxes of different labels never suppress.
+        labels: Optional ``(..., n)`` labels in ranked order; boxes of different labels never suppress.
 
     Returns:
-        ``(n, n)`` bool tensor, strictly upper triangular.
+        ``(..., n, n)`` bool tensor, strictly upper triangular.
     """
-    n = boxes.shape[0]
-    chunk = max(1, IOU_CHUNK_ELEMENTS // max(n, 1))
+    n = boxes.shape[-2]
+    lists = boxes[..., 0, 0].numel() if n else 1
+    chunk = max(1, IOU_CHUNK_ELEMENTS // max(n * lists, 1))
     if n <= chunk:  # one chunk, the common case: box_iou computes the areas once
         over = box_iou(boxes, boxes) > iou_threshold
     else:
-        over = torch.cat([box_iou(boxes[r:r + chunk], boxes) > iou_threshold for r in range(0, n, chunk)])
+        over = torch.cat([box_iou(boxes[..., r:r + chunk, :], boxes) > iou_threshold for r in range(0, n, chunk)],
+                         dim=-2)
     if labels is not None:
-        over &= labels[:, None] == labels[None, :]
+        over &= labels[..., :, None] == labels[..., None, :]
     return torch.triu(over, diagonal=1)
 
 
@@ -119,11 +121,13 @@ class GreedyFixedPoint:
     """Greedy NMS over a ranked list as a fixed-point iteration on the device (no host reads).
 
     ``valid`` marks the ranked candidates that take part (e.g. finite losses); the others are never
-    kept, never suppress and are not counted. All attributes are device tensors.
+    kept, never suppress and are not counted. All attributes are device tensors. Leading batch
+    dimensions run independent lists at once (one image each): ``over`` ``(B, n, n)`` and ``valid``
+    ``(B, n)``; :attr:`converged` is then one flag for all of them.
 
     Args:
-        over: ``(n, n)`` suppression matrix from :func:`suppression_matrix`.
-        valid: ``(n,)`` bool.
+        over: ``(..., n, n)`` suppression matrix from :func:`suppression_matrix`.
+        valid: ``(..., n)`` bool.
         budget: Keep at most this many (the first ``budget`` survivors of full greedy NMS).
         steps: Iterations to run now (more with :meth:`advance`).
     """
@@ -136,7 +140,7 @@ class GreedyFixedPoint:
         self.advance(steps - 1)
 
     def _step(self, keep: Tensor) -> Tensor:
-        return self.valid & ~(self.over & keep[:, None]).any(dim=0)
+        return self.valid & ~(self.over & keep[..., :, None]).any(dim=-2)
 
     def advance(self, steps: int) -> None:
         """Runs ``steps`` more iterations."""
@@ -148,7 +152,7 @@ class GreedyFixedPoint:
     def _survivor_rank(self) -> Tensor:
         # How many survivors precede each ranked position, inclusive (computed once per state).
         if self._rank is None:
-            self._rank = torch.cumsum(self.cur, 0)
+            self._rank = torch.cumsum(self.cur, -1)
         return self._rank
 
     @property
@@ -164,13 +168,13 @@ class GreedyFixedPoint:
 
     @property
     def kept(self) -> Tensor:
-        """``(n,)`` bool over the ranked list: the first ``budget`` survivors."""
+        """``(..., n)`` bool over the ranked list: the first ``budget`` survivors."""
         return self.cur & (self._survivor_rank <= self.budget)
 
     @property
     def num_suppressed(self) -> Tensor:
-        """0-dim int64: valid candidates removed before the budget was filled."""
-        return (self.valid & ~self.cur & self._decided).sum()
+        """int64, one per list (0-dim for one list): valid candidates removed before the budget was filled."""
+        return (self.valid & ~self.cur & self._decided).sum(-1)
 
     def resolve(self, steps: int = FIXED_POINT_STEPS) -> 'GreedyFixedPoint':
         """Iterates until :attr:`converged` (reads the flag back once per ``steps`` iterations)."""

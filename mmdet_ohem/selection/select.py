@@ -8,12 +8,15 @@ mined positives and negatives, the loss-NMS convergence flag, the non-finite cou
 size depends on the data cannot be built without it, and nothing else is read. Its counts stay on the
 device. On the CPU the same rule runs with the host loss-NMS (faster there); both give the same result.
 Ratio mode (an ablation) reads back pool sizes as it goes.
+
+:func:`select_hard_examples_batch` applies paper mode to several images at once (padded to one
+``(B, n)`` problem on a GPU, with one read for all of them): the same result as one call per image.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 import math
-from typing import Literal, Optional
+from typing import List, Literal, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -21,7 +24,7 @@ from torch import Tensor
 from .nms import GreedyFixedPoint, greedy_loss_nms, rank_by_loss, resolve_method, suppression_matrix
 
 __all__ = ['Selection', 'NonFinitePolicy', 'NONFINITE_SKIP_LIMIT', 'select_hard_examples',
-           'select_hard_examples_ratio']
+           'select_hard_examples_batch', 'select_hard_examples_ratio']
 
 NonFinitePolicy = Literal['skip', 'raise']
 
@@ -212,6 +215,111 @@ def _select_on_device(losses: Tensor, boxes: Tensor, num: int, iou_threshold: Op
         _raise_nonfinite(losses, finite)
     chosen = order[torch.sort(group, stable=True).indices[:num_p + num_n]]
     return Selection(chosen, supp, num_bad, num_p if is_pos is not None else None, bool(kept_bad))
+
+
+def _pad(rows: Sequence[Tensor], value: float | bool) -> Tensor:
+    """``(B, n_max, ...)``: the rows stacked, each padded at its end with ``value``."""
+    return torch.nn.utils.rnn.pad_sequence(list(rows), batch_first=True, padding_value=value)
+
+
+def select_hard_examples_batch(losses: Sequence[Tensor],
+                               boxes: Sequence[Tensor],
+                               num: int,
+                               iou_threshold: Optional[float] = 0.7,
+                               labels: Optional[Sequence[Tensor]] = None,
+                               nonfinite: NonFinitePolicy = 'skip',
+                               is_pos: Optional[Sequence[Tensor]] = None,
+                               method: str = 'auto',
+                               nonfinite_skip_limit: float = NONFINITE_SKIP_LIMIT) -> List[Selection]:
+    """:func:`select_hard_examples` for several images (lists) at once: one :class:`Selection` per image.
+
+    Each image keeps its own budget ``num``, its own loss-NMS (boxes of different images never
+    suppress each other) and its own non-finite policy decision; the result is exactly that of one
+    :func:`select_hard_examples` call per image. With the device method (CUDA, at most
+    :data:`~.nms.DEVICE_MAX_BOXES` candidates per image) the images are padded into one ``(B, n)``
+    problem: one ranking, one batched suppression matrix and fixed point, and **one** host read for all
+    images instead of one each. Otherwise (the host method, the CPU default) it loops over the images.
+
+    Args:
+        losses: Per image ``(n_b,)`` ranking losses (the same device for all).
+        boxes: Per image ``(n_b, 4)`` boxes.
+        num, iou_threshold, nonfinite, method, nonfinite_skip_limit: As in :func:`select_hard_examples`.
+        labels: Optional per image ``(n_b,)`` labels (per-class loss-NMS).
+        is_pos: Optional per image ``(n_b,)`` bool (positives first in each result).
+
+    Raises:
+        ValueError: On a bad budget, threshold, shape, method, or lists of different lengths.
+    """
+    count = len(losses)
+    if len(boxes) != count or (labels is not None and len(labels) != count) or \
+            (is_pos is not None and len(is_pos) != count):
+        raise ValueError(f'select_hard_examples_batch: one entry per image in every list, got {count} losses, '
+                         f'{len(boxes)} boxes' + (f', {len(labels)} labels' if labels is not None else '')
+                         + (f', {len(is_pos)} is_pos' if is_pos is not None else ''))
+    for b in range(count):
+        _check_inputs(losses[b], boxes[b], num, iou_threshold)
+        if is_pos is not None and is_pos[b].shape != losses[b].shape:
+            raise ValueError(f'is_pos[{b}] must have shape {tuple(losses[b].shape)}, got {tuple(is_pos[b].shape)}')
+    _check_policy(nonfinite, nonfinite_skip_limit)
+    if count == 0:
+        return []
+    n = max(int(x.shape[0]) for x in losses)
+    if count == 1 or n == 0 or resolve_method(method, losses[0].device, n) != 'device':
+        return [select_hard_examples(losses[b], boxes[b], num, iou_threshold,
+                                     labels[b] if labels is not None else None, nonfinite,
+                                     is_pos[b] if is_pos is not None else None, method, nonfinite_skip_limit)
+                for b in range(count)]
+    return _select_batch_on_device(losses, boxes, num, iou_threshold, labels, nonfinite, is_pos,
+                                   nonfinite_skip_limit)
+
+
+def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], num: int,
+                            iou_threshold: Optional[float], labels: Optional[Sequence[Tensor]],
+                            nonfinite: NonFinitePolicy, is_pos: Optional[Sequence[Tensor]],
+                            skip_limit: float) -> List[Selection]:
+    """:func:`_select_on_device` on ``B`` images padded to ``(B, n)``: padding is never valid, never
+    suppresses and ranks after every real candidate (stable sort, -inf at the end of each row)."""
+    real = _pad([x.new_ones(x.shape, dtype=torch.bool) for x in losses], False)
+    values = _pad(losses, 0.0)
+    finite = torch.isfinite(values) & real
+    num_bad = (real & ~finite).sum(-1)
+    keep_bad = num_bad > skip_limit * real.sum(-1)
+    inf = values.new_full((), math.inf)
+    fill = torch.where(keep_bad[:, None] & real, inf, -inf)
+    order = rank_by_loss(torch.where(finite, values, fill))
+    valid = torch.take_along_dim(finite | (keep_bad[:, None] & real), order, dim=-1)
+    fp = None
+    if iou_threshold is None:
+        kept = valid & (torch.cumsum(valid, -1) <= num)
+        supp = torch.zeros(len(losses), dtype=torch.long, device=values.device)
+        converged = torch.ones((), dtype=torch.bool, device=values.device)
+    else:
+        ranked_boxes = torch.take_along_dim(_pad(boxes, 0.0).float(), order[..., None], dim=1)
+        ranked_labels = torch.take_along_dim(_pad(labels, -1), order, dim=-1) if labels is not None else None
+        fp = GreedyFixedPoint(suppression_matrix(ranked_boxes, iou_threshold, ranked_labels), valid, num)
+        kept, supp, converged = fp.kept, fp.num_suppressed, fp.converged
+    ranked_neg = torch.take_along_dim(~_pad([p.bool() for p in is_pos], False), order, dim=-1) \
+        if is_pos is not None else None
+    while True:
+        # 0: mined positive, 1: mined negative (or any mined RoI without is_pos), 2: not mined.
+        group = torch.where(kept, ranked_neg.to(torch.uint8) if ranked_neg is not None else kept.to(torch.uint8),
+                            torch.full_like(kept, 2, dtype=torch.uint8))
+        counts = torch.cat([torch.stack([(group == 0).sum(-1), (group == 1).sum(-1), num_bad,
+                                         keep_bad.long()], dim=1).flatten(), converged.long().reshape(1)])
+        values_read = counts.tolist()  # the one host read, for all images
+        if values_read[-1]:
+            break
+        fp.resolve()  # rare: a suppression chain longer than the blind steps
+        kept, supp, converged = fp.kept, fp.num_suppressed, fp.converged
+    chosen = torch.take_along_dim(order, torch.sort(group, dim=-1, stable=True).indices, dim=-1)
+    out = []
+    for b in range(len(losses)):
+        num_p, num_n, bad, kept_bad = values_read[4 * b:4 * b + 4]
+        if bad and nonfinite == 'raise':
+            _raise_nonfinite(losses[b], torch.isfinite(losses[b]))
+        out.append(Selection(chosen[b, :num_p + num_n], supp[b], num_bad[b],
+                             num_p if is_pos is not None else None, bool(kept_bad)))
+    return out
 
 
 def select_hard_examples_ratio(losses: Tensor,

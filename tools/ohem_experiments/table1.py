@@ -158,6 +158,9 @@ def plan_jobs(preset: Preset, seeds: Sequence[int], out_dir: Union[str, Path], r
               root: Union[str, Path] = '.') -> List[Job]:
     """One :class:`~.parallel.Job` per (row, seed), working in ``out_dir/cells/<row>__seed-<s>``.
 
+    Jobs come seed by seed (all rows of seed 0, then of seed 1, ...), so that a sweep stopped part-way
+    has every row for the seeds it finished and the paired tests use them all.
+
     Args:
         preset: The rows.
         seeds: Training seeds (``randomness.seed``; the toy data stay those of the data folder).
@@ -175,10 +178,11 @@ def plan_jobs(preset: Preset, seeds: Sequence[int], out_dir: Union[str, Path], r
         preset.row(k)
     cache: Dict[str, Config] = {}
     jobs = []
-    for row in preset.rows:
-        if row.key not in keys:
-            continue
-        for seed in seeds:
+    # Seed-major: a sweep cut off part-way (--stop-starting-after) leaves whole seeds, i.e. complete pairs.
+    for seed in seeds:
+        for row in preset.rows:
+            if row.key not in keys:
+                continue
             cfg = _row_config(row, seed, iters, cache, Path(root), data_root)
             name = f'{row.key}__seed-{seed}'
             extra = dict(row=row.key, seed=seed, ohem=is_ohem(cfg))

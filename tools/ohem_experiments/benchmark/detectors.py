@@ -67,6 +67,10 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
                                        readonly_dtype=None)),
     'ours_bf16': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
                                       readonly_dtype='bf16')),
+    # batch_images=False: each image mined in its own sample() call (before 2026-11-26's second release
+    # the only way); 'ours' mines the batch's images together.
+    'ours_per_image': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
+                                           batch_images=False)),
 }
 # Variants that also mine the RPN's anchors (issue 14): the R-CNN sampler as named, plus RPNOHEMSampler with
 # the RPN's budget (256 anchors/image), loss-NMS 0.7, no ratio. Their cost minus that of the variant without
@@ -76,7 +80,7 @@ VARIANTS['ours_rpn_ohem'] = VARIANTS['ours']
 RPN_MINED = {'rpn_ohem': 'random', 'ours_rpn_ohem': 'ours'}
 RPN_MINER = dict(type='RPNOHEMSampler', nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False)
 DEFAULT_VARIANTS = ('random', 'mmdet_ohem', 'ours_nonms', 'ours')
-GPU_VARIANTS = ('random', 'mmdet_ohem', 'ours', 'ours_exact', 'ours_bf16')  # issue 10's table
+GPU_VARIANTS = ('random', 'mmdet_ohem', 'ours', 'ours_exact', 'ours_bf16', 'ours_per_image')  # issue 10's table
 # --precision: autocast dtype of the training forward, and whether the loss is scaled (GradScaler), as
 # mmengine's AmpOptimWrapper does for `tools/train.py --amp` (fp16); bf16 needs no scaling.
 PRECISIONS: Dict[str, Tuple[Optional[torch.dtype], bool]] = {

@@ -70,7 +70,8 @@ def model_table(timings: Dict[str, VariantTiming], memory: Dict[str, dict]) -> s
         typ, extra = VARIANTS[v]
         precision = extra.get('readonly_dtype', 'tf32 (default)') or 'exact (None)'
         desc = typ + (' (no loss-NMS)' if extra.get('nms', 1) is None else '') + \
-            (f', read-only {precision}' if typ == 'OHEMSampler' else '')
+            (f', read-only {precision}' if typ == 'OHEMSampler' else '') + \
+            (', one image at a time' if extra.get('batch_images', True) is False else '')
         mem = memory.get(v, {})
         cand = f'{sorted(t.candidates)[len(t.candidates) // 2]}' if t.candidates else '–'
         rows.append(

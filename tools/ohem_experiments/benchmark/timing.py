@@ -109,7 +109,8 @@ def instrumented_parts(prep: Prepared, wrapper: Callable[[str], Callable[[Callab
     for the duration of the block.
 
     ``roi_head``: the RoI head's loss; ``sampler``: the R-CNN sampler's ``sample`` (of a ``WithRPNMiner``
-    pair too); ``readonly``: our :meth:`RoIHeadAdapter.readonly_losses` and mmdet's
+    pair too) and, for ours, ``mine_pending`` (images mined together when the RoI head first reads a
+    result); ``readonly``: our :meth:`RoIHeadAdapter.readonly_losses` / ``readonly_losses_batch`` and mmdet's
     ``OHEMSampler.hard_mining``; ``loss_nms``: the host loss-NMS and, for paper mode's device path, the
     suppression matrix and the fixed-point iteration.
     """
@@ -121,11 +122,15 @@ def instrumented_parts(prep: Prepared, wrapper: Callable[[str], Callable[[Callab
     with contextlib.ExitStack() as stack:
         stack.enter_context(_patched(prep.model.roi_head, 'loss', wrapper('roi_head')))
         stack.enter_context(_patched(RoIHeadAdapter, 'readonly_losses', wrapper('readonly')))
+        stack.enter_context(_patched(RoIHeadAdapter, 'readonly_losses_batch', wrapper('readonly')))
         stack.enter_context(_patched(MMDetOwn, 'hard_mining', wrapper('readonly')))
         for name in ('greedy_loss_nms', 'suppression_matrix', 'GreedyFixedPoint'):
             stack.enter_context(_patched(select_mod, name, wrapper('loss_nms')))
         for sampler in prep.samplers.values():
-            stack.enter_context(_patched(getattr(sampler, 'rcnn', sampler), 'sample', wrapper('sampler')))
+            rcnn = getattr(sampler, 'rcnn', sampler)
+            stack.enter_context(_patched(rcnn, 'sample', wrapper('sampler')))
+            if hasattr(rcnn, 'mine_pending'):  # images mined together, when the RoI head reads a result
+                stack.enter_context(_patched(rcnn, 'mine_pending', wrapper('sampler')))
         yield
 
 

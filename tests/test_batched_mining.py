@@ -1,0 +1,191 @@
+"""Issue 10: all images of a batch mined together (``OHEMSampler(batch_images=True)``, the default).
+
+``sample()`` returns a :class:`DeferredSamplingResult`; the RoI head's first read of a result mines every
+pending image in one read-only forward and one batched selection. These tests check that this gives the
+RoIs of mining each image alone, that the deferred result behaves as a ``SamplingResult`` everywhere, and
+that what cannot be batched falls back to one image at a time.
+"""
+import copy
+import pickle
+
+import pytest
+import torch
+from mmdet.models.task_modules.samplers import SamplingResult
+
+from mmdet_ohem.readonly_pass import ImageCandidates, batch_feature_view
+from mmdet_ohem.samplers import OHEMSampler
+from mmdet_ohem.samplers.ohem_sampler import DeferredSamplingResult
+
+from ._detectors import CASCADE_FPN, FASTER_FPN, batch, build, mmdet_config, train_step
+
+
+@pytest.fixture(scope='module')
+def fpn():
+    model = build(mmdet_config(FASTER_FPN, sampler=dict(num=48), rpn_max_per_img=200))
+    return model, batch(model, num_items=(4, 3), size=96)
+
+
+def _images(model, data):
+    """Both images' proposals, gt and features, as StandardRoIHead.loss hands them to the sampler."""
+    x = model.extract_feat(data['inputs'])
+    with torch.no_grad():
+        results = model.rpn_head.predict(x, data['data_samples'], rescale=False)
+    out = []
+    for img, res in enumerate(results):
+        res.priors = res.pop('bboxes')
+        out.append((res, data['data_samples'][img].gt_instances, [lvl[img][None].detach() for lvl in x]))
+    return x, out
+
+
+def _sample_all(sampler, model, images):
+    assign = model.roi_head.bbox_assigner.assign
+    return [sampler.sample(assign(res, gt), res, gt, feats=feats) for res, gt, feats in images]
+
+
+def _same(a, b):
+    return (torch.equal(a.pos_inds, b.pos_inds) and torch.equal(a.neg_inds, b.neg_inds)
+            and torch.equal(a.pos_gt_labels, b.pos_gt_labels) and torch.equal(a.pos_priors, b.pos_priors)
+            and torch.equal(a.neg_priors, b.neg_priors) and a.avg_factor == b.avg_factor)
+
+
+def test_batch_feature_view_rebuilds_the_batch_without_copying():
+    x = [torch.randn(3, 4, 5, 6), torch.randn(3, 4, 2, 3)]
+    per_image = [[lvl[i][None] for lvl in x] for i in (0, 2)]
+    levels, index = batch_feature_view(per_image)
+    assert index == [0, 2]
+    for lvl, full in zip(levels, x):
+        assert lvl.data_ptr() == full.data_ptr() and torch.equal(lvl, full)  # images 0..2, a view
+    levels, index = batch_feature_view([[lvl[i][None] for lvl in x] for i in (2, 1)])
+    assert index == [1, 0] and torch.equal(levels[0], x[0][1:])
+    # Not slices of one batch (copies, or levels that disagree): None, and the caller concatenates.
+    assert batch_feature_view([[lvl[i][None].clone() for lvl in x] for i in (0, 1)]) is None
+    mixed = [[x[0][0][None], x[1][1][None]], [x[0][1][None], x[1][0][None]]]
+    assert batch_feature_view(mixed) is None
+
+
+def test_batched_readonly_losses_equal_the_per_image_pass(fpn):
+    model, data = fpn
+    _, images = _images(model, data)
+    sampler = OHEMSampler(num=48, context=model.roi_head, log_stats=False)
+    alls = [sampler.collect(model.roi_head.bbox_assigner.assign(r, g), r, g).all for r, g, _ in images]
+    items = [ImageCandidates(f, a.pos_priors, a.pos_gt_bboxes, a.pos_gt_labels, a.neg_priors)
+             for a, (_, _, f) in zip(alls, images)]
+    for max_rois in (2560, 37):  # one forward, or many chunks across the image boundary
+        flat, rows = sampler.head.readonly_losses_batch(items, None, max_rois)
+        for item, ((ps, pe), (ns, ne)) in zip(items, rows):
+            alone = sampler.head.readonly_losses(item.feats, item.pos_priors, item.pos_gt_bboxes,
+                                                 item.pos_gt_labels, item.neg_priors)
+            assert pe - ps == item.pos_priors.shape[0] and ne - ns == item.neg_priors.shape[0]
+            torch.testing.assert_close(torch.cat([flat.cls[ps:pe], flat.cls[ns:ne]]), alone.cls)
+            torch.testing.assert_close(torch.cat([flat.loc[ps:pe], flat.loc[ns:ne]]), alone.loc)
+    # Copies of the features (not slices of one batch) are stacked: the same losses.
+    copied = [ImageCandidates([f.clone() for f in it.feats], it.pos_priors, it.pos_gt_bboxes, it.pos_gt_labels,
+                              it.neg_priors) for it in items]
+    again, _ = sampler.head.readonly_losses_batch(copied)
+    torch.testing.assert_close(again.cls, flat.cls)
+
+
+@pytest.mark.parametrize('nms', [dict(type='LossNMS', iou_threshold=0.7), None])
+def test_images_mined_together_get_the_rois_of_mining_each_alone(fpn, nms):
+    model, data = fpn
+    _, images = _images(model, data)
+    alone = _sample_all(OHEMSampler(num=48, context=model.roi_head, nms=nms, batch_images=False), model, images)
+    together = OHEMSampler(num=48, context=model.roi_head, nms=nms)
+    got = _sample_all(together, model, images)
+    assert all(type(g) is DeferredSamplingResult and not g.materialized for g in got)
+    assert isinstance(got[0], SamplingResult) and len(together._pending) == 2
+    assert got[1].num_pos >= 1  # any read mines both
+    assert all(g.materialized for g in got) and not together._pending
+    for g, w in zip(got, alone):
+        assert type(w) is SamplingResult and _same(g, w)
+    assert together.last_stats is not None and together.last_stats.mined == got[1].pos_inds.numel() + \
+        got[1].neg_inds.numel()
+
+
+def test_deferred_result_behaves_as_a_sampling_result(fpn):
+    model, data = fpn
+    _, images = _images(model, data)
+    alone = _sample_all(OHEMSampler(num=48, context=model.roi_head, batch_images=False, log_stats=False),
+                        model, images)
+    for how in ('repr', 'to', 'deepcopy', 'pickle', 'info', 'priors'):
+        got = _sample_all(OHEMSampler(num=48, context=model.roi_head, log_stats=False), model, images)
+        if how == 'repr':
+            assert 'pos_inds' in repr(got[0])
+        elif how == 'to':
+            assert got[0].to('cpu') is got[0]
+        elif how == 'deepcopy':
+            got = [copy.deepcopy(g) for g in got]
+        elif how == 'pickle':
+            got = [pickle.loads(pickle.dumps(g)) for g in got]
+        elif how == 'info':
+            assert got[1].info['num_pos'] == got[1].num_pos
+        else:
+            assert got[0].priors.shape[0] == got[0].pos_inds.numel() + got[0].neg_inds.numel()
+        for g, w in zip(got, alone):
+            assert _same(g, w), how
+        assert not hasattr(got[0], '_ohem_sampler') and not hasattr(got[0], 'no_such_attribute')
+
+
+def test_a_new_forward_mines_what_is_still_pending(fpn):
+    """Results nobody read before the next batch's sample() are mined with their own features."""
+    model, data = fpn
+    _, images = _images(model, data)
+    _, again = _images(model, data)  # another forward: other feature storage
+    sampler = OHEMSampler(num=48, context=model.roi_head, log_stats=False)
+    first = _sample_all(sampler, model, images[:1])
+    assert not first[0].materialized
+    second = _sample_all(sampler, model, again[1:])
+    assert first[0].materialized and not second[0].materialized
+    alone = _sample_all(OHEMSampler(num=48, context=model.roi_head, batch_images=False, log_stats=False),
+                        model, [images[0], again[1]])
+    assert _same(first[0], alone[0]) and _same(second[0], alone[1])
+
+
+def test_a_failed_batch_raises_on_every_result(fpn):
+    model, data = fpn
+    _, images = _images(model, data)
+    sampler = OHEMSampler(num=48, context=model.roi_head, nonfinite='raise', log_stats=False)
+    head = model.roi_head.bbox_head
+    saved = head.fc_cls.weight.detach().clone()
+    try:
+        with torch.no_grad():
+            head.fc_cls.weight.fill_(float('nan'))
+        got = _sample_all(sampler, model, images)
+        with pytest.raises(FloatingPointError, match='non-finite'):
+            got[0].pos_inds
+        with pytest.raises(RuntimeError, match='mining this batch failed.*FloatingPointError'):
+            got[1].pos_inds
+    finally:
+        with torch.no_grad():
+            head.fc_cls.weight.copy_(saved)
+    assert not sampler._pending
+
+
+def test_batching_is_used_only_where_it_applies(fpn):
+    model, _ = fpn
+    assert OHEMSampler(num=8, context=model.roi_head).batched
+    assert not OHEMSampler(num=8, context=model.roi_head, batch_images=False).batched
+    assert not OHEMSampler(num=8, context=model.roi_head, keep_ratio=True).batched  # ratio mode: per image
+    with pytest.raises(TypeError, match="batch_images must be True or False, got 'yes'"):
+        OHEMSampler(num=8, context=model.roi_head, batch_images='yes')
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ValueError, match=f'readonly_batch_rois must be a positive int, got {bad!r}'):
+            OHEMSampler(num=8, context=model.roi_head, readonly_batch_rois=bad)
+
+
+@pytest.mark.parametrize('name', [FASTER_FPN, CASCADE_FPN])
+def test_training_steps_with_images_mined_together_equal_one_at_a_time(name):
+    """Three real optimisation steps of Faster / Cascade R-CNN (every stage mined) with each setting, from
+    the same weights: the same losses (Shared2FC heads: no dropout, so the read-only pass is deterministic)."""
+    logs = {}
+    for flag in (True, False):
+        model = build(mmdet_config(name, sampler=dict(num=48, batch_images=flag), rpn_max_per_img=200))
+        data = batch(model, num_items=(4, 3), size=96)
+        optim = torch.optim.SGD(model.parameters(), lr=0.01)
+        logs[flag] = [train_step(model, data, optim) for _ in range(3)]
+        samplers = model.roi_head.bbox_sampler
+        assert all(s.batched is flag for s in (samplers if isinstance(samplers, list) else [samplers]))
+    for a, b in zip(logs[True], logs[False]):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), k

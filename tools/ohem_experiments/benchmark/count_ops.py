@@ -1,0 +1,127 @@
+"""Operators per training forward, by sampler variant: a GPU-cost proxy that runs on the CPU.
+
+On a GPU a training iteration of these detectors is host-bound (docs/benchmark.md: on an H200 the
+host spends ~49 ms issuing ~1,100 launches for ~19 ms of kernels), so what OHEM adds is roughly the
+operators it dispatches. This counts every ATen operator dispatched during ``model.loss`` (forward and
+losses, sampling and mining included; the backward is the same size for every variant, since all mine
+the same budget) with a ``TorchDispatchMode``, once per variant on the same weights and batch.
+
+``--gpu-path`` (default on) makes the selection take the path it takes on CUDA (device loss-NMS,
+batched selection) although the tensors are on the CPU, so the counts are those a GPU run dispatches.
+
+Usage::
+
+    python -m ohem_experiments.benchmark.count_ops r50_fpn --size 320 --variants random mmdet_ohem ours ours_per_image
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .detectors import MODELS, VARIANTS, prepare, swap_sampler
+
+__all__ = ['count_ops', 'main']
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts ATen operators (views and metadata ops included, as each costs a dispatch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def _gpu_selection_path(enabled: bool):
+    """The selection's CUDA choice (device loss-NMS) on CPU tensors."""
+    if not enabled:
+        yield
+        return
+    from mmdet_ohem.selection import select as select_mod
+    orig = select_mod.resolve_method
+
+    def as_on_cuda(method, device, n):
+        return orig(method, torch.device('cuda'), n) if method == 'auto' else orig(method, device, n)
+
+    select_mod.resolve_method = as_on_cuda
+    try:
+        yield
+    finally:
+        select_mod.resolve_method = orig
+
+
+def count_ops(model: str, size: Sequence[int], variants: Sequence[str], gpu_path: bool = True,
+              batch_size: int = 2, top: int = 12) -> Dict[str, dict]:
+    """Per variant: ``ops`` (ATen operators in ``model.loss``), ``extra_per_image`` (ops beyond the first
+    variant's, per image) and ``top`` (the most frequent operators).
+
+    Raises:
+        KeyError: Unknown model or variant.
+    """
+    size = size[0] if len(size) == 1 else tuple(size)
+    prep = prepare(model, variants, size, batch_size=batch_size, device='cpu')
+    out: Dict[str, dict] = {}
+    base: Optional[int] = None
+    with _gpu_selection_path(gpu_path):
+        for v in variants:
+            swap_sampler(prep.model, prep.samplers[v])
+            torch.manual_seed(0)
+            prep.model.loss(prep.data['inputs'], prep.data['data_samples'])  # warm-up (lazy state)
+            torch.manual_seed(0)
+            counter = _OpCounter()
+            with counter, torch.no_grad():
+                prep.model.loss(prep.data['inputs'], prep.data['data_samples'])
+            total = sum(counter.ops.values())
+            base = total if base is None else base
+            stats = getattr(prep.samplers[v], 'last_stats', None)
+            out[v] = {'ops': total, 'extra_per_image': (total - base) / batch_size,
+                      'candidates_last_image': int(stats.candidates) if stats is not None else None,
+                      'top': counter.ops.most_common(top)}
+    return out
+
+
+def table(res: Dict[str, dict], first: str) -> str:
+    rows = ['| variant | sampler | ATen ops in model.loss | extra ops per image vs ' + first + ' |',
+            '|---|---|---|---|']
+    for v, r in res.items():
+        typ, extra = VARIANTS[v]
+        note = ', one image at a time' if extra.get('batch_images', True) is False else ''
+        rows.append(f"| {v} | {typ}{note} | {r['ops']} | {r['extra_per_image']:.0f} |")
+    return '\n'.join(rows)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Command line: ``MODEL [--size H [W]] [--variants ...] [--cpu-path] [--out JSON]``."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('model', choices=sorted(MODELS))
+    p.add_argument('--size', type=int, nargs='+', default=[320])
+    p.add_argument('--variants', nargs='+', default=['random', 'mmdet_ohem', 'ours', 'ours_per_image'],
+                   choices=sorted(VARIANTS))
+    p.add_argument('--cpu-path', action='store_true', help="count the CPU selection path (host loss-NMS)")
+    p.add_argument('--out', default=None, help='JSON output (the table is printed)')
+    args = p.parse_args(argv)
+    if len(args.size) not in (1, 2):
+        p.error('--size takes H or H W')
+    res = count_ops(args.model, args.size, args.variants, gpu_path=not args.cpu_path)
+    print(f'{args.model} {"x".join(map(str, args.size))}, batch 2, '
+          f'{"CPU" if args.cpu_path else "GPU"} selection path')
+    print(table(res, args.variants[0]))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({'model': args.model, 'size': args.size, 'gpu_path': not args.cpu_path,
+                                              'variants': res}, indent=1))
+
+
+if __name__ == '__main__':
+    main()
