@@ -150,6 +150,73 @@ def test_batched_selection_edge_cases_and_errors():
         select_hard_examples_batch([torch.tensor([1.0, 2.0])], [boxes], 0)
 
 
+def _small_prefix():
+    """Device method on a ranked prefix of 8, or 2 per kept box, at most 40, so that lists exceed it."""
+    from unittest import mock
+
+    import mmdet_ohem.selection.nms as nms_mod
+    return mock.patch.multiple(nms_mod, DEVICE_MIN_PREFIX=8, PREFIX_PER_KEPT=2, DEVICE_MAX_BOXES=40)
+
+
+@pytest.fixture
+def small_prefix():
+    with _small_prefix():
+        yield
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(mining_inputs(), min_size=1, max_size=3), st.sampled_from([0.3, 0.5, 0.7]), st.integers(1, 30),
+       st.booleans())
+def test_device_method_on_a_ranked_prefix_equals_the_host_method(images, thr, num, split):
+    """Longer lists than the prefix: the prefix's first survivors, or the host method when the prefix
+    holds too few; either way exactly the host result (per image, batched, and plain loss-NMS)."""
+    with _small_prefix():
+        _check_prefix_case(images, thr, num, split)
+
+
+def _check_prefix_case(images, thr, num, split):
+    losses = [im[1] for im in images]
+    boxes = [im[0] for im in images]
+    is_pos = [im[3] for im in images] if split else None
+    batched = select_hard_examples_batch(losses, boxes, num, thr, None, 'skip', is_pos, method='device')
+    for b in range(len(images)):
+        pos = is_pos[b] if split else None
+        want = select_hard_examples(losses[b], boxes[b], num, thr, None, 'skip', pos, method='host')
+        assert _same_selection(select_hard_examples(losses[b], boxes[b], num, thr, None, 'skip', pos,
+                                                    method='device'), want)
+        assert _same_selection(batched[b], want)
+        finite = torch.isfinite(losses[b])
+        dev = greedy_loss_nms(boxes[b][finite], losses[b][finite], thr, num, method='device')
+        host = greedy_loss_nms(boxes[b][finite], losses[b][finite], thr, num, method='host')
+        assert dev.keep.tolist() == host.keep.tolist() and int(dev.num_suppressed) == int(host.num_suppressed)
+
+
+def test_ranked_prefix_is_used_and_falls_back_when_it_holds_too_few(small_prefix, monkeypatch):
+    """100 boxes, budget 5: the prefix (10 boxes) decides it; a pile of identical boxes (one survivor in
+    the prefix) sends that image to the host method; both exact."""
+    import mmdet_ohem.selection.nms as nms_mod
+    import mmdet_ohem.selection.select as select_mod
+    host_calls = []
+    orig = nms_mod._greedy_host
+    monkeypatch.setattr(nms_mod, '_greedy_host', lambda *a, **k: host_calls.append(1) or orig(*a, **k))
+    g = torch.Generator().manual_seed(0)
+    spread = torch.cat([torch.arange(100.)[:, None] * 30, torch.zeros(100, 1)], 1)
+    spread = torch.cat([spread, spread + 10], 1)  # 100 disjoint boxes
+    pile = torch.tensor([[0., 0., 10., 10.]]).repeat(100, 1)
+    pile[60:] = spread[60:]  # the 60 identical boxes rank first below
+    losses = [torch.rand(100, generator=g), torch.cat([torch.full((60, ), 5.0), torch.rand(40, generator=g)])]
+    assert nms_mod.device_prefix(100, 5) == 10
+    got = select_hard_examples_batch(losses, [spread, pile], 5, 0.5, method='device')
+    assert got[0].indices.tolist() == torch.argsort(losses[0], descending=True)[:5].tolist()
+    assert got[1].indices.tolist() == [0] + (60 + torch.argsort(losses[1][60:], descending=True)[:4]).tolist()
+    assert len(host_calls) == 1  # the pile only
+    assert got[1].indices.tolist() == select_mod.select_hard_examples(losses[1], pile, 5, 0.5,
+                                                                      method='host').indices.tolist()
+    assert greedy_loss_nms(pile, losses[1], 0.5, 5, method='device').keep.tolist() == got[1].indices.tolist()
+    assert nms_mod.resolve_method('auto', torch.device('cuda'), 10 ** 6) == 'device'  # any size on CUDA
+    assert nms_mod.resolve_method('auto', torch.device('cpu'), 10) == 'host'
+
+
 def test_unknown_method_is_named():
     with pytest.raises(ValueError, match="'gpu'"):
         greedy_loss_nms(torch.zeros(1, 4), torch.zeros(1), 0.7, method='gpu')

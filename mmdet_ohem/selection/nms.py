@@ -18,6 +18,13 @@ return exactly full greedy NMS truncated to ``max_keep``:
   without reading anything back, and :class:`GreedyFixedPoint` reports (as a device flag) whether the
   prefix that decides the first ``max_keep`` survivors has converged; callers read that flag together
   with whatever else they read anyway, and iterate on in the rare case it has not.
+
+  **Ranked prefix.** For the same reason (decisions depend only on higher-ranked boxes) the first
+  ``max_keep`` survivors of the whole list are those of any ranked prefix that holds ``max_keep``
+  survivors. The matrix therefore covers only the first :func:`device_prefix` candidates (all of them
+  for RoI lists; the 256 hardest of ~20,000 RPN anchors need a 4,096-box prefix, not 20,000 x 20,000);
+  the rare prefix with too few survivors is reported by a device flag, and the caller then takes the
+  host method for that list.
 """
 from __future__ import annotations
 
@@ -27,15 +34,18 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ['NMSResult', 'GreedyFixedPoint', 'box_iou', 'greedy_loss_nms', 'rank_by_loss', 'resolve_method',
-           'suppression_matrix']
+__all__ = ['NMSResult', 'GreedyFixedPoint', 'box_iou', 'device_prefix', 'greedy_loss_nms', 'rank_by_loss',
+           'resolve_method', 'suppression_matrix']
 
 NMS_METHODS = ('auto', 'host', 'device')
-# Device method: the (n, n) suppression matrix is built in row chunks of about this many IoU values
-# (bounds the float temporaries to ~16 MB each), and ranked lists longer than DEVICE_MAX_BOXES use the
-# host method (an (n, n) bool matrix: 64 MB at 8,192). Neither changes a result.
+# Device method: the (m, m) suppression matrix of a ranked prefix of m = device_prefix(n, budget) boxes
+# (at least DEVICE_MIN_PREFIX, or PREFIX_PER_KEPT per box to keep, at most DEVICE_MAX_BOXES: a 64 MB bool
+# matrix) is built in row chunks of about IOU_CHUNK_ELEMENTS IoU values (bounds the float temporaries to
+# ~16 MB each). None of them changes a result.
 IOU_CHUNK_ELEMENTS = 1 << 22
 DEVICE_MAX_BOXES = 8192
+DEVICE_MIN_PREFIX = 2048
+PREFIX_PER_KEPT = 16
 # Blind iterations before the one read: greedy NMS over proposal-like boxes at IoU 0.7 converged within 3
 # (budget 64) and 5 (budget 512) in 30 of 30 trials; a longer chain costs one more read and 6 more steps.
 FIXED_POINT_STEPS = 6
@@ -172,6 +182,13 @@ class GreedyFixedPoint:
         return self.cur & (self._survivor_rank <= self.budget)
 
     @property
+    def filled(self) -> Tensor:
+        """bool, one per list: the list holds at least ``budget`` survivors (so a ranked prefix's first
+        ``budget`` survivors are those of the whole list)."""
+        return self._survivor_rank[..., -1] >= self.budget if self.cur.shape[-1] else \
+            torch.zeros(self.cur.shape[:-1], dtype=torch.bool, device=self.cur.device) | (self.budget <= 0)
+
+    @property
     def num_suppressed(self) -> Tensor:
         """int64, one per list (0-dim for one list): valid candidates removed before the budget was filled."""
         return (self.valid & ~self.cur & self._decided).sum(-1)
@@ -226,8 +243,16 @@ def _greedy_host(boxes: Tensor, order: Tensor, iou_threshold: float, budget: int
     return NMSResult(keep, torch.tensor(num_suppressed, device=dev))
 
 
+def device_prefix(n: int, budget: int) -> int:
+    """How many of ``n`` ranked candidates the device method's suppression matrix covers, for keeping at
+    most ``budget``: all of them up to :data:`DEVICE_MIN_PREFIX`, else ``PREFIX_PER_KEPT * budget``
+    (at least :data:`DEVICE_MIN_PREFIX`), at most :data:`DEVICE_MAX_BOXES`."""
+    return min(n, max(DEVICE_MIN_PREFIX, PREFIX_PER_KEPT * budget), DEVICE_MAX_BOXES)
+
+
 def resolve_method(method: str, device: torch.device, n: int) -> str:
-    """``'host'`` or ``'device'`` for ``method`` in :data:`NMS_METHODS` (``'auto'``: device on CUDA).
+    """``'host'`` or ``'device'`` for ``method`` in :data:`NMS_METHODS` (``'auto'``: device on CUDA, for
+    any ``n``: beyond :func:`device_prefix` the device method falls back to the host one by itself).
 
     Raises:
         ValueError: On an unknown method.
@@ -235,7 +260,7 @@ def resolve_method(method: str, device: torch.device, n: int) -> str:
     if method not in NMS_METHODS:
         raise ValueError(f'loss-NMS method must be one of {NMS_METHODS}, got {method!r}')
     if method == 'auto':
-        return 'device' if device.type == 'cuda' and n <= DEVICE_MAX_BOXES else 'host'
+        return 'device' if device.type == 'cuda' else 'host'
     return method
 
 
@@ -262,8 +287,9 @@ def greedy_loss_nms(boxes: Tensor,
         block_size: Host method: minimum number of ranked candidates examined per vectorised step.
         max_block: Host method: upper bound of the step size used to fill a large missing budget (the
             result does not depend on it, only time and memory do).
-        method: ``'host'``, ``'device'`` or ``'auto'`` (device for CUDA tensors of at most
-            ``DEVICE_MAX_BOXES`` boxes, else host). Both return the same result.
+        method: ``'host'``, ``'device'`` or ``'auto'`` (device for CUDA tensors, else host). Both return
+            the same result (the device method runs on the ranked prefix of :func:`device_prefix` boxes and
+            takes the host method when that prefix holds fewer than ``max_keep`` survivors).
 
     Returns:
         :class:`NMSResult` with the kept indices (hardest first) and the suppression count.
@@ -286,8 +312,12 @@ def greedy_loss_nms(boxes: Tensor,
         return NMSResult(order[:0], torch.zeros((), dtype=torch.long, device=boxes.device))
     if method == 'host':
         return _greedy_host(boxes, order, iou_threshold, budget, labels, block_size, max_block)
-    valid = torch.ones(n, dtype=torch.bool, device=boxes.device)
-    fp = GreedyFixedPoint(suppression_matrix(boxes[order].float(), iou_threshold,
-                                             labels[order] if labels is not None else None),
+    m = device_prefix(n, budget)
+    head = order[:m]
+    valid = torch.ones(m, dtype=torch.bool, device=boxes.device)
+    fp = GreedyFixedPoint(suppression_matrix(boxes[head].float(), iou_threshold,
+                                             labels[head] if labels is not None else None),
                           valid, budget).resolve()
-    return NMSResult(order[fp.kept], fp.num_suppressed)
+    if m < n and not bool(fp.filled):  # the prefix holds fewer than `budget` survivors
+        return _greedy_host(boxes, order, iou_threshold, budget, labels, block_size, max_block)
+    return NMSResult(head[fp.kept], fp.num_suppressed)

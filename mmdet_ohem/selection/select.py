@@ -21,7 +21,7 @@ from typing import List, Literal, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .nms import GreedyFixedPoint, greedy_loss_nms, rank_by_loss, resolve_method, suppression_matrix
+from .nms import GreedyFixedPoint, device_prefix, greedy_loss_nms, rank_by_loss, resolve_method, suppression_matrix
 
 __all__ = ['Selection', 'NonFinitePolicy', 'NONFINITE_SKIP_LIMIT', 'select_hard_examples',
            'select_hard_examples_batch', 'select_hard_examples_ratio']
@@ -167,6 +167,12 @@ def select_hard_examples(losses: Tensor,
     return Selection(keep, _count(supp, losses), _count((~finite).sum(), losses), num_pos, keep_bad)
 
 
+def _full_length(kept: Tensor, n: int) -> Tensor:
+    """``kept`` over a ranked prefix, extended with ``False`` to the whole ranked list of ``n``."""
+    missing = n - kept.shape[-1]
+    return kept if missing == 0 else torch.cat([kept, kept.new_zeros(kept.shape[:-1] + (missing, ))], dim=-1)
+
+
 def _count(value, like: Tensor) -> Tensor:
     """A count as a 0-dim int64 tensor on ``like``'s device (tensors pass through)."""
     if isinstance(value, Tensor):
@@ -190,27 +196,36 @@ def _select_on_device(losses: Tensor, boxes: Tensor, num: int, iou_threshold: Op
     order = rank_by_loss(torch.where(finite, losses, fill))
     valid = (finite | keep_bad)[order]
     fp = None
+    filled = torch.ones((), dtype=torch.bool, device=losses.device)
     if iou_threshold is None or n == 0:
         kept = valid & (torch.cumsum(valid, 0) <= num)
         supp = torch.zeros((), dtype=torch.long, device=losses.device)
         converged = torch.ones((), dtype=torch.bool, device=losses.device)
     else:
-        over = suppression_matrix(boxes[order].float(), iou_threshold,
-                                  labels[order] if labels is not None else None)
-        fp = GreedyFixedPoint(over, valid, num)
-        kept, supp, converged = fp.kept, fp.num_suppressed, fp.converged
+        m = device_prefix(n, num)  # the ranked prefix the suppression matrix covers (all of a RoI list)
+        head = order[:m]
+        over = suppression_matrix(boxes[head].float(), iou_threshold, labels[head] if labels is not None else None)
+        fp = GreedyFixedPoint(over, valid[:m], num)
+        kept, supp, converged = _full_length(fp.kept, n), fp.num_suppressed, fp.converged
+        if m < n:
+            filled = fp.filled
     while True:
         # 0: mined positive, 1: mined negative (or any mined RoI without is_pos), 2: not mined.
         group = torch.full((n, ), 2, dtype=torch.uint8, device=losses.device)
         group = torch.where(kept, (~is_pos[order].bool()).to(torch.uint8) if is_pos is not None
                             else torch.ones_like(group), group)
         counts = torch.stack([(group == 0).sum(), (group == 1).sum(), converged.long(), num_bad,
-                              keep_bad.long()])
-        num_p, num_n, done, bad, kept_bad = counts.tolist()  # the one host read
+                              keep_bad.long(), filled.long()])
+        num_p, num_n, done, bad, kept_bad, enough = counts.tolist()  # the one host read
         if done:
             break
         fp.resolve()  # rare: a suppression chain longer than the blind steps
-        kept, supp, converged = fp.kept, fp.num_suppressed, fp.converged
+        kept, supp, converged = _full_length(fp.kept, n), fp.num_suppressed, fp.converged
+        if fp.cur.shape[-1] < n:
+            filled = fp.filled
+    if not enough:  # rare: the ranked prefix holds fewer survivors than the budget
+        return select_hard_examples(losses, boxes, num, iou_threshold, labels, nonfinite, is_pos, 'host',
+                                    skip_limit)
     if bad and nonfinite == 'raise':
         _raise_nonfinite(losses, finite)
     chosen = order[torch.sort(group, stable=True).indices[:num_p + num_n]]
@@ -235,10 +250,10 @@ def select_hard_examples_batch(losses: Sequence[Tensor],
 
     Each image keeps its own budget ``num``, its own loss-NMS (boxes of different images never
     suppress each other) and its own non-finite policy decision; the result is exactly that of one
-    :func:`select_hard_examples` call per image. With the device method (CUDA, at most
-    :data:`~.nms.DEVICE_MAX_BOXES` candidates per image) the images are padded into one ``(B, n)``
-    problem: one ranking, one batched suppression matrix and fixed point, and **one** host read for all
-    images instead of one each. Otherwise (the host method, the CPU default) it loops over the images.
+    :func:`select_hard_examples` call per image. With the device method (the CUDA default) the images are
+    padded into one ``(B, n)`` problem: one ranking, one batched suppression matrix (over the ranked
+    prefix of :func:`~.nms.device_prefix`) and fixed point, and **one** host read for all images instead
+    of one each. Otherwise (the host method, the CPU default) it loops over the images.
 
     Args:
         losses: Per image ``(n_b,)`` ranking losses (the same device for all).
@@ -289,15 +304,24 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
     order = rank_by_loss(torch.where(finite, values, fill))
     valid = torch.take_along_dim(finite | (keep_bad[:, None] & real), order, dim=-1)
     fp = None
+    count = len(losses)
+    filled = torch.ones(count, dtype=torch.bool, device=values.device)
+    covered = order.shape[-1]  # ranked positions the suppression matrices cover (an image's real ones come first)
     if iou_threshold is None:
         kept = valid & (torch.cumsum(valid, -1) <= num)
-        supp = torch.zeros(len(losses), dtype=torch.long, device=values.device)
+        supp = torch.zeros(count, dtype=torch.long, device=values.device)
         converged = torch.ones((), dtype=torch.bool, device=values.device)
     else:
-        ranked_boxes = torch.take_along_dim(_pad(boxes, 0.0).float(), order[..., None], dim=1)
-        ranked_labels = torch.take_along_dim(_pad(labels, -1), order, dim=-1) if labels is not None else None
-        fp = GreedyFixedPoint(suppression_matrix(ranked_boxes, iou_threshold, ranked_labels), valid, num)
-        kept, supp, converged = fp.kept, fp.num_suppressed, fp.converged
+        n = order.shape[-1]
+        covered = device_prefix(n, num)
+        head = order[:, :covered]  # the ranked prefix the suppression matrices cover
+        ranked_boxes = torch.take_along_dim(_pad(boxes, 0.0).float(), head[..., None], dim=1)
+        ranked_labels = torch.take_along_dim(_pad(labels, -1), head, dim=-1) if labels is not None else None
+        fp = GreedyFixedPoint(suppression_matrix(ranked_boxes, iou_threshold, ranked_labels),
+                              valid[:, :head.shape[-1]], num)
+        kept, supp, converged = _full_length(fp.kept, n), fp.num_suppressed, fp.converged
+        if head.shape[-1] < n:
+            filled = fp.filled
     ranked_neg = torch.take_along_dim(~_pad([p.bool() for p in is_pos], False), order, dim=-1) \
         if is_pos is not None else None
     while True:
@@ -305,18 +329,27 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
         group = torch.where(kept, ranked_neg.to(torch.uint8) if ranked_neg is not None else kept.to(torch.uint8),
                             torch.full_like(kept, 2, dtype=torch.uint8))
         counts = torch.cat([torch.stack([(group == 0).sum(-1), (group == 1).sum(-1), num_bad,
-                                         keep_bad.long()], dim=1).flatten(), converged.long().reshape(1)])
+                                         keep_bad.long(), filled.long()], dim=1).flatten(),
+                            converged.long().reshape(1)])
         values_read = counts.tolist()  # the one host read, for all images
         if values_read[-1]:
             break
         fp.resolve()  # rare: a suppression chain longer than the blind steps
-        kept, supp, converged = fp.kept, fp.num_suppressed, fp.converged
+        kept, supp, converged = _full_length(fp.kept, kept.shape[-1]), fp.num_suppressed, fp.converged
+        if fp.cur.shape[-1] < kept.shape[-1]:
+            filled = fp.filled
     chosen = torch.take_along_dim(order, torch.sort(group, dim=-1, stable=True).indices, dim=-1)
     out = []
-    for b in range(len(losses)):
-        num_p, num_n, bad, kept_bad = values_read[4 * b:4 * b + 4]
+    for b in range(count):
+        num_p, num_n, bad, kept_bad, enough = values_read[5 * b:5 * b + 5]
         if bad and nonfinite == 'raise':
             _raise_nonfinite(losses[b], torch.isfinite(losses[b]))
+        if not enough and losses[b].shape[0] > covered:
+            # rare: this image's ranked prefix holds fewer survivors than the budget
+            out.append(select_hard_examples(losses[b], boxes[b], num, iou_threshold,
+                                            labels[b] if labels is not None else None, nonfinite,
+                                            is_pos[b] if is_pos is not None else None, 'host', skip_limit))
+            continue
         out.append(Selection(chosen[b, :num_p + num_n], supp[b], num_bad[b],
                              num_p if is_pos is not None else None, bool(kept_bad)))
     return out
