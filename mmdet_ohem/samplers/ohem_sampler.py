@@ -484,11 +484,14 @@ class OHEMSampler(MinerMixin, CandidateSampler):
             feats: This image's feature maps, each ``(1, C, H, W)`` (mmdet's RoI heads pass them).
 
         Returns:
-            ``SamplingResult`` holding the mined foreground and background RoIs.
+            ``SamplingResult`` holding the mined foreground and background RoIs; with images mined together
+            (:attr:`batched`) a :class:`DeferredSamplingResult`, mined with the other pending images at its
+            first read.
 
         Host synchronisation: besides the candidates' two ``nonzero`` (``RandomSampler`` makes them too)
-        and a multi-level RoI extractor's per-level ``nonzero`` (mmdet's code), on a GPU exactly one small
-        read sizes the result (paper mode); statistics stay on the device.
+        and a multi-level RoI extractor's per-level ``nonzero`` (mmdet's code, once per batch when images
+        are mined together), on a GPU exactly one small read sizes the result (paper mode; one for all
+        images mined together); statistics stay on the device.
         """
         if feats is None:
             raise ValueError('OHEMSampler.sample needs feats=[per-level (1, C, H, W) features of this image] '
