@@ -277,9 +277,12 @@ def _markdown(data: dict) -> str:
                      f"{p_txt} | {t['wins']} / {t['losses']} |")
     recall_keys = sorted({k for r in data['rows'] for k in r.get('recall') or {}})
     if recall_keys:
-        lines += ['', f"The RPN's proposal recall on the test split, in %, mean over seeds [{pc}% CI]:", '',
+        lines += ['', f"The RPN's proposal recall on the test split, in %, mean over seeds [{pc}% CI] (rows whose "
+                  'runs measured it):', '',
                   '| row | ' + ' | '.join(recall_keys) + ' |', '|---|' + '---|' * len(recall_keys)]
         for r in data['rows']:
+            if not r.get('recall'):
+                continue  # runs of a preset that does not measure recall
             cells = []
             for k in recall_keys:
                 s = (r.get('recall') or {}).get(k)
