@@ -328,6 +328,28 @@ def _training_scale(trained: Any, row: Tensor) -> Tensor:
     return torch.where(usable, scale, scale.new_ones(()))
 
 
+def _roi_losses(losses: dict, trained: dict, rois: Tensor, n: int, num_pos: int) -> RoILosses:
+    """Point 4: the box head's losses (``reduction='none'``) as per-RoI ``cls``/``loc`` rows, each loss scaled
+    to its training weight when ``trained`` holds its training value; keys starting with ``loss_bbox`` are
+    ``loc``, other keys containing ``loss`` are ``cls`` (accuracies are skipped)."""
+    cls = loc = None
+    for key, value in losses.items():
+        if not isinstance(value, Tensor) or 'loss' not in key:
+            continue  # accuracies
+        row = per_roi_loss(key, value, n, num_pos)
+        if row is None:
+            continue
+        if key in trained:
+            row = row * _training_scale(trained[key], row)
+        if key.startswith('loss_bbox'):
+            loc = row if loc is None else loc + row
+        else:
+            cls = row if cls is None else cls + row
+    cls = rois.new_zeros(n, dtype=torch.float32) if cls is None else cls
+    loc = rois.new_zeros(n, dtype=torch.float32) if loc is None else loc
+    return RoILosses(cls=cls, loc=loc)
+
+
 def _as_float(pred: Any) -> Any:
     """A prediction (tensor, tuple/list of tensors, or None) in float32."""
     if isinstance(pred, Tensor):
@@ -628,20 +650,7 @@ class RoIHeadAdapter:
                 if box_parts and box_parts[0] is not None else None
             with torch.autocast(device_type=device_type, enabled=False):
                 losses = _bbox_head_losses_no_sync(head, cls_score, bbox_pred, rois, *targets, num_pos)
-        cls = loc = None
-        for key, value in losses.items():
-            if not isinstance(value, Tensor) or 'loss' not in key:
-                continue
-            row = per_roi_loss(key, value, n, num_pos)
-            if row is None:
-                continue
-            if key.startswith('loss_bbox'):
-                loc = row if loc is None else loc + row
-            else:
-                cls = row if cls is None else cls + row
-        cls = rois.new_zeros(n, dtype=torch.float32) if cls is None else cls
-        loc = rois.new_zeros(n, dtype=torch.float32) if loc is None else loc
-        return RoILosses(cls=cls, loc=loc), rows
+        return _roi_losses(losses, {}, rois, n, num_pos), rows
 
     def readonly_losses(self,
                         feats: Sequence[Tensor],
@@ -699,19 +708,4 @@ class RoIHeadAdapter:
                     with frozen_buffers(head):  # the second call must see the same loss state
                         losses = head.loss(cls_score, bbox_pred, rois, *targets, reduction_override='none')
                     trained = head.loss(cls_score, bbox_pred, rois, *targets)  # the training reduction
-        cls = loc = None
-        for key, value in losses.items():
-            if not isinstance(value, Tensor) or 'loss' not in key:
-                continue  # accuracies
-            row = per_roi_loss(key, value, n, num_pos)
-            if row is None:
-                continue
-            if key in trained:
-                row = row * _training_scale(trained[key], row)
-            if key.startswith('loss_bbox'):
-                loc = row if loc is None else loc + row
-            else:
-                cls = row if cls is None else cls + row
-        cls = rois.new_zeros(n, dtype=torch.float32) if cls is None else cls
-        loc = rois.new_zeros(n, dtype=torch.float32) if loc is None else loc
-        return RoILosses(cls=cls, loc=loc)
+        return _roi_losses(losses, trained, rois, n, num_pos)
