@@ -16,7 +16,7 @@ from mmdet_ohem.readonly_pass import ImageCandidates, batch_feature_view
 from mmdet_ohem.samplers import OHEMSampler
 from mmdet_ohem.samplers.ohem_sampler import DeferredSamplingResult
 
-from ._detectors import CASCADE_FPN, FASTER_FPN, batch, build, mmdet_config, train_step
+from ._detectors import CASCADE_FPN, FASTER_FPN, batch, build, mmdet_config, sampler_inputs, train_step
 
 
 @pytest.fixture(scope='module')
@@ -27,14 +27,7 @@ def fpn():
 
 def _images(model, data):
     """Both images' proposals, gt and features, as StandardRoIHead.loss hands them to the sampler."""
-    x = model.extract_feat(data['inputs'])
-    with torch.no_grad():
-        results = model.rpn_head.predict(x, data['data_samples'], rescale=False)
-    out = []
-    for img, res in enumerate(results):
-        res.priors = res.pop('bboxes')
-        out.append((res, data['data_samples'][img].gt_instances, [lvl[img][None].detach() for lvl in x]))
-    return x, out
+    return sampler_inputs(model, data)
 
 
 def _sample_all(sampler, model, images):

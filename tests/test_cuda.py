@@ -14,7 +14,7 @@ from mmdet_ohem.config_tools import drop_pretrained
 from mmdet_ohem.samplers import OHEMSampler
 from mmdet_ohem.selection import select_hard_examples
 
-from ._detectors import batch, build
+from ._detectors import batch, build, sampler_inputs
 
 pytestmark = pytest.mark.cuda
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,13 +178,7 @@ def test_sample_makes_no_more_host_syncs_than_random_sampler(vgg_ohem):
     batch: ours samples both and mines them together when the RoI head reads a result."""
     from mmdet.models.task_modules.samplers import RandomSampler
     model, data = vgg_ohem
-    x = model.extract_feat(data['inputs'])
-    with torch.no_grad():
-        results = model.rpn_head.predict(x, data['data_samples'], rescale=False)
-    images = []
-    for img, res in enumerate(results):
-        res.priors = res.pop('bboxes')
-        images.append((res, data['data_samples'][img].gt_instances, [lvl[img][None].detach() for lvl in x]))
+    _, images = sampler_inputs(model, data)
     ours = OHEMSampler(num=64, context=model.roi_head)
     theirs = RandomSampler(num=64, pos_fraction=0.25, context=model.roi_head)
     assign = model.roi_head.bbox_assigner.assign

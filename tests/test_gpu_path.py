@@ -20,7 +20,7 @@ from mmdet_ohem.readonly_pass import RoIHeadAdapter
 from mmdet_ohem.samplers import OHEMSampler
 from tests.test_configs import CONFIGS, NAMES, _train_datasets, _walk
 
-from ._detectors import FASTER_FPN, batch, build, mmdet_config, train_step
+from ._detectors import FASTER_FPN, batch, build, mmdet_config, sampler_inputs, train_step
 
 
 def _proposals(n: int, seed: int = 0):
@@ -244,13 +244,7 @@ def test_two_images_mined_together_read_back_once(monkeypatch, tiny_fpn):
     RoIs as mining each image alone."""
     import mmdet_ohem.selection.select as select_mod
     model, data = tiny_fpn
-    x = model.extract_feat(data['inputs'])
-    with torch.no_grad():
-        rpn_results = model.rpn_head.predict(x, data['data_samples'], rescale=False)
-    images = []
-    for img, r in enumerate(rpn_results):
-        r.priors = r.pop('bboxes')
-        images.append((r, data['data_samples'][img].gt_instances, [lvl[img][None].detach() for lvl in x]))
+    _, images = sampler_inputs(model, data)
     alone = OHEMSampler(num=32, context=model.roi_head, log_stats=False, batch_images=False)
     want = [alone.sample(model.roi_head.bbox_assigner.assign(r, gt), r, gt, feats=f) for r, gt, f in images]
     together = OHEMSampler(num=32, context=model.roi_head, log_stats=False)
