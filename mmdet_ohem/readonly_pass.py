@@ -626,8 +626,7 @@ class RoIHeadAdapter:
                     list(range(len(images))))
         feats, index = view
         boxes = torch.cat(pos + neg)
-        batch_col = torch.cat([boxes.new_full((k, 1), index[b]) for k, b in
-                               [(p[b], b) for b in range(len(images))] + [(q[b], b) for b in range(len(images))]])
+        batch_col = torch.cat([boxes.new_full((k, 1), i) for counts in (p, q) for k, i in zip(counts, index)])
         rois = torch.cat([batch_col, boxes], dim=1)
         device_type = rois.device.type
         with torch.no_grad(), frozen_buffers(self.roi_head):

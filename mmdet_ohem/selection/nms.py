@@ -185,8 +185,7 @@ class GreedyFixedPoint:
     def filled(self) -> Tensor:
         """bool, one per list: the list holds at least ``budget`` survivors (so a ranked prefix's first
         ``budget`` survivors are those of the whole list)."""
-        return self._survivor_rank[..., -1] >= self.budget if self.cur.shape[-1] else \
-            torch.zeros(self.cur.shape[:-1], dtype=torch.bool, device=self.cur.device) | (self.budget <= 0)
+        return self.cur.sum(-1) >= self.budget
 
     @property
     def num_suppressed(self) -> Tensor:
