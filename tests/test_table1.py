@@ -138,20 +138,27 @@ def test_preset_cli_runs_seeds_in_parallel_and_restarts(tmp_path, capsys):
     spec.loader.exec_module(tool)
     generate_toy_voc(tmp_path / 'data', num_trainval=4, num_test=2, image_size=64)
     out = tmp_path / 'table'
-    argv = ['--preset', 'table1', '--rows', 'frcn,ohem', '--seeds', '0-1', '--iters', '2', '--workers', '2',
+    # ohem_b ("B", test-time only) tests the weights the ohem runs train: it waits for them, trains nothing
+    argv = ['--preset', 'table1', '--rows', 'frcn,ohem_b', '--seeds', '0-1', '--iters', '2', '--workers', '2',
             '--threads', '1', '--data-root', str(tmp_path / 'data'), '--out', str(out)]
     results = tool.main(argv)
-    assert sorted(results) == ['frcn__seed-0', 'frcn__seed-1', 'ohem__seed-0', 'ohem__seed-1']
+    assert sorted(results) == ['frcn__seed-0', 'frcn__seed-1', 'ohem__seed-0', 'ohem__seed-1', 'ohem_b__seed-0',
+                               'ohem_b__seed-1']
     for name, r in results.items():
         assert r.iters == 2 and 0.0 <= r.map <= 1.0
         assert (out / 'cells' / name / 'worker.log').is_file()
+    for seed in (0, 1):
+        b, src = results[f'ohem_b__seed-{seed}'], results[f'ohem__seed-{seed}']
+        assert b.extra['weights_from'] == src.name and b.train_seconds == src.train_seconds
+        assert Path(b.extra['checkpoint']).parent == out / 'cells' / src.name
+        assert not list((out / 'cells' / b.name).glob('*.pth'))  # it trained nothing
     data = json.loads((out / 'table.json').read_text())
-    assert [r['key'] for r in data['rows']] == ['frcn', 'ohem'] and len(data['runs']) == 4
+    assert [r['key'] for r in data['rows']] == ['frcn', 'ohem', 'ohem_b'] and len(data['runs']) == 6
     assert [(p['ohem'], p['frcn'], p['test']['n']) for p in data['pairs']] == [('ohem', 'frcn', 2)]
     assert (out / 'table.png').is_file() and '| ohem | frcn | 2 |' in (out / 'table.md').read_text()
     capsys.readouterr()
     again = tool.main(argv)
-    assert '4 finished earlier, 0 to run' in capsys.readouterr().out
+    assert '6 finished earlier, 0 to run' in capsys.readouterr().out
     assert {k: v.train_seconds for k, v in again.items()} == {k: v.train_seconds for k, v in results.items()}
 
 
@@ -184,9 +191,85 @@ def test_run_jobs_skips_finished_runs_without_starting_a_process(tmp_path, monke
 
 
 class _Exited:
-    """A finished worker process that wrote no result."""
+    """A finished worker process (by default one that wrote no result)."""
 
-    returncode = 1
+    def __init__(self, returncode: int = 1):
+        self.returncode = returncode
 
     def poll(self):
         return self.returncode
+
+
+def test_test_time_rows_reuse_their_source_rows_weights(tmp_path):
+    """B rows test the weights of the row they differ from only at test time; the plan says so."""
+    preset = PRESETS['table1']
+    assert {r.key: r.weights_from for r in preset.rows if r.weights_from} == {
+        'frcn_b': 'frcn', 'ohem_b': 'ohem', 'frcn_mb': 'frcn_m', 'ohem_mb': 'ohem_m'}
+    jobs = plan_jobs(preset, [0, 1], tmp_path, rows=['ohem_mb'], iters=4, root=ROOT)
+    assert [j.name for j in jobs] == ['ohem_m__seed-0', 'ohem_mb__seed-0', 'ohem_m__seed-1', 'ohem_mb__seed-1']
+    src, b = jobs[0], jobs[1]
+    assert b.after == (src.name,) and src.after == ()
+    assert b.extra['weights_from'] == str(src.work_dir)
+    assert b.cfg.weights_from == dict(row='ohem_m', config_hash=src.digest)
+    # a source trained differently (here: other iterations) is another config, so B is tested again
+    other = plan_jobs(preset, [0], tmp_path, rows=['ohem_mb'], iters=5, root=ROOT)
+    assert other[1].cfg.weights_from['config_hash'] == other[0].digest != src.digest
+    from ohem_experiments.table1 import Preset, Row
+    with pytest.raises(ValueError, match="row 'x' trains differently from 'a'"):
+        Preset('p', (Row('a', 'A', 'c.py'), Row('x', 'X', 'c.py', (('bg_lo', 0.0), ('iter_bbox', True)), 'a')), ())
+    with pytest.raises(ValueError, match="must name an earlier row"):
+        Preset('p', (Row('x', 'X', 'c.py', (('iter_bbox', True),), 'a'), Row('a', 'A', 'c.py')), ())
+    Preset('p', (Row('a', 'A', 'c.py'), Row('x', 'X', 'c.py', (('iter_bbox', True),), 'a')), ())  # fine
+
+
+def test_run_jobs_starts_a_job_after_the_jobs_it_needs(tmp_path, monkeypatch):
+    from ohem_experiments import parallel
+    jobs = plan_jobs(PRESETS['table1'], [0, 1], tmp_path, rows=['frcn_b'], iters=4, root=ROOT)
+    assert [j.name for j in jobs] == ['frcn__seed-0', 'frcn_b__seed-0', 'frcn__seed-1', 'frcn_b__seed-1']
+    order, fail = [], {'frcn__seed-1'}
+
+    def launch(job, threads):  # a worker that finishes at its first poll (seed 1's training fails)
+        order.append(job.name)
+        if job.name not in fail:
+            Path(job.work_dir).mkdir(parents=True, exist_ok=True)
+            _result(job, 0.5).save()
+        return _Exited(1 if job.name in fail else 0)
+
+    monkeypatch.setattr(parallel, '_launch', launch)
+    lines = []
+    results, failures = parallel.run_jobs(jobs, workers=4, threads=1, log=lines.append, poll_s=0.0)
+    # four free workers, yet B waits for its source: both trainings start first
+    assert order == ['frcn__seed-0', 'frcn__seed-1', 'frcn_b__seed-0']
+    assert sorted(results) == ['frcn__seed-0', 'frcn_b__seed-0']
+    assert [(f.job.name, f.returncode) for f in failures] == [('frcn__seed-1', 1), ('frcn_b__seed-1', None)]
+    assert any("SKIPPED frcn_b__seed-1: it needs ['frcn__seed-1'], which failed" in line for line in lines)
+    # past the stop time only a job whose sources finished in this call starts (it needs their checkpoints)
+    import types
+    ticks = iter([0.0, 0.0])  # t0, then the first round; every later round is past the stop time
+    monkeypatch.setattr(parallel, 'time', types.SimpleNamespace(monotonic=lambda: next(ticks, 100.0),
+                                                                sleep=lambda s: None))
+    order.clear()
+    fresh = plan_jobs(PRESETS['table1'], [0, 1], tmp_path / 'fresh', rows=['frcn_b'], iters=4, root=ROOT)
+    results, failures = parallel.run_jobs(fresh, workers=1, threads=1, log=lines.append, poll_s=0.0,
+                                          stop_starting_after_s=50.0)
+    assert order == ['frcn__seed-0', 'frcn_b__seed-0'] and failures == []
+    assert any('stopped starting runs after 50.0 s; 2 left' in line for line in lines)
+    # a job whose source is neither finished nor planned waits, and says so
+    lines.clear()
+    results, failures = parallel.run_jobs(jobs[3:], workers=1, threads=1, log=lines.append, poll_s=0.0)
+    assert results == {} and failures == []
+    assert any('wait for runs that are neither finished nor planned' in line for line in lines)
+
+
+def test_trained_checkpoint_names_the_missing_file(tmp_path):
+    from ohem_experiments.runs import trained_checkpoint
+    jobs = plan_jobs(PRESETS['table1'], [0], tmp_path, rows=['frcn'], iters=4, root=ROOT)
+    with pytest.raises(FileNotFoundError, match='holds no finished run'):
+        trained_checkpoint(jobs[0].work_dir)
+    Path(jobs[0].work_dir).mkdir(parents=True)
+    _result(jobs[0], 0.5).save()  # a result restored from cells.tgz: no checkpoint
+    with pytest.raises(FileNotFoundError, match='left no checkpoint.*delete its result.json'):
+        trained_checkpoint(jobs[0].work_dir)
+    (Path(jobs[0].work_dir) / 'iter_4.pth').write_bytes(b'x')
+    (Path(jobs[0].work_dir) / 'last_checkpoint').write_text('/elsewhere/iter_4.pth')  # made on another machine
+    assert trained_checkpoint(jobs[0].work_dir) == Path(jobs[0].work_dir) / 'iter_4.pth'

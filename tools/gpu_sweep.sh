@@ -9,7 +9,9 @@
 # all finished runs so far), progress.log and logs.tgz. Copy cells.tgz and the table to results/PRESET/
 # and make the next call with it carried: finished runs are then skipped (same config hash), and the sweep
 # goes on with the rest. Runs cut off by the end of a call start again from scratch in the next one (their
-# checkpoints do not come back). Never run on a device yet.
+# checkpoints do not come back). The B rows of table1 train nothing: they test the checkpoint of their
+# seed's frcn/ohem/frcn_m/ohem_m run, so they start right after it in the same call, even past STOP_AFTER
+# (a test each). Never run on a device yet.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PRESET=${1:?usage: bash tools/gpu_sweep.sh PRESET [STOP_AFTER]}

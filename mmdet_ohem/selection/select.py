@@ -151,9 +151,11 @@ def select_hard_examples(losses: Tensor,
     if is_pos is not None and is_pos.shape != losses.shape:
         raise ValueError(f'is_pos must have shape {tuple(losses.shape)}, got {tuple(is_pos.shape)}')
     _check_policy(nonfinite, nonfinite_skip_limit)
-    if resolve_method(method, losses.device, losses.shape[0]) == 'device':
-        return _select_on_device(losses, boxes, num, iou_threshold, labels, nonfinite, is_pos,
-                                 nonfinite_skip_limit)
+    if losses.shape[0] > 0 and resolve_method(method, losses.device, losses.shape[0]) == 'device':
+        # one host read (see the module docstring): the batched device rule on a batch of one image
+        return _select_batch_on_device([losses], [boxes], num, iou_threshold,
+                                       [labels] if labels is not None else None, nonfinite,
+                                       [is_pos] if is_pos is not None else None, nonfinite_skip_limit)[0]
     ranking, finite, keep_bad = _nonfinite_plan(losses, nonfinite, nonfinite_skip_limit)
     pool = torch.arange(losses.shape[0], device=losses.device)
     if not keep_bad:
@@ -180,60 +182,10 @@ def _count(value, like: Tensor) -> Tensor:
     return torch.tensor(int(value), dtype=torch.long, device=like.device)
 
 
-def _select_on_device(losses: Tensor, boxes: Tensor, num: int, iou_threshold: Optional[float],
-                      labels: Optional[Tensor], nonfinite: NonFinitePolicy,
-                      is_pos: Optional[Tensor], skip_limit: float) -> Selection:
-    """Paper mode with one host read: the same result as the host path (see the module docstring)."""
-    n = losses.shape[0]
-    finite = torch.isfinite(losses)
-    num_bad = (~finite).sum()
-    # Skipped non-finite losses rank last (-inf) in a stable sort, so the finite ones keep the order that
-    # ranking the finite pool alone gives; they are then excluded through `valid`. Above the skip limit
-    # they rank first (+inf) and stay valid, as on the host path; decided on the device, read back below.
-    keep_bad = num_bad > skip_limit * n
-    # new_full, not new_tensor: a fill on the device, where new_tensor copies from the host (a sync).
-    fill = torch.where(keep_bad, losses.new_full((), math.inf), losses.new_full((), -math.inf))
-    order = rank_by_loss(torch.where(finite, losses, fill))
-    valid = (finite | keep_bad)[order]
-    fp = None
-    filled = torch.ones((), dtype=torch.bool, device=losses.device)
-    if iou_threshold is None or n == 0:
-        kept = valid & (torch.cumsum(valid, 0) <= num)
-        supp = torch.zeros((), dtype=torch.long, device=losses.device)
-        converged = torch.ones((), dtype=torch.bool, device=losses.device)
-    else:
-        m = device_prefix(n, num)  # the ranked prefix the suppression matrix covers (all of a RoI list)
-        head = order[:m]
-        over = suppression_matrix(boxes[head].float(), iou_threshold, labels[head] if labels is not None else None)
-        fp = GreedyFixedPoint(over, valid[:m], num)
-        kept, supp, converged = _full_length(fp.kept, n), fp.num_suppressed, fp.converged
-        if m < n:
-            filled = fp.filled
-    while True:
-        # 0: mined positive, 1: mined negative (or any mined RoI without is_pos), 2: not mined.
-        group = torch.full((n, ), 2, dtype=torch.uint8, device=losses.device)
-        group = torch.where(kept, (~is_pos[order].bool()).to(torch.uint8) if is_pos is not None
-                            else torch.ones_like(group), group)
-        counts = torch.stack([(group == 0).sum(), (group == 1).sum(), converged.long(), num_bad,
-                              keep_bad.long(), filled.long()])
-        num_p, num_n, done, bad, kept_bad, enough = counts.tolist()  # the one host read
-        if done:
-            break
-        fp.resolve()  # rare: a suppression chain longer than the blind steps
-        kept, supp, converged = _full_length(fp.kept, n), fp.num_suppressed, fp.converged
-        if fp.cur.shape[-1] < n:
-            filled = fp.filled
-    if not enough:  # rare: the ranked prefix holds fewer survivors than the budget
-        return select_hard_examples(losses, boxes, num, iou_threshold, labels, nonfinite, is_pos, 'host',
-                                    skip_limit)
-    if bad and nonfinite == 'raise':
-        _raise_nonfinite(losses, finite)
-    chosen = order[torch.sort(group, stable=True).indices[:num_p + num_n]]
-    return Selection(chosen, supp, num_bad, num_p if is_pos is not None else None, bool(kept_bad))
-
-
 def _pad(rows: Sequence[Tensor], value: float | bool) -> Tensor:
-    """``(B, n_max, ...)``: the rows stacked, each padded at its end with ``value``."""
+    """``(B, n_max, ...)``: the rows stacked, each padded at its end with ``value`` (one row: a view)."""
+    if len(rows) == 1:
+        return rows[0][None]
     return torch.nn.utils.rnn.pad_sequence(list(rows), batch_first=True, padding_value=value)
 
 
@@ -292,17 +244,31 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
                             iou_threshold: Optional[float], labels: Optional[Sequence[Tensor]],
                             nonfinite: NonFinitePolicy, is_pos: Optional[Sequence[Tensor]],
                             skip_limit: float) -> List[Selection]:
-    """:func:`_select_on_device` on ``B`` images padded to ``(B, n)``: padding is never valid, never
-    suppresses and ranks after every real candidate (stable sort, -inf at the end of each row)."""
-    real = _pad([x.new_ones(x.shape, dtype=torch.bool) for x in losses], False)
+    """Paper mode for ``B`` images with one host read, the same result as the host path per image (see
+    the module docstring). The images are padded to ``(B, n)``: padding is never valid, never suppresses
+    and ranks after every real candidate (stable sort, -inf at the end of each row).
+
+    Skipped non-finite losses rank last (-inf) in the stable sort, so the finite ones keep the order that
+    ranking the finite pool alone gives; they are then excluded through ``valid``. Above the skip limit
+    they rank first (+inf) and stay valid, as on the host path; decided on the device, read back with the
+    counts."""
     values = _pad(losses, 0.0)
-    finite = torch.isfinite(values) & real
-    num_bad = (real & ~finite).sum(-1)
-    keep_bad = num_bad > skip_limit * real.sum(-1)
+    finite = torch.isfinite(values)
+    if len({x.shape[0] for x in losses}) == 1:  # no padding (e.g. one image): fewer operators
+        num_bad = (~finite).sum(-1)
+        keep_bad = num_bad > skip_limit * values.shape[-1]
+        keep_bad_real = keep_bad[:, None]
+    else:
+        real = _pad([x.new_ones(x.shape, dtype=torch.bool) for x in losses], False)
+        finite = finite & real
+        num_bad = (real & ~finite).sum(-1)
+        keep_bad = num_bad > skip_limit * real.sum(-1)
+        keep_bad_real = keep_bad[:, None] & real
     inf = values.new_full((), math.inf)
-    fill = torch.where(keep_bad[:, None] & real, inf, -inf)
+    fill = torch.where(keep_bad_real, inf, -inf)
     order = rank_by_loss(torch.where(finite, values, fill))
-    valid = torch.take_along_dim(finite | (keep_bad[:, None] & real), order, dim=-1)
+    # gather, not take_along_dim: one operator where take_along_dim dispatches four (indices are >= 0)
+    valid = (finite | keep_bad_real).gather(-1, order)
     fp = None
     count = len(losses)
     filled = torch.ones(count, dtype=torch.bool, device=values.device)
@@ -315,15 +281,14 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
         n = order.shape[-1]
         covered = device_prefix(n, num)
         head = order[:, :covered]  # the ranked prefix the suppression matrices cover
-        ranked_boxes = torch.take_along_dim(_pad(boxes, 0.0).float(), head[..., None], dim=1)
-        ranked_labels = torch.take_along_dim(_pad(labels, -1), head, dim=-1) if labels is not None else None
+        ranked_boxes = _pad(boxes, 0.0).float().gather(1, head[..., None].expand(-1, -1, 4))
+        ranked_labels = _pad(labels, -1).gather(-1, head) if labels is not None else None
         fp = GreedyFixedPoint(suppression_matrix(ranked_boxes, iou_threshold, ranked_labels),
                               valid[:, :head.shape[-1]], num)
         kept, supp, converged = _full_length(fp.kept, n), fp.num_suppressed, fp.converged
         if head.shape[-1] < n:
             filled = fp.filled
-    ranked_neg = torch.take_along_dim(~_pad([p.bool() for p in is_pos], False), order, dim=-1) \
-        if is_pos is not None else None
+    ranked_neg = (~_pad([p.bool() for p in is_pos], False)).gather(-1, order) if is_pos is not None else None
     while True:
         # 0: mined positive, 1: mined negative (or any mined RoI without is_pos), 2: not mined.
         group = torch.where(kept, ranked_neg.to(torch.uint8) if ranked_neg is not None else kept.to(torch.uint8),
@@ -338,7 +303,7 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
         kept, supp, converged = _full_length(fp.kept, kept.shape[-1]), fp.num_suppressed, fp.converged
         if fp.cur.shape[-1] < kept.shape[-1]:
             filled = fp.filled
-    chosen = torch.take_along_dim(order, torch.sort(group, dim=-1, stable=True).indices, dim=-1)
+    chosen = order.gather(-1, torch.sort(group, dim=-1, stable=True).indices)
     out = []
     for b in range(count):
         num_p, num_n, bad, kept_bad, enough = values_read[5 * b:5 * b + 5]

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
@@ -42,6 +42,8 @@ class Job:
         digest: :func:`~ohem_experiments.runs.config_hash` of ``cfg`` (decides skipping).
         work_dir: Its folder.
         extra: Stored in the result (e.g. row and seed).
+        after: Names of jobs that must have finished before this one starts (e.g. a run that tests the
+            weights another run trains).
     """
 
     name: str
@@ -49,6 +51,7 @@ class Job:
     digest: str
     work_dir: Path
     extra: Dict[str, Any] = field(default_factory=dict)
+    after: Tuple[str, ...] = ()
 
 
 @dataclass
@@ -109,6 +112,11 @@ def run_jobs(jobs: Sequence[Job], workers: int = 1, threads: int = 1,
 
     Raises:
         ValueError: If ``workers`` or ``threads`` is not a positive int, or two jobs share a name or folder.
+
+    A job starts only when the jobs named in its ``after`` have finished (now or earlier); if one of them
+    fails, the job is reported as failed (exit code ``None``) without running. A job whose ``after`` jobs
+    all finished in this call starts even past ``stop_starting_after_s`` (it tests their checkpoints,
+    which a later device call on a fresh machine would not have).
     """
     for name, v in (('workers', workers), ('threads', threads)):
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -128,10 +136,25 @@ def run_jobs(jobs: Sequence[Job], workers: int = 1, threads: int = 1,
     t0 = time.monotonic()
     running: Dict[subprocess.Popen, Job] = {}
     failures: List[JobFailure] = []
+    failed: set = set()
+    new_here: set = set()  # names of the jobs finished in this call
     while todo or running:
         may_start = stop_starting_after_s is None or time.monotonic() - t0 < stop_starting_after_s
-        while todo and may_start and len(running) < workers:
-            job = todo.popleft()
+        blocked = next((j for j in todo if failed & set(j.after)), None)
+        while blocked is not None:  # a run it needs failed: it cannot run (nor can runs that need it)
+            todo.remove(blocked)
+            failures.append(JobFailure(blocked, None, blocked.work_dir / WORKER_LOG))
+            log(f'[parallel] SKIPPED {blocked.name}: it needs {sorted(failed & set(blocked.after))}, which failed')
+            failed.add(blocked.name)
+            blocked = next((j for j in todo if failed & set(j.after)), None)
+        while len(running) < workers:
+            # Past the stop time only jobs that follow runs finished in this call start: they need those
+            # runs' files (checkpoints), which a later call on a fresh machine would not have.
+            job = next((j for j in todo if all(d in results for d in j.after)
+                        and (may_start or (j.after and set(j.after) <= new_here))), None)
+            if job is None:
+                break
+            todo.remove(job)
             running[_launch(job, threads)] = job
             log(f'[parallel] start {job.name}')
         if not running:
@@ -142,10 +165,15 @@ def run_jobs(jobs: Sequence[Job], workers: int = 1, threads: int = 1,
             result = load_finished(job.work_dir, job.digest)
             if proc.returncode == 0 and result is not None:
                 results[job.name] = result
+                new_here.add(job.name)
                 log(f'[parallel] done {job.name}: mAP {result.map} ({len(results)}/{len(jobs)} finished)')
             else:
+                failed.add(job.name)
                 failures.append(JobFailure(job, proc.returncode, job.work_dir / WORKER_LOG))
                 log(f'[parallel] FAILED {job.name} (exit {proc.returncode}); see {job.work_dir / WORKER_LOG}')
-    if todo:
+    if todo and not may_start:
         log(f'[parallel] stopped starting runs after {stop_starting_after_s} s; {len(todo)} left for the next call')
+    elif todo:
+        waiting = {j.name: [d for d in j.after if d not in results] for j in todo}
+        log(f'[parallel] {len(todo)} run(s) wait for runs that are neither finished nor planned: {waiting}')
     return results, failures

@@ -12,14 +12,15 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from mmengine.config import Config
 
 from .json_logs import load_json_log, median_time, tail_mean
 from .progress import JobClock, ProgressHook
 
-__all__ = ['RunResult', 'config_hash', 'load_finished', 'train_and_evaluate', 'test_with_tta', 'RESULT_FILE']
+__all__ = ['RunResult', 'config_hash', 'load_finished', 'train_and_evaluate', 'evaluate_trained', 'trained_checkpoint',
+           'test_with_tta', 'RESULT_FILE']
 
 RESULT_FILE = 'result.json'
 MAP_KEY = 'pascal_voc/mAP'
@@ -103,6 +104,21 @@ def _floats(metrics: Dict[str, Any]) -> Dict[str, float]:
     return out
 
 
+def _run_config(cfg: Config, work_dir: Path, name: Optional[str], quiet: bool) -> Tuple[Config, str, str]:
+    """A copy of ``cfg`` set up to run in ``work_dir`` (created), its hash, and the run's name."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    name = name or work_dir.name
+    cfg = copy.deepcopy(cfg)
+    digest = config_hash(cfg)
+    cfg.work_dir = str(work_dir)
+    cfg.experiment_name = f'{name}_{digest}_{time.strftime("%Y%m%d_%H%M%S")}'
+    if quiet:
+        cfg.log_level = 'WARNING'
+    if cfg.get('visualizer') is not None:  # mmengine keeps one instance per name per process
+        cfg.visualizer['name'] = f'visualizer_{cfg.experiment_name}'
+    return cfg, digest, name
+
+
 def train_and_evaluate(cfg: Config, work_dir: Union[str, Path], name: Optional[str] = None,
                        clock: Optional[JobClock] = None, progress_interval_s: float = 15.0,
                        quiet: bool = True, probe: bool = True,
@@ -132,17 +148,7 @@ def train_and_evaluate(cfg: Config, work_dir: Union[str, Path], name: Optional[s
     """
     from mmengine.runner import Runner
 
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    name = name or work_dir.name
-    cfg = copy.deepcopy(cfg)
-    digest = config_hash(cfg)
-    cfg.work_dir = str(work_dir)
-    cfg.experiment_name = f'{name}_{digest}_{time.strftime("%Y%m%d_%H%M%S")}'
-    if quiet:
-        cfg.log_level = 'WARNING'
-    if cfg.get('visualizer') is not None:  # mmengine keeps one instance per name per process
-        cfg.visualizer['name'] = f'visualizer_{cfg.experiment_name}'
+    cfg, digest, name = _run_config(cfg, Path(work_dir), name, quiet)
     runner = Runner.from_cfg(cfg)
     runner.register_hook(ProgressHook(name, interval_s=progress_interval_s, clock=clock))
     if probe:
@@ -162,6 +168,68 @@ def train_and_evaluate(cfg: Config, work_dir: Union[str, Path], name: Optional[s
                        train_seconds=t1 - t0, test_seconds=t2 - t1, iters=int(runner.max_iters),
                        extra=dict(extra or {}, log_dir=str(runner.log_dir)),
                        final_allroi_loss=tail_mean(records, 'allroi_mean_rl', 0.1))
+    result.save()
+    _close_file_handlers(runner)
+    return result
+
+
+def trained_checkpoint(source_dir: Union[str, Path]) -> Path:
+    """The final checkpoint of the finished run in ``source_dir``.
+
+    The run's ``result.json`` names the folder it trained in (a sweep cell may hold only the result of a
+    run made elsewhere, e.g. an identical row of another preset); its ``last_checkpoint`` names the file.
+
+    Raises:
+        FileNotFoundError: If ``source_dir`` holds no finished run, or its checkpoint is gone (cells
+            restored from a results archive keep only ``result.json``).
+    """
+    source_dir = Path(source_dir)
+    source = load_finished(source_dir)
+    if source is None:
+        raise FileNotFoundError(f'{source_dir} holds no finished run ({RESULT_FILE})')
+    for folder in dict.fromkeys((Path(source.work_dir), source_dir)):
+        marker = folder / 'last_checkpoint'
+        if marker.is_file():
+            ckpt = folder / Path(marker.read_text().strip()).name
+            if ckpt.is_file():
+                return ckpt
+    raise FileNotFoundError(f'the run in {source_dir} ({source.name}) left no checkpoint in {source.work_dir} '
+                            f'or {source_dir}; delete its {RESULT_FILE} to train it again')
+
+
+def evaluate_trained(cfg: Config, work_dir: Union[str, Path], source_dir: Union[str, Path],
+                     name: Optional[str] = None, quiet: bool = True, extra: Optional[Dict[str, Any]] = None,
+                     after_test: Optional[Callable[[Any], Dict[str, float]]] = None) -> RunResult:
+    """Tests ``cfg`` with the weights another finished run trained, and writes ``result.json``.
+
+    For rows that differ from their source row only at test time (``iter_bbox``, the paper's "B"): the
+    paper applies B to the same trained network, so the row evaluates that network instead of training
+    an identical one again. The weights load strictly (the two models must have the same parameters).
+    The result's training fields (final loss, time per iteration, iterations) are the source run's, and
+    ``extra['weights_from']`` names it.
+
+    Raises:
+        FileNotFoundError: See :func:`trained_checkpoint`.
+    """
+    from mmengine.runner import Runner
+
+    source = load_finished(source_dir)
+    ckpt = trained_checkpoint(source_dir)
+    cfg, digest, name = _run_config(cfg, Path(work_dir), name, quiet)
+    cfg.load_from, cfg.resume = None, False
+    runner = Runner.from_cfg(cfg)
+    runner.load_checkpoint(str(ckpt), map_location='cpu', strict=True)
+    t0 = time.perf_counter()
+    metrics = test_with_tta(runner, cfg) if cfg.get('test_with_tta') else runner.test()
+    t1 = time.perf_counter()
+    if after_test is not None:
+        metrics = dict(metrics, **after_test(runner))
+    result = RunResult(name=name, work_dir=cfg.work_dir, config_hash=digest, metrics=_floats(metrics),
+                       final_loss=source.final_loss, s_per_iter=source.s_per_iter,
+                       train_seconds=source.train_seconds, test_seconds=t1 - t0, iters=source.iters,
+                       extra=dict(extra or {}, log_dir=str(runner.log_dir), weights_from=source.name,
+                                  checkpoint=str(ckpt)),
+                       final_allroi_loss=source.final_allroi_loss)
     result.save()
     _close_file_handlers(runner)
     return result

@@ -26,9 +26,12 @@ from .parallel import Job
 from .runs import RunResult, config_hash
 from .stats import mean_ci, paired_t_test
 
-__all__ = ['Row', 'Preset', 'PRESETS', 'parse_seeds', 'plan_jobs', 'write_table', 'TABLE_FILES']
+__all__ = ['Row', 'Preset', 'PRESETS', 'TEST_TIME_AXES', 'parse_seeds', 'plan_jobs', 'write_table', 'TABLE_FILES']
 
 TABLE_FILES = ('table.md', 'table.json', 'table.png')
+#: Edits that change only how a trained model is tested; a row may reuse the weights of a row that differs
+#: from it only in these (:attr:`Row.weights_from`).
+TEST_TIME_AXES = frozenset({'iter_bbox'})
 
 
 @dataclass(frozen=True)
@@ -40,12 +43,16 @@ class Row:
         label: What the row is, in the paper's terms.
         config: Base config path (relative to the repository root).
         edits: ``((axis, value), ...)`` applied in :data:`~.config_edits.AXIS_ORDER`.
+        weights_from: Key of a row whose trained weights this row tests instead of training its own: for
+            rows that differ from it only at test time (:data:`TEST_TIME_AXES`, e.g. "B"), as the paper
+            applies B to the network it trained. The pair is then also exactly paired on the weights.
     """
 
     key: str
     label: str
     config: str
     edits: Tuple[Tuple[str, Any], ...] = ()
+    weights_from: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,21 @@ class Preset:
                 return r
         raise KeyError(f'preset {self.name!r} has no row {key!r}; rows: {[r.key for r in self.rows]}')
 
+    def __post_init__(self) -> None:
+        keys = [r.key for r in self.rows]
+        for r in self.rows:
+            if r.weights_from is None:
+                continue
+            src = self.row(r.weights_from)
+            if keys.index(src.key) > keys.index(r.key) or src.weights_from is not None:
+                raise ValueError(f'row {r.key!r}: weights_from={src.key!r} must name an earlier row that trains')
+            train = {k: v for k, v in r.edits if k not in TEST_TIME_AXES}
+            src_train = {k: v for k, v in src.edits if k not in TEST_TIME_AXES}
+            if r.config != src.config or train != src_train:
+                raise ValueError(f'row {r.key!r} trains differently from {src.key!r} ({r.config} {train} vs '
+                                 f'{src.config} {src_train}), so it cannot test its weights; only '
+                                 f'{sorted(TEST_TIME_AXES)} may differ')
+
 
 _FRCN, _OHEM = 'configs/toy/toy_frcn.py', 'configs/toy/toy_ohem.py'
 TABLE1_TOY = Preset(
@@ -90,10 +112,10 @@ TABLE1_TOY = Preset(
         Row('ohem_nonms', 'OHEM without loss-NMS', _OHEM, (('nms', None),)),
         Row('frcn_m', 'FRCN + M (multi-scale train and test)', _FRCN, (('multiscale', True),)),
         Row('ohem_m', 'OHEM + M', _OHEM, (('multiscale', True),)),
-        Row('frcn_b', 'FRCN + B (iterative box regression + voting)', _FRCN, (('iter_bbox', True),)),
-        Row('ohem_b', 'OHEM + B', _OHEM, (('iter_bbox', True),)),
-        Row('frcn_mb', 'FRCN + M + B', _FRCN, (('multiscale', True), ('iter_bbox', True))),
-        Row('ohem_mb', 'OHEM + M + B', _OHEM, (('multiscale', True), ('iter_bbox', True))),
+        Row('frcn_b', 'FRCN + B (iterative box regression + voting)', _FRCN, (('iter_bbox', True),), 'frcn'),
+        Row('ohem_b', 'OHEM + B', _OHEM, (('iter_bbox', True),), 'ohem'),
+        Row('frcn_mb', 'FRCN + M + B', _FRCN, (('multiscale', True), ('iter_bbox', True)), 'frcn_m'),
+        Row('ohem_mb', 'OHEM + M + B', _OHEM, (('multiscale', True), ('iter_bbox', True)), 'ohem_m'),
     ),
     pairs=(('ohem', 'frcn'), ('ohem', 'frcn_neither'), ('ohem', 'frcn_bglo0'), ('ohem', 'allrois'),
            ('ohem_n1', 'frcn_n1'), ('ohem_nonms', 'frcn'), ('ohem_m', 'frcn_m'), ('ohem_b', 'frcn_b'),
@@ -165,7 +187,8 @@ def plan_jobs(preset: Preset, seeds: Sequence[int], out_dir: Union[str, Path], r
         preset: The rows.
         seeds: Training seeds (``randomness.seed``; the toy data stay those of the data folder).
         out_dir: Sweep folder.
-        rows: Row keys to run (default: all), in preset order.
+        rows: Row keys to run (default: all), in preset order; a row that tests another row's weights
+            (:attr:`Row.weights_from`) brings that row's runs in too (skipped if they finished earlier).
         iters: Training iterations per run (default: the configs' own, 1200 for the toy configs).
         data_root: Dataset folder for every dataloader (default: the configs' ``data/toy_voc/``).
         root: Repository root the row config paths are relative to.
@@ -174,12 +197,15 @@ def plan_jobs(preset: Preset, seeds: Sequence[int], out_dir: Union[str, Path], r
         KeyError: If a row key is unknown. ValueError: If an edit does not apply to its config.
     """
     keys = [r.key for r in preset.rows] if rows is None else list(rows)
-    for k in keys:
-        preset.row(k)
+    for k in list(keys):
+        src = preset.row(k).weights_from
+        if src is not None and src not in keys:
+            keys.append(src)  # the run whose weights it tests (skipped if it finished earlier)
     cache: Dict[str, Config] = {}
     jobs = []
     # Seed-major: a sweep cut off part-way (--stop-starting-after) leaves whole seeds, i.e. complete pairs.
     for seed in seeds:
+        planned: Dict[str, Job] = {}
         for row in preset.rows:
             if row.key not in keys:
                 continue
@@ -188,7 +214,16 @@ def plan_jobs(preset: Preset, seeds: Sequence[int], out_dir: Union[str, Path], r
             extra = dict(row=row.key, seed=seed, ohem=is_ohem(cfg))
             if preset.recall is not None:
                 extra['proposal_recall'] = dict(num=preset.recall[0], ious=list(preset.recall[1]))
-            jobs.append(Job(name, cfg, config_hash(cfg), Path(out_dir) / 'cells' / name, extra))
+            after: Tuple[str, ...] = ()
+            if row.weights_from is not None:
+                src = planned[row.weights_from]
+                # In the config (so in its hash): a retrained source means this row is tested again.
+                cfg['weights_from'] = dict(row=row.weights_from, config_hash=src.digest)
+                extra['weights_from'] = str(src.work_dir)
+                after = (src.name,)
+            job = Job(name, cfg, config_hash(cfg), Path(out_dir) / 'cells' / name, extra, after)
+            planned[row.key] = job
+            jobs.append(job)
     return jobs
 
 
@@ -218,7 +253,8 @@ def write_table(preset: Preset, jobs: Sequence[Job], results: Mapping[str, RunRe
         runs.append(dict(row=row, seed=seed, name=job.name, mAP=res.map, **recall, final_loss=res.final_loss,
                          final_allroi_loss=res.final_allroi_loss, s_per_iter=res.s_per_iter,
                          train_seconds=res.train_seconds, test_seconds=res.test_seconds, iters=res.iters,
-                         config_hash=res.config_hash, work_dir=res.work_dir))
+                         config_hash=res.config_hash, work_dir=res.work_dir,
+                         weights_from=res.extra.get('weights_from')))
     planned: Dict[str, List[int]] = {}
     for job in jobs:
         planned.setdefault(job.extra['row'], []).append(job.extra['seed'])

@@ -4,6 +4,8 @@ Loads the pickled job (config as a plain dict, work dir, name, thread count), im
 ``custom_imports``, and trains + tests it with :func:`~ohem_experiments.runs.train_and_evaluate`,
 resuming from the last checkpoint in the work dir if there is one. Jobs whose ``extra`` asks for
 ``proposal_recall`` also get the RPN's proposal recall (:mod:`.proposal_recall`) added to their metrics.
+Jobs whose ``extra`` names ``weights_from`` (a finished run's folder) train nothing: they test the config
+with that run's weights (:func:`~ohem_experiments.runs.evaluate_trained`).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from mmengine.config import Config
     from mmengine.utils import import_modules_from_strings
 
-    from .runs import config_hash, train_and_evaluate
+    from .runs import config_hash, evaluate_trained, train_and_evaluate
     torch.set_num_threads(int(job['threads']))
     cfg = Config(job['cfg'])
     if cfg.get('custom_imports'):
@@ -41,7 +43,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         def after_test(runner):
             return proposal_recall(runner.model, runner.test_dataloader, recall['num'], recall['ious'])
 
-    result = train_and_evaluate(cfg, job['work_dir'], name=job['name'], extra=job['extra'], after_test=after_test)
+    if job['extra'].get('weights_from'):
+        result = evaluate_trained(cfg, job['work_dir'], job['extra']['weights_from'], name=job['name'],
+                                  extra=job['extra'], after_test=after_test)
+    else:
+        result = train_and_evaluate(cfg, job['work_dir'], name=job['name'], extra=job['extra'], after_test=after_test)
     print(f"worker: {job['name']} finished, mAP {result.map}")
     return 0
 
