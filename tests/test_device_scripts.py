@@ -69,3 +69,28 @@ def test_gpu_check_steps_select_a_rerun(tmp_path):
     assert 'read-only precision agreement rc=0' in progress
     assert 'benchmark' not in progress and 'cuda tests' not in progress
     assert (out / 'readonly_agreement.json').exists()
+
+
+@pytest.mark.parametrize('smoke', [False, True])
+def test_gpu_sweep_runs_the_preset_and_brings_back_at_most_8_files(tmp_path, smoke):
+    repo = _fake_checkout(tmp_path)
+    shutil.copy(ROOT / 'tools' / 'gpu_sweep.sh', repo / 'tools' / 'gpu_sweep.sh')
+    cells = repo / 'results' / 'table1' / 'cells' / 'frcn__seed-0'
+    cells.mkdir(parents=True)
+    (cells / 'result.json').write_text('{}')
+    with tarfile.open(repo / 'results' / 'table1' / 'cells.tgz', 'w:gz') as tar:  # carried from a former call
+        tar.add(cells / 'result.json', arcname='cells/frcn__seed-0/result.json')
+    out = tmp_path / 'out'
+    env = dict(os.environ, OUT=str(out), PATH=os.environ['PATH'], SMOKE='1' if smoke else '0')
+    proc = subprocess.run(['bash', 'tools/gpu_sweep.sh', 'table1', '60'], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) <= MAX_FILES_BACK and {'logs.tgz', 'progress.log'} <= set(files), files
+    progress = (out / 'progress.log').read_text()
+    if smoke:  # a short run in a scratch folder: the carried results are neither unpacked nor packed
+        assert '--rows frcn,ohem_b --seeds 0-3 --iters 30' in progress and 'unpacked' not in progress
+        assert 'finished runs so far: 0' in progress
+    else:  # the carried finished runs are unpacked, and packed again with the new ones
+        assert '--seeds 0-7' in progress and 'unpacked 1 finished runs' in progress
+        assert 'finished runs so far: 1' in progress

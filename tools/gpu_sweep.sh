@@ -12,6 +12,8 @@
 # checkpoints do not come back). The B rows of table1 train nothing: they test the checkpoint of their
 # seed's frcn/ohem/frcn_m/ohem_m run, so they start right after it in the same call, even past STOP_AFTER
 # (a test each). Never run on a device yet.
+# SMOKE=1: a short check that the sweep runs on the GPU (rows frcn and ohem_b, seeds 0-3, 30 iterations,
+# 8 workers) in a scratch folder; results/PRESET is not touched. A few minutes of device time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PRESET=${1:?usage: bash tools/gpu_sweep.sh PRESET [STOP_AFTER]}
@@ -20,13 +22,20 @@ FINAL=${OUT:-results/gpu_sweep}
 OUT=$(mktemp -d)  # working folder; packed into $FINAL at the end
 LABEL=gpu_sweep
 . tools/gpu_device_setup.sh
-DIR=results/$PRESET
+if [ "${SMOKE:-0}" = 1 ]; then
+    DIR=$(mktemp -d)/smoke_$PRESET  # outside $OUT: its checkpoints do not go into logs.tgz
+    RUNS=(--rows frcn,ohem_b --seeds 0-3 --iters 30)
+    [ "$PRESET" = table1 ] || RUNS=(--seeds 0-3 --iters 30)
+else
+    DIR=results/$PRESET
+    RUNS=(--seeds 0-7)
+fi
 mkdir -p "$DIR" "$FINAL"
-if [ -f "$DIR/cells.tgz" ]; then
+if [ "${SMOKE:-0}" != 1 ] && [ -f "$DIR/cells.tgz" ]; then
     tar -xzf "$DIR/cells.tgz" -C "$DIR" && note "unpacked $(tar -tzf "$DIR/cells.tgz" | grep -c result.json) finished runs"
 fi
-note "sweep $PRESET, seeds 0-7, 8 workers, no new run after ${STOP_AFTER}s"
-python3 tools/sweep.py --preset "$PRESET" --seeds 0-7 --workers 8 --threads 2 \
+note "sweep $PRESET ${RUNS[*]}, 8 workers, no new run after ${STOP_AFTER}s"
+python3 tools/sweep.py --preset "$PRESET" "${RUNS[@]}" --workers 8 --threads 2 \
     --stop-starting-after "$STOP_AFTER" --out "$DIR" > "$OUT/sweep.log" 2>&1
 note "sweep rc=$?"
 (cd "$DIR" && find cells -name result.json | tar -czf "$FINAL/cells.tgz" -T -) 2>/dev/null
