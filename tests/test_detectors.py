@@ -9,7 +9,7 @@ from mmengine.logging import MessageHub
 from mmdet_ohem.samplers import MMDetOHEMSampler, OHEMSampler
 
 from ._detectors import (CASCADE_FPN, DOUBLE_HEAD, FASTER_C4, FASTER_FPN, MASK_FPN, batch, build,
-                         mmdet_config, train_step)
+                         mmdet_config, sampler_inputs, train_step)
 
 
 def test_registry_resolves_ours_and_keeps_mmdets():
@@ -107,15 +107,8 @@ def test_build_logs_which_ohem_is_active():
 
 def _assign_and_feats(model, data, img=0):
     """Proposals, assignment and features for one image, as StandardRoIHead.loss prepares them."""
-    x = model.extract_feat(data['inputs'])
-    with torch.no_grad():
-        rpn_results = model.rpn_head.predict(x, data['data_samples'], rescale=False)
-    res = rpn_results[img]
-    res.priors = res.pop('bboxes')
-    gt = data['data_samples'][img].gt_instances
-    assign = model.roi_head.bbox_assigner.assign(res, gt)
-    feats = [lvl[img][None].detach() for lvl in x]
-    return res, gt, assign, feats
+    res, gt, feats = sampler_inputs(model, data)[1][img]
+    return res, gt, model.roi_head.bbox_assigner.assign(res, gt), feats
 
 
 def test_ratio_mode_without_nms_matches_mmdets_ohem_sampler():

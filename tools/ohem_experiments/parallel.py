@@ -140,13 +140,12 @@ def run_jobs(jobs: Sequence[Job], workers: int = 1, threads: int = 1,
     new_here: set = set()  # names of the jobs finished in this call
     while todo or running:
         may_start = stop_starting_after_s is None or time.monotonic() - t0 < stop_starting_after_s
-        blocked = next((j for j in todo if failed & set(j.after)), None)
-        while blocked is not None:  # a run it needs failed: it cannot run (nor can runs that need it)
+        # a run it needs failed: it cannot run (nor can runs that need it)
+        while (blocked := next((j for j in todo if failed & set(j.after)), None)) is not None:
             todo.remove(blocked)
             failures.append(JobFailure(blocked, None, blocked.work_dir / WORKER_LOG))
             log(f'[parallel] SKIPPED {blocked.name}: it needs {sorted(failed & set(blocked.after))}, which failed')
             failed.add(blocked.name)
-            blocked = next((j for j in todo if failed & set(j.after)), None)
         while len(running) < workers:
             # Past the stop time only jobs that follow runs finished in this call start: they need those
             # runs' files (checkpoints), which a later call on a fresh machine would not have.

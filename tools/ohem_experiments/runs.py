@@ -183,6 +183,11 @@ def trained_checkpoint(source_dir: Union[str, Path]) -> Path:
         FileNotFoundError: If ``source_dir`` holds no finished run, or its checkpoint is gone (cells
             restored from a results archive keep only ``result.json``).
     """
+    return _finished_checkpoint(source_dir)[1]
+
+
+def _finished_checkpoint(source_dir: Union[str, Path]) -> Tuple[RunResult, Path]:
+    """:func:`trained_checkpoint` with the run's :class:`RunResult` (``result.json`` read once)."""
     source_dir = Path(source_dir)
     source = load_finished(source_dir)
     if source is None:
@@ -192,7 +197,7 @@ def trained_checkpoint(source_dir: Union[str, Path]) -> Path:
         if marker.is_file():
             ckpt = folder / Path(marker.read_text().strip()).name
             if ckpt.is_file():
-                return ckpt
+                return source, ckpt
     raise FileNotFoundError(f'the run in {source_dir} ({source.name}) left no checkpoint in {source.work_dir} '
                             f'or {source_dir}; delete its {RESULT_FILE} to train it again')
 
@@ -213,8 +218,7 @@ def evaluate_trained(cfg: Config, work_dir: Union[str, Path], source_dir: Union[
     """
     from mmengine.runner import Runner
 
-    source = load_finished(source_dir)
-    ckpt = trained_checkpoint(source_dir)
+    source, ckpt = _finished_checkpoint(source_dir)
     cfg, digest, name = _run_config(cfg, Path(work_dir), name, quiet)
     cfg.load_from, cfg.resume = None, False
     runner = Runner.from_cfg(cfg)
