@@ -236,7 +236,15 @@ def test_sample_reads_back_one_small_tensor_beyond_the_candidates_nonzero(monkey
     monkeypatch.undo()
     # The same selection as the host path, positives and negatives in the same order.
     assert torch.equal(got.pos_inds, want.pos_inds) and torch.equal(got.neg_inds, want.neg_inds)
-    assert isinstance(ours.last_stats.suppressed, torch.Tensor)  # statistics stay on the device
+    # The statistics came with that one read (Python numbers; no read of their own), equal to the host
+    # path's, which stay device tensors until the logger reads them.
+    st, ref = ours.last_stats, reference.last_stats
+    assert isinstance(st.suppressed, int) and isinstance(st.mined_loss, float)
+    assert isinstance(ref.suppressed, torch.Tensor) and isinstance(ref.mined_loss, torch.Tensor)
+    assert (st.suppressed, st.nonfinite, st.cand_finite, st.mined, st.mined_fg) == \
+        (int(ref.suppressed), int(ref.nonfinite), int(ref.cand_finite), ref.mined, ref.mined_fg)
+    assert st.mined_loss == pytest.approx(float(ref.mined_loss), rel=1e-5)
+    assert st.cand_loss == pytest.approx(float(ref.cand_loss), rel=1e-5)
 
 
 def test_two_images_mined_together_read_back_once(monkeypatch, tiny_fpn):

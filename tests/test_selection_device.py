@@ -94,6 +94,19 @@ def _same_selection(a, b):
             and a.nonfinite_kept == b.nonfinite_kept)
 
 
+def _same_float(a, b):
+    return (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-5, abs=1e-6)
+
+
+def _statistics_match(sel, losses):
+    """The device method's statistics (read back with the result sizes) are those of its result."""
+    if sel.mined_loss is None:
+        return True
+    finite = torch.isfinite(losses)
+    return (sel.num_finite == int(finite.sum()) and _same_float(sel.mined_loss, float(losses[sel.indices].sum()))
+            and _same_float(sel.candidate_loss, float(losses[finite].sum())))
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(mining_inputs(), min_size=1, max_size=4), st.sampled_from([None, 0.5, 0.7]),
        st.integers(1, 80), st.booleans(), st.booleans())
@@ -107,6 +120,7 @@ def test_batched_selection_equals_one_call_per_image(images, thr, num, per_class
     got = select_hard_examples_batch(losses, boxes, num, thr, labels, 'skip', is_pos, method='device')
     assert len(got) == len(images)
     for b in range(len(images)):
+        assert _statistics_match(got[b], losses[b])
         for method in ('device', 'host'):
             want = select_hard_examples(losses[b], boxes[b], num, thr, labels[b] if per_class else None, 'skip',
                                         is_pos[b] if split else None, method=method)

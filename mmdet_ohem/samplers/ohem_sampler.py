@@ -47,9 +47,10 @@ Number = Union[int, float, Tensor]
 class MiningStats:
     """What one ``sample()`` call did, for logging and tests.
 
-    Counts known from shapes are Python ints; the others are 0-dim tensors on the candidates' device,
-    never read back by the sampler (no host synchronisation): ``int()``/``float()`` them outside the
-    training hot path. The logger reads them once per logged iteration.
+    Counts known from shapes are Python ints. The others are Python numbers where the selection's device
+    method read them back with the result sizes (no read of their own), else 0-dim tensors on the
+    candidates' device, never read back by the sampler (no host synchronisation): ``int()``/``float()``
+    them outside the training hot path. The logger reads those once per logged iteration.
 
     Attributes:
         candidates: Candidates considered (positives + negatives; ignored RoIs excluded). int.
@@ -242,13 +243,19 @@ class _IterationStatsLogger:
 
 def selection_stats(losses: Tensor, sel: Selection, num_cands: int, mined_fg: Number,
                     bad_boxes: Number = 0) -> MiningStats:
-    """The statistics of one image's selection, computed on the losses' device (no host read)."""
-    finite = torch.isfinite(losses)
+    """The statistics of one image's selection, with no host read: the numbers the device method read
+    back with the result sizes (:class:`~mmdet_ohem.selection.Selection`'s loss sums), else 0-dim tensors
+    computed on the losses' device."""
+    if sel.mined_loss is not None:
+        mined_loss, cand_loss, cand_finite = sel.mined_loss, sel.candidate_loss, sel.num_finite
+    else:
+        finite = torch.isfinite(losses)
+        mined_loss = losses[sel.indices].sum()
+        cand_loss, cand_finite = torch.where(finite, losses, 0.0).sum(), finite.sum()
     return MiningStats(
         candidates=num_cands, suppressed=sel.num_suppressed, nonfinite=sel.num_nonfinite,
-        mined=sel.indices.numel(), mined_fg=mined_fg, mined_loss=losses[sel.indices].sum(),
-        cand_loss=torch.where(finite, losses, torch.zeros_like(losses)).sum(), cand_finite=finite.sum(),
-        bad_boxes=bad_boxes)
+        mined=sel.indices.numel(), mined_fg=mined_fg, mined_loss=mined_loss, cand_loss=cand_loss,
+        cand_finite=cand_finite, bad_boxes=bad_boxes)
 
 
 class MinerMixin:
@@ -491,7 +498,7 @@ class OHEMSampler(MinerMixin, CandidateSampler):
         Host synchronisation: besides the candidates' two ``nonzero`` (``RandomSampler`` makes them too)
         and a multi-level RoI extractor's per-level ``nonzero`` (mmdet's code, once per batch when images
         are mined together), on a GPU exactly one small read sizes the result (paper mode; one for all
-        images mined together); statistics stay on the device.
+        images mined together) and carries the statistics along; other statistics stay on the device.
         """
         if feats is None:
             raise ValueError('OHEMSampler.sample needs feats=[per-level (1, C, H, W) features of this image] '

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import math
-from typing import List, Literal, Optional, Sequence
+from typing import List, Literal, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -36,6 +36,9 @@ NonFinitePolicy = Literal['skip', 'raise']
 NONFINITE_SKIP_LIMIT = 0.5
 
 
+Count = Union[int, Tensor]
+
+
 @dataclass(frozen=True)
 class Selection:
     """Which candidates were mined.
@@ -44,21 +47,28 @@ class Selection:
         indices: Indices into the candidate list. Paper mode: hardest first, or, with ``is_pos`` given,
             the mined positives (hardest first) followed by the mined negatives (hardest first). Ratio
             mode: positives then negatives, as well.
-        num_suppressed: Candidates removed by loss-NMS while the budget was being filled (0-dim int64
-            tensor on the candidates' device).
-        num_nonfinite: Candidates whose ranking loss was NaN or infinite (0-dim int64 tensor on the
-            candidates' device); they are never mined unless ``nonfinite_kept``.
+        num_suppressed: Candidates removed by loss-NMS while the budget was being filled: a 0-dim int64
+            tensor on the candidates' device, or an int where the device method read it back together
+            with the result sizes (no extra read).
+        num_nonfinite: Candidates whose ranking loss was NaN or infinite (as ``num_suppressed``: tensor
+            or int); they are never mined unless ``nonfinite_kept``.
         num_pos: How many of ``indices`` (the first ones) are positives; ``None`` in paper mode without
             ``is_pos``.
         nonfinite_kept: True when the non-finite candidates were more than :data:`NONFINITE_SKIP_LIMIT`
             of the candidates and were therefore mined first instead of skipped.
+        mined_loss: Sum of the losses of the mined candidates, ``candidate_loss`` the sum over the finite
+            candidates and ``num_finite`` their number: Python numbers read back with the result sizes
+            by the device method (statistics at no extra read or operator per image); ``None`` elsewhere.
     """
 
     indices: Tensor
-    num_suppressed: Tensor
-    num_nonfinite: Tensor
+    num_suppressed: Count
+    num_nonfinite: Count
     num_pos: Optional[int] = None
     nonfinite_kept: bool = False
+    mined_loss: Optional[float] = None
+    candidate_loss: Optional[float] = None
+    num_finite: Optional[int] = None
 
 
 def _check_inputs(losses: Tensor, boxes: Tensor, num: int, iou_threshold: Optional[float]) -> None:
@@ -183,10 +193,20 @@ def _count(value, like: Tensor) -> Tensor:
 
 
 def _pad(rows: Sequence[Tensor], value: float | bool) -> Tensor:
-    """``(B, n_max, ...)``: the rows stacked, each padded at its end with ``value`` (one row: a view)."""
+    """``(B, n_max, ...)``: the rows stacked, each padded at its end with ``value`` (one row: a view).
+
+    One concatenation of the rows and their padding, viewed as ``(B, n_max, ...)``: two operators plus one
+    fill per padded row (``pad_sequence`` dispatches three per row).
+    """
     if len(rows) == 1:
         return rows[0][None]
-    return torch.nn.utils.rnn.pad_sequence(list(rows), batch_first=True, padding_value=value)
+    n = max(r.shape[0] for r in rows)
+    pieces = []
+    for r in rows:
+        pieces.append(r)
+        if r.shape[0] < n:
+            pieces.append(r.new_full((n - r.shape[0], ) + tuple(r.shape[1:]), value))
+    return torch.cat(pieces).view((len(rows), n) + tuple(rows[0].shape[1:]))
 
 
 def select_hard_examples_batch(losses: Sequence[Tensor],
@@ -289,24 +309,30 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
         if head.shape[-1] < n:
             filled = fp.filled
     ranked_neg = (~_pad([p.bool() for p in is_pos], False)).gather(-1, order) if is_pos is not None else None
+    loss_values = torch.where(finite, values, 0.0)  # the finite candidates' losses (padding is not finite)
+    ranked_values = values.gather(-1, order)
     while True:
         # 0: mined positive, 1: mined negative (or any mined RoI without is_pos), 2: not mined.
         group = torch.where(kept, ranked_neg.to(torch.uint8) if ranked_neg is not None else kept.to(torch.uint8),
                             torch.full_like(kept, 2, dtype=torch.uint8))
-        counts = torch.cat([torch.stack([(group == 0).sum(-1), (group == 1).sum(-1), num_bad,
-                                         keep_bad.long(), filled.long()], dim=1).flatten(),
-                            converged.long().reshape(1)])
+        # Per image, in one float32 tensor (counts are exact there): the result sizes and flags, and the
+        # statistics (suppressed, finite count, loss sums), then the convergence flag.
+        counts = torch.cat([torch.stack([(group == 0).sum(-1), (group == 1).sum(-1), num_bad, keep_bad, filled, supp,
+                                         finite.sum(-1), loss_values.sum(-1),
+                                         torch.where(kept, ranked_values, 0.0).sum(-1)], dim=1).flatten(),
+                            converged.reshape(1)])
         values_read = counts.tolist()  # the one host read, for all images
         if values_read[-1]:
             break
         fp.resolve()  # rare: a suppression chain longer than the blind steps
         kept, supp, converged = _full_length(fp.kept, kept.shape[-1]), fp.num_suppressed, fp.converged
-        if fp.cur.shape[-1] < kept.shape[-1]:
+        if fp.size < kept.shape[-1]:
             filled = fp.filled
     chosen = order.gather(-1, torch.sort(group, dim=-1, stable=True).indices)
     out = []
-    for b in range(count):
-        num_p, num_n, bad, kept_bad, enough = values_read[5 * b:5 * b + 5]
+    for b, row in enumerate(chosen.unbind(0)):
+        num_p, num_n, bad, kept_bad, enough, num_supp, num_finite, cand_loss, mined_loss = \
+            values_read[_READ_PER_IMAGE * b:_READ_PER_IMAGE * (b + 1)]
         if bad and nonfinite == 'raise':
             _raise_nonfinite(losses[b], torch.isfinite(losses[b]))
         if not enough and losses[b].shape[0] > covered:
@@ -315,9 +341,13 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
                                             labels[b] if labels is not None else None, nonfinite,
                                             is_pos[b] if is_pos is not None else None, 'host', skip_limit))
             continue
-        out.append(Selection(chosen[b, :num_p + num_n], supp[b], num_bad[b],
-                             num_p if is_pos is not None else None, bool(kept_bad)))
+        num_p, num_n = int(num_p), int(num_n)
+        out.append(Selection(row[:num_p + num_n], int(num_supp), int(bad), num_p if is_pos is not None else None,
+                             bool(kept_bad), mined_loss, cand_loss, int(num_finite)))
     return out
+
+
+_READ_PER_IMAGE = 9  # values per image in the device method's one read
 
 
 def select_hard_examples_ratio(losses: Tensor,
