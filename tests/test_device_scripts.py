@@ -25,7 +25,7 @@ export -f python3
 def _fake_checkout(tmp_path: Path) -> Path:
     repo = tmp_path / 'repo'
     (repo / 'tools').mkdir(parents=True)
-    for name in ('gpu_check.sh', 'gpu_device_setup.sh'):
+    for name in ('gpu_check.sh', 'gpu_device_setup.sh', 'gpu_sweep.sh'):
         shutil.copy(ROOT / 'tools' / name, repo / 'tools' / name)
     (repo / '.gpu').mkdir()
     (repo / '.gpu' / 'device_env.sh').write_text(FAKE_ENV)
@@ -45,7 +45,7 @@ def test_gpu_check_runs_or_skips_each_step_and_packs_at_most_8_files(tmp_path, d
     assert len(files) <= MAX_FILES_BACK, files
     assert 'gpu_check.tgz' in files and 'progress.log' in files
     progress = (out / 'progress.log').read_text()
-    steps = ('cuda tests', 'benchmark VGG16', 'benchmark R50-FPN', 'read-only precision agreement',
+    steps = ('cuda tests', 'sweep smoke', 'benchmark VGG16', 'benchmark R50-FPN', 'read-only precision agreement',
              'profile one AMP iteration per variant, r50_fpn', 'profile one AMP iteration per variant, vgg16',
              'RPN miner cost vgg16', 'RPN miner cost r50_fpn', 'every config')
     for step in steps:
@@ -56,6 +56,11 @@ def test_gpu_check_runs_or_skips_each_step_and_packs_at_most_8_files(tmp_path, d
             names = tar.getnames()
         assert any(n.endswith('bench_vgg16.json') for n in names)
         assert any(n.endswith('profile_vgg16.json') for n in names)
+        # issue 13's sweep ran in SMOKE mode, its files packed into the tgz, its outcome in the progress log
+        assert any(n.endswith('sweep/progress.log') for n in names) and any(n.endswith('sweep/logs.tgz') for n in names)
+        assert 'finished runs so far: 0' in progress
+        assert progress.index('cuda tests') < progress.index('sweep smoke') < progress.index('RPN miner cost') \
+            < progress.index('benchmark VGG16')
 
 
 def test_gpu_check_steps_select_a_rerun(tmp_path):
@@ -74,7 +79,6 @@ def test_gpu_check_steps_select_a_rerun(tmp_path):
 @pytest.mark.parametrize('smoke', [False, True])
 def test_gpu_sweep_runs_the_preset_and_brings_back_at_most_8_files(tmp_path, smoke):
     repo = _fake_checkout(tmp_path)
-    shutil.copy(ROOT / 'tools' / 'gpu_sweep.sh', repo / 'tools' / 'gpu_sweep.sh')
     cells = repo / 'results' / 'table1' / 'cells' / 'frcn__seed-0'
     cells.mkdir(parents=True)
     (cells / 'result.json').write_text('{}')

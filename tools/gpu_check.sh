@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
-# Issue 10's device checks in ONE call on the lent GPU machine (prepare first with tools/gpu_prepare.sh):
-#   device tool: carry [".gpu", ".gpu-test"], command `bash tools/gpu_check.sh`, timeout_s 500
-#   (everything is packed by DEADLINE=460 s after the start)
-# 1. the `cuda` tests (AMP training steps of the VGG16 OHEM config at 600 px in fp16/bf16 with every
-#    readonly_dtype, fp32 steps with the default TF32 read-only pass, the other configs with AMP,
-#    GPU-vs-CPU selection, host-sync count, benchmark path);
-# 2. the benchmark in the issue's settings: VGG16 600x1000 and R50-FPN 800x1333, batch 2, fp32 and fp16
-#    AMP (+ bf16 for VGG16), variants random / mmdet_ohem / ours / ours_exact / ours_bf16 / ours_per_image
-#    (images mined one at a time, to show what mining them together saves), interleaved;
-# 3. the read-only precision agreement (tf32/fp16/bf16 vs exact fp32 mined sets), at random init and after
-#    TRAIN_STEPS float32 SGD steps on the batch (a trained head's loss spread);
-# 4. a torch.profiler view of one AMP iteration per variant (host vs device time, kernel launches);
-# 5. issue 14's RPN-miner cost per iteration (variants random / rpn_ohem / ours / ours_rpn_ohem, fp32);
-# 6. one fp16 and one bf16 AMP step of every config in configs/ (one per distinct model; ~3 minutes).
-# STEPS (default "tests vgg16 r50_fpn agreement profile rpn configs") picks the steps of a rerun.
+# The open issues' device checks (10, 13, 14) from ONE script on the lent GPU machine (prepare first with
+# tools/gpu_prepare.sh; device tool: carry [".gpu", ".gpu-test"], command `bash tools/gpu_check.sh`,
+# timeout_s 580 (>= DEADLINE + 40); everything is packed by DEADLINE, default 540 s, after the start).
+# Steps, in the default order (by what they decide):
+# tests   the `cuda` tests (AMP training steps of the VGG16 OHEM config at 600 px in fp16/bf16 with every
+#         readonly_dtype, fp32 steps with the default TF32 read-only pass, GPU-vs-CPU selection, host-sync
+#         count, benchmark path; issue 14's RPN miner on the GPU);
+# sweep   issue 13: the restartable sweep tool on the GPU, SMOKE=1 of tools/gpu_sweep.sh (table1 rows
+#         frcn and ohem_b, 4 seeds, 30 iterations, 8 worker processes sharing the GPU);
+# rpn     issue 14's RPN-miner cost per iteration (variants random / rpn_ohem / ours / ours_rpn_ohem, fp32;
+#         VGG16's ~20,000 candidate anchors now take the device loss-NMS's ranked prefix);
+# vgg16, r50_fpn  the benchmark in issue 10's settings: VGG16 600x1000 and R50-FPN 800x1333, batch 2, fp32
+#         and fp16 AMP (+ bf16 for VGG16), variants random / mmdet_ohem / ours / ours_exact / ours_bf16 /
+#         ours_per_image (images mined one at a time, to show what mining them together saves), interleaved;
+# agreement  the read-only precision agreement (tf32/fp16/bf16 vs exact fp32 mined sets), at random init
+#         and after TRAIN_STEPS float32 SGD steps on the batch (a trained head's loss spread);
+# configs one fp16 and one bf16 AMP step of every config in configs/ (one per distinct model; ~3 minutes);
+# profile a torch.profiler view of one AMP iteration per variant (host vs device time, kernel launches).
+# STEPS picks the steps of a call. The step limits add up to ~17 minutes, but they are upper bounds: on
+# the H200 (2026-11-26) tests, benchmarks, agreement, profile and rpn took 226 s together; sweep and
+# configs are new (~2 + ~3 minutes estimated). One call with the default DEADLINE should hold them all; a
+# step cut off by it can be rerun alone on the warm machine, e.g. STEPS='configs' DEADLINE=240.
 # Only 8 files come back from $OUT: the markdown tables, the agreement JSON and progress log come back as
-# files, everything (logs, JSON) also in gpu_check.tgz.
-# BUDGET: ~15 device minutes per task, including the machine's start; steps are ordered by value and
-# each has its own time limit, so a cut-off run still returns the earlier results. ITERS/WARMUP and
-# STEPS shorten a rerun.
+# files, everything (logs, JSON, the sweep's cells and table) also in gpu_check.tgz. Each step has its own
+# time limit, cut to what is left before DEADLINE, so a cut-off run still returns the earlier results.
+# ITERS/WARMUP shorten the benchmarks.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 FINAL=${OUT:-results/gpu}
@@ -27,7 +33,7 @@ LABEL=gpu_check
 ITERS=${ITERS:-10}
 WARMUP=${WARMUP:-2}
 . tools/gpu_device_setup.sh
-DEADLINE=${DEADLINE:-460}  # seconds after START by which everything is packed (call with timeout_s >= +30)
+DEADLINE=${DEADLINE:-540}  # seconds after START by which everything is packed (call with timeout_s >= +40)
 limit() {  # limit STEP_SECONDS: the step's time limit, cut to what is left before DEADLINE (0: skip it)
     local left=$(( DEADLINE - ($(date +%s) - START) ))
     if [ "$left" -lt 20 ]; then echo 0; elif [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
@@ -49,14 +55,28 @@ pack() {
     ls -la "$FINAL"
 }
 
-STEPS=${STEPS:-tests vgg16 r50_fpn agreement profile rpn configs}  # which steps to run (a rerun can name fewer)
+STEPS=${STEPS:-tests sweep rpn vgg16 r50_fpn agreement configs profile}  # which steps to run, in this order
 want() { case " $STEPS " in *" $1 "*) return 0;; *) return 1;; esac; }
 TRAIN_STEPS=${TRAIN_STEPS:-0 100}  # agreement: measured at random init and after 100 float32 SGD steps
 
 if want tests; then
-    run_step 110 'cuda tests' bash -c "python3 -m pytest tests/test_cuda.py -m cuda -k 'not every_config' -q -rA -s \
-        -p no:cacheprovider --durations=10 > '$OUT/cuda_tests.log' 2>&1"
+    run_step 120 'cuda tests' bash -c "python3 -m pytest tests/test_cuda.py tests/test_rpn_ohem.py -m cuda \
+        -k 'not every_config' -q -rA -s -p no:cacheprovider --durations=10 > '$OUT/cuda_tests.log' 2>&1"
     tail -3 "$OUT/cuda_tests.log"
+fi
+if want sweep; then
+    run_step 170 'sweep smoke (table1 rows frcn, ohem_b; 4 seeds, 30 iterations, 8 workers)' \
+        env SMOKE=1 OUT="$OUT/sweep" bash tools/gpu_sweep.sh table1 90 > "$OUT/sweep_call.log" 2>&1
+    grep -h 'sweep rc\|finished runs' "$OUT/sweep/progress.log" 2>/dev/null | while read -r line; do note "  $line"; done
+    [ -f "$OUT/sweep/table.md" ] && cat "$OUT/sweep/table.md"
+fi
+if want rpn; then
+    for spec in 'vgg16 600 1000' 'r50_fpn 800 1333'; do
+        set -- $spec
+        run_step 60 "RPN miner cost $1 $2x$3" bash -c "python3 tools/benchmark.py --device cuda --models $1 \
+            --size $2 $3 --batch 2 --variants random rpn_ohem ours ours_rpn_ohem --iters $ITERS --warmup $WARMUP \
+            --no-nms --out '$OUT/bench_rpn_$1.json' > '$OUT/bench_rpn_$1.log' 2>&1"
+    done
 fi
 want vgg16 && run_step 120 'benchmark VGG16 600x1000' bash -c "python3 tools/benchmark.py --device cuda --models vgg16 \
     --size 600 1000 --batch 2 --precision fp32 fp16 bf16 --iters $ITERS --warmup $WARMUP --nms-sizes 2000 \
@@ -68,23 +88,15 @@ if want agreement; then
     run_step 150 'read-only precision agreement' bash -c "python3 -m ohem_experiments.benchmark.readonly_agreement \
         --device cuda --train-steps $TRAIN_STEPS --seeds 0 1 --out '$OUT/readonly_agreement.json' > '$OUT/readonly_agreement.log' 2>&1"
 fi
+if want configs; then
+    run_step 220 'every config: fp16 and bf16 AMP steps' bash -c "python3 -m pytest tests/test_cuda.py -m cuda \
+        -k every_config -q -rA -s -p no:cacheprovider > '$OUT/cuda_configs.log' 2>&1"
+    grep -E ': (ok|NON-FINITE|[A-Za-z]+Error)' "$OUT/cuda_configs.log" | tail -40
+fi
 want profile && for spec in 'r50_fpn 800 1333' 'vgg16 600 1000'; do
     set -- $spec
     run_step 35 "profile one AMP iteration per variant, $1" bash -c "python3 -m ohem_experiments.benchmark.profile_iteration \
         $1 --size $2 $3 --precision fp16 --variants random mmdet_ohem ours --out '$OUT/profile_$1.json' \
         > '$OUT/profile_$1.log' 2>&1"
 done
-if want rpn; then
-    for spec in 'vgg16 600 1000' 'r50_fpn 800 1333'; do
-        set -- $spec
-        run_step 60 "RPN miner cost $1 $2x$3" bash -c "python3 tools/benchmark.py --device cuda --models $1 \
-            --size $2 $3 --batch 2 --variants random rpn_ohem ours ours_rpn_ohem --iters $ITERS --warmup $WARMUP \
-            --no-nms --out '$OUT/bench_rpn_$1.json' > '$OUT/bench_rpn_$1.log' 2>&1"
-    done
-fi
-if want configs; then
-    run_step 220 'every config: fp16 and bf16 AMP steps' bash -c "python3 -m pytest tests/test_cuda.py -m cuda \
-        -k every_config -q -rA -s -p no:cacheprovider > '$OUT/cuda_configs.log' 2>&1"
-    grep -E ': (ok|NON-FINITE|[A-Za-z]+Error)' "$OUT/cuda_configs.log" | tail -40
-fi
 pack

@@ -1,4 +1,4 @@
-# Sourced by the one-call device scripts (tools/gpu_check.sh, tools/gpu_check_rpn_ohem.sh) after `cd` to
+# Sourced by the one-call device scripts (tools/gpu_check.sh, tools/gpu_sweep.sh) after `cd` to
 # the repository root, with OUT (output folder) and LABEL (progress-line prefix) set: creates $OUT, defines
 # `note`, loads the GPU kit's environment (.gpu/device_env.sh), installs the test wheels, sets PYTHONPATH
 # and records the GPU. Exits the calling script if the kit's environment fails.
