@@ -192,9 +192,13 @@ def _uses_mmdet_bbox_loss(head: nn.Module) -> bool:
 
 
 def _bbox_head_losses_no_sync(head: nn.Module, cls_score: Optional[Tensor], bbox_pred: Optional[Tensor],
-                              rois: Tensor, labels: Tensor, label_weights: Tensor, bbox_targets: Tensor,
-                              bbox_weights: Tensor, num_pos: int, per_roi: bool = True) -> dict:
+                              rois: Tensor, labels: Tensor, label_weights: Optional[Tensor], bbox_targets: Tensor,
+                              bbox_weights: Any, num_pos: int, per_roi: bool = True) -> dict:
     """``BBoxHead.loss(..., reduction_override='none')`` for rows ordered positives first, without syncs.
+
+    The targets are ``BBoxHead.get_targets``' (``bbox_targets`` with a row per candidate, or the positives'
+    rows only, as :meth:`RoIHeadAdapter._fast_targets` gives them; ``label_weights`` may be ``None`` for
+    all ones, which softmax cross-entropy then does without; ``bbox_weights`` is not used).
 
     With ``per_roi=False`` the same losses with the head's training reduction (``BBoxHead.loss`` without
     ``reduction_override``): the average factors are then the number of candidates for both losses, which
@@ -213,6 +217,8 @@ def _bbox_head_losses_no_sync(head: nn.Module, cls_score: Optional[Tensor], bbox
     reduction = 'none' if per_roi else None
     n = float(max(labels.shape[0], 1))
     if cls_score is not None and cls_score.numel() > 0:
+        if label_weights is None and not _softmax_ce(head.loss_cls):  # other losses need the weights
+            label_weights = rois.new_ones(labels.shape)  # in the priors' dtype, as mmdet's
         out = head.loss_cls(cls_score, labels, label_weights, avg_factor=1.0 if per_roi else n,
                             reduction_override=reduction)
         losses.update(out if isinstance(out, dict) else {'loss_cls': out})
@@ -227,7 +233,7 @@ def _bbox_head_losses_no_sync(head: nn.Module, cls_score: Optional[Tensor], bbox
             pos_pred = pos_pred.view(num_pos, head.num_classes, -1)[
                 torch.arange(num_pos, device=pos_pred.device), labels[:num_pos]]
         losses['loss_bbox'] = head.loss_bbox(pos_pred, bbox_targets[:num_pos], None,
-                                             avg_factor=bbox_targets.size(0), reduction_override=reduction)
+                                             avg_factor=labels.shape[0], reduction_override=reduction)
     return losses
 
 
@@ -238,12 +244,17 @@ def _bbox_head_losses_no_sync(head: nn.Module, cls_score: Optional[Tensor], bbox
 MEAN_CONSISTENT_BOX_LOSSES = ('SmoothL1Loss', 'L1Loss')
 
 
+def _softmax_ce(loss: Any) -> bool:
+    """Whether ``loss`` is mmdet's ``CrossEntropyLoss`` in its softmax form (the exact class)."""
+    from mmdet.models.losses import CrossEntropyLoss
+    return type(loss) is CrossEntropyLoss and not loss.use_sigmoid and not loss.use_mask
+
+
 def _mean_consistent(head: nn.Module) -> bool:
     """Whether ``head``'s losses are all :data:`MEAN_CONSISTENT_BOX_LOSSES` / softmax cross-entropy."""
     from mmdet.models import losses as mmdet_losses
     cls, box = getattr(head, 'loss_cls', None), getattr(head, 'loss_bbox', None)
-    cls_ok = cls is None or (type(cls) is mmdet_losses.CrossEntropyLoss and not cls.use_sigmoid
-                             and not cls.use_mask)
+    cls_ok = cls is None or _softmax_ce(cls)
     box_ok = box is None or any(type(box) is getattr(mmdet_losses, name, None) for name in MEAN_CONSISTENT_BOX_LOSSES)
     return cls_ok and box_ok
 
@@ -266,12 +277,10 @@ def _coder_constants(coder: Any, device: torch.device) -> Tuple[Tensor, Tensor]:
 def _bbox2delta(proposals: Tensor, gt: Tensor, means: Tensor, stds: Tensor) -> Tensor:
     """mmdet's ``bbox2delta`` with ``means``/``stds`` already ``(1, 4)`` device tensors (mmdet copies them
     from Python to the device on every call, a host sync). The same float operations on each element, so
-    the same values, on the x and y halves at once (fewer kernel launches)."""
-    proposals, gt = proposals.float(), gt.float()
-    p_ctr = (proposals[:, :2] + proposals[:, 2:]) * 0.5
-    p_wh = proposals[:, 2:] - proposals[:, :2]
-    g_ctr = (gt[:, :2] + gt[:, 2:]) * 0.5
-    g_wh = gt[:, 2:] - gt[:, :2]
+    the same values, on proposals and gt boxes, x and y at once (fewer kernel launches)."""
+    boxes = torch.stack([proposals, gt]).float().view(2, proposals.shape[0], 2, 2)  # (proposal/gt, n, corner, xy)
+    lo, hi = boxes.unbind(2)
+    (p_ctr, g_ctr), (p_wh, g_wh) = ((lo + hi) * 0.5).unbind(0), (hi - lo).unbind(0)
     return torch.cat([(g_ctr - p_ctr) / p_wh, torch.log(g_wh / p_wh)], dim=1).sub_(means).div_(stds)
 
 
@@ -301,13 +310,14 @@ def per_roi_loss(key: str, value: Tensor, n: int, num_pos: int) -> Optional[Tens
         raise ValueError(f"read-only pass: loss {key!r} returned a scalar ({float(value)}) with "
                          f"reduction_override='none'; OHEM needs one loss per RoI")
     rows = value.shape[0]
-    out = value.new_zeros(n)
+    if rows == n and value.dim() == 1:
+        return value  # already one value per candidate
     for span in (n, num_pos):  # one row per candidate / per positive, or k rows each (RoI-major)
         if span and rows % span == 0:  # rows == num_pos < n is never a multiple of n
-            out[:span] = value.reshape(span, -1).sum(dim=1)
-            return out
+            row = value.reshape(span, -1).sum(dim=1)
+            return row if span == n else torch.nn.functional.pad(row, (0, n - span))  # zeros for negatives
     if rows == 0:
-        return out
+        return value.new_zeros(n)
     raise ValueError(f'read-only pass: loss {key!r} has shape {tuple(value.shape)}, which matches neither '
                      f'the {n} candidates nor their {num_pos} positives')
 
@@ -553,9 +563,16 @@ class RoIHeadAdapter:
 
     def _fast_targets(self, pos_priors: Tensor, neg_priors: Tensor, pos_gt_bboxes: Any,
                       pos_gt_labels: Tensor) -> Optional[tuple]:
-        """``BBoxHead.get_targets`` for one image, without host reads, for mmdet's ``BBoxHead`` with its
-        ``DeltaXYWHBBoxCoder`` (the same values: labels, label weights with ``pos_weight``, the
-        positives' deltas, box weights); ``None`` for any other box coder or ``reg_decoded_bbox``."""
+        """The targets :func:`_bbox_head_losses_no_sync` needs, without host reads, for mmdet's ``BBoxHead``
+        with its ``DeltaXYWHBBoxCoder``; ``None`` for any other box coder or ``reg_decoded_bbox``.
+
+        Returns:
+            ``(labels, label_weights, pos_deltas, None)``: ``BBoxHead.get_targets``' labels, its label
+            weights (``None`` where every weight is 1, i.e. ``pos_weight`` <= 0 or 1: multiplying by 1.0
+            changes no loss), and its box targets of the positives (the negatives' rows are zeros with
+            zero box weights there, and the positives' box weights are ones, which the losses do not
+            need). The same values, bit for bit (``test_fast_targets_equal_mmdets_get_targets``).
+        """
         from mmdet.models.task_modules.coders import DeltaXYWHBBoxCoder
         from mmdet.structures.bbox import get_box_tensor
 
@@ -568,15 +585,13 @@ class RoIHeadAdapter:
         labels = torch.cat([pos_gt_labels.long(), pos_gt_labels.new_full((num_neg, ), head.num_classes,
                                                                           dtype=torch.long)])
         pos_weight = 1.0 if self.train_cfg.pos_weight <= 0 else float(self.train_cfg.pos_weight)
-        # In the priors' dtype, as mmdet's (fp16 proposals under --amp give fp16 targets there too).
-        label_weights = pos_priors.new_ones(num_pos + num_neg)
-        if pos_weight != 1.0:
+        label_weights = None
+        if pos_weight != 1.0:  # in the priors' dtype, as mmdet's
+            label_weights = pos_priors.new_ones(num_pos + num_neg)
             label_weights[:num_pos] = pos_weight
-        deltas = _bbox2delta(pos_priors, get_box_tensor(pos_gt_bboxes), means, stds)
-        zeros = pos_priors.new_zeros(num_neg, deltas.shape[-1])
-        bbox_targets = torch.cat([deltas.to(pos_priors.dtype), zeros])
-        bbox_weights = torch.cat([pos_priors.new_ones(deltas.shape), zeros])
-        return labels, label_weights, bbox_targets, bbox_weights
+        # In the priors' dtype, as mmdet's (fp16 proposals under --amp give fp16 targets there too).
+        deltas = _bbox2delta(pos_priors, get_box_tensor(pos_gt_bboxes), means, stds).to(pos_priors.dtype)
+        return labels, label_weights, deltas, None
 
     @property
     def batchable(self) -> bool:

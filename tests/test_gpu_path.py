@@ -375,6 +375,16 @@ def test_fast_targets_equal_mmdets_get_targets(tiny_fpn, pos_weight):
         want = sampler.head.bbox_head.get_targets([every], cfg, concat=True)
     finally:
         cfg.pos_weight = old
-    assert len(fast) == len(want) == 4
-    for a, b in zip(fast, want):
-        assert a.dtype == b.dtype and torch.equal(a, b)
+    labels, label_weights, pos_deltas, unused = fast
+    want_labels, want_label_weights, want_targets, want_box_weights = want
+    num_pos = every.pos_priors.shape[0]
+    assert labels.dtype == want_labels.dtype and torch.equal(labels, want_labels)
+    if pos_weight == -1:  # every label weight is 1: none passed
+        assert label_weights is None and torch.equal(want_label_weights, torch.ones_like(want_label_weights))
+    else:
+        assert label_weights.dtype == want_label_weights.dtype and torch.equal(label_weights, want_label_weights)
+    assert pos_deltas.dtype == want_targets.dtype and torch.equal(pos_deltas, want_targets[:num_pos])
+    # What the sync-free loss relies on: no box targets for negatives, box weights 1 exactly on positives.
+    assert unused is None and not want_targets[num_pos:].any()
+    assert torch.equal(want_box_weights, (torch.arange(len(want_labels)) < num_pos)[:, None].expand_as(
+        want_box_weights).to(want_box_weights.dtype))

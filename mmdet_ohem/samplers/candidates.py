@@ -77,7 +77,8 @@ class CandidateSampler(BaseSampler):
         num_filtered: Union[int, Tensor] = 0
         if box_filter is not None:
             bad = box_filter(get_box_tensor(priors))
-            pos, neg, num_filtered = pos & ~bad, neg & ~bad, bad.sum()
+            ok = ~bad
+            pos, neg, num_filtered = pos & ok, neg & ok, bad.sum()
         everything = SamplingResult(pos_inds=torch.nonzero(pos, as_tuple=False).flatten(),
                                     neg_inds=torch.nonzero(neg, as_tuple=False).flatten(), priors=priors,
                                     gt_bboxes=gt_bboxes, assign_result=assign_result, gt_flags=gt_flags)

@@ -275,14 +275,16 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
     values = _pad(losses, 0.0)
     finite = torch.isfinite(values)
     if len({x.shape[0] for x in losses}) == 1:  # no padding (e.g. one image): fewer operators
-        num_bad = (~finite).sum(-1)
+        num_finite = finite.sum(-1)
+        num_bad = values.shape[-1] - num_finite
         keep_bad = num_bad > skip_limit * values.shape[-1]
         keep_bad_real = keep_bad[:, None]
     else:
         real = _pad([x.new_ones(x.shape, dtype=torch.bool) for x in losses], False)
         finite = finite & real
-        num_bad = (real & ~finite).sum(-1)
-        keep_bad = num_bad > skip_limit * real.sum(-1)
+        num_real, num_finite = real.sum(-1), finite.sum(-1)
+        num_bad = num_real - num_finite
+        keep_bad = num_bad > skip_limit * num_real
         keep_bad_real = keep_bad[:, None] & real
     inf = values.new_full((), math.inf)
     fill = torch.where(keep_bad_real, inf, -inf)
@@ -318,7 +320,7 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
         # Per image, in one float32 tensor (counts are exact there): the result sizes and flags, and the
         # statistics (suppressed, finite count, loss sums), then the convergence flag.
         counts = torch.cat([torch.stack([(group == 0).sum(-1), (group == 1).sum(-1), num_bad, keep_bad, filled, supp,
-                                         finite.sum(-1), loss_values.sum(-1),
+                                         num_finite, loss_values.sum(-1),
                                          torch.where(kept, ranked_values, 0.0).sum(-1)], dim=1).flatten(),
                             converged.reshape(1)])
         values_read = counts.tolist()  # the one host read, for all images
