@@ -310,16 +310,16 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
         kept, supp, converged = _full_length(fp.kept, n), fp.num_suppressed, fp.converged
         if head.shape[-1] < n:
             filled = fp.filled
-    ranked_neg = (~_pad([p.bool() for p in is_pos], False)).gather(-1, order) if is_pos is not None else None
+    ranked_pos = _pad([p.bool() for p in is_pos], False).gather(-1, order) if is_pos is not None else None
     loss_values = torch.where(finite, values, 0.0)  # the finite candidates' losses (padding is not finite)
     ranked_values = values.gather(-1, order)
     while True:
-        # 0: mined positive, 1: mined negative (or any mined RoI without is_pos), 2: not mined.
-        group = torch.where(kept, ranked_neg.to(torch.uint8) if ranked_neg is not None else kept.to(torch.uint8),
-                            torch.full_like(kept, 2, dtype=torch.uint8))
+        # 2: mined positive, 1: mined negative (or any mined RoI without is_pos), 0: not mined.
+        mined_pos = kept & ranked_pos if ranked_pos is not None else torch.zeros_like(kept)
+        group = kept.to(torch.uint8) + mined_pos
         # Per image, in one float32 tensor (counts are exact there): the result sizes and flags, and the
         # statistics (suppressed, finite count, loss sums), then the convergence flag.
-        counts = torch.cat([torch.stack([(group == 0).sum(-1), (group == 1).sum(-1), num_bad, keep_bad, filled, supp,
+        counts = torch.cat([torch.stack([mined_pos.sum(-1), kept.sum(-1), num_bad, keep_bad, filled, supp,
                                          num_finite, loss_values.sum(-1),
                                          torch.where(kept, ranked_values, 0.0).sum(-1)], dim=1).flatten(),
                             converged.reshape(1)])
@@ -330,10 +330,10 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
         kept, supp, converged = _full_length(fp.kept, kept.shape[-1]), fp.num_suppressed, fp.converged
         if fp.size < kept.shape[-1]:
             filled = fp.filled
-    chosen = order.gather(-1, torch.sort(group, dim=-1, stable=True).indices)
+    chosen = order.gather(-1, torch.sort(group, dim=-1, descending=True, stable=True).indices)
     out = []
     for b, row in enumerate(chosen.unbind(0)):
-        num_p, num_n, bad, kept_bad, enough, num_supp, num_finite, cand_loss, mined_loss = \
+        num_p, num_kept, bad, kept_bad, enough, num_supp, num_finite, cand_loss, mined_loss = \
             values_read[_READ_PER_IMAGE * b:_READ_PER_IMAGE * (b + 1)]
         if bad and nonfinite == 'raise':
             _raise_nonfinite(losses[b], torch.isfinite(losses[b]))
@@ -343,8 +343,8 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
                                             labels[b] if labels is not None else None, nonfinite,
                                             is_pos[b] if is_pos is not None else None, 'host', skip_limit))
             continue
-        num_p, num_n = int(num_p), int(num_n)
-        out.append(Selection(row[:num_p + num_n], int(num_supp), int(bad), num_p if is_pos is not None else None,
+        num_p = int(num_p)
+        out.append(Selection(row[:int(num_kept)], int(num_supp), int(bad), num_p if is_pos is not None else None,
                              bool(kept_bad), mined_loss, cand_loss, int(num_finite)))
     return out
 
