@@ -244,25 +244,13 @@ def _config_amp_steps(name: str, device: str = 'cuda', size=None) -> list:
     return losses
 
 
-def _unique_model_configs() -> list:
-    """One config per distinct ``model`` (train_cfg included): the ablation, multi-scale and test-time
-    variants that change only data or evaluation settings share their model's code path."""
-    from tests.test_configs import NAMES
-    seen, names = set(), []
-    for name in sorted(NAMES):
-        key = str(Config.fromfile(str(NAMES[name])).model)
-        if key not in seen:
-            seen.add(key)
-            names.append(name)
-    return names
-
-
 def test_every_config_in_configs_trains_amp_steps():
     """Issue 10: `--amp` (fp16 and bf16) trains every config in configs/ on the GPU (one config per distinct
     model, at its training scale), with the default read-only precision."""
     import time
     failures, rows = [], []
-    for name in _unique_model_configs():
+    from tests.test_configs import unique_model_configs
+    for name in unique_model_configs():
         t = time.perf_counter()
         try:
             losses = _config_amp_steps(name)
