@@ -266,3 +266,19 @@ def test_box_iou_is_the_per_coordinate_iou_bit_for_bit(dtype):
         assert torch.equal(box_iou(boxes, boxes), want)
         assert torch.equal(box_iou(boxes, boxes.clone()), want)
         assert torch.equal(box_iou(boxes[: n // 2 + 1], boxes), want[: n // 2 + 1])
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_device_read_counts_are_exact_for_low_precision_losses(dtype):
+    """The one read carries counts and loss sums in one tensor: counts above what bf16/fp16 hold exactly
+    (257, 2,049) must still come back exact."""
+    n, num = 3000, 2049
+    losses = torch.linspace(0.0, 1.0, n).to(dtype)
+    boxes = torch.arange(n, dtype=torch.float32)[:, None] * 20.0 + torch.tensor([0., 0., 10., 10.])
+    for budget in (257, num):
+        got = select_hard_examples_batch([losses, losses[:-5]], [boxes, boxes[:-5]], budget, None,
+                                         method='device')
+        for sel, m in zip(got, (n, n - 5)):
+            assert sel.indices.numel() == budget and sel.num_finite == m
+        again = select_hard_examples(losses, boxes, budget, 0.7, method='device')
+        assert again.indices.numel() == budget and again.num_finite == n

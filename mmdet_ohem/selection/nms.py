@@ -35,8 +35,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ['NMSResult', 'GreedyFixedPoint', 'blind_steps', 'box_iou', 'device_prefix', 'greedy_loss_nms', 'rank_by_loss',
-           'resolve_method', 'suppression_matrix']
+__all__ = ['NMSResult', 'GreedyFixedPoint', 'blind_steps', 'box_iou', 'device_prefix', 'greedy_loss_nms',
+           'rank_by_loss', 'resolve_method', 'suppression_matrix']
 
 NMS_METHODS = ('auto', 'host', 'device')
 # Device method: the (m, m) suppression matrix of a ranked prefix of m = device_prefix(n, budget) boxes
