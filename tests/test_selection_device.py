@@ -268,6 +268,24 @@ def test_box_iou_is_the_per_coordinate_iou_bit_for_bit(dtype):
         assert torch.equal(box_iou(boxes[: n // 2 + 1], boxes), want[: n // 2 + 1])
 
 
+@pytest.mark.parametrize('batched', [False, True])
+def test_suppression_matrix_in_row_chunks_equals_one_chunk(monkeypatch, batched):
+    """Row chunks (long lists: the RPN miner's anchors, VGG16's 2 x 2,000 RoIs) share the areas computed
+    once and give the one-chunk matrix bit for bit, labels included."""
+    import mmdet_ohem.selection.nms as nms_mod
+    g = torch.Generator().manual_seed(1)
+    n = 300
+    xy = torch.rand(2, n, 2, generator=g) * 200
+    boxes = torch.cat([xy, xy + torch.rand(2, n, 2, generator=g) * 60 + 1], -1)
+    labels = torch.randint(0, 3, (2, n), generator=g)
+    if not batched:
+        boxes, labels = boxes[0], labels[0]
+    want = suppression_matrix(boxes, 0.5, labels)
+    monkeypatch.setattr(nms_mod, 'IOU_CHUNK_ELEMENTS', 7 * n)  # a few rows per chunk, a short last chunk
+    got = suppression_matrix(boxes, 0.5, labels)
+    assert torch.equal(got, want) and got.any()
+
+
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 def test_device_read_counts_are_exact_for_low_precision_losses(dtype):
     """The one read carries counts and loss sums in one tensor: counts above what bf16/fp16 hold exactly

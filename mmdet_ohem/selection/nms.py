@@ -71,28 +71,36 @@ class NMSResult:
     num_suppressed: Tensor
 
 
-def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+def _areas(boxes: Tensor) -> Tensor:
+    wh = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0)
+    return wh[..., 0] * wh[..., 1]
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor, areas1: Optional[Tensor] = None,
+            areas2: Optional[Tensor] = None) -> Tensor:
     """Pairwise IoU of axis-aligned boxes in ``(x1, y1, x2, y2)`` format.
 
     Degenerate boxes (zero or negative width/height) have zero area and an IoU of 0 with everything,
     including themselves, so they never suppress anything.
 
-    Written with few kernels (x and y at once; the areas once when ``boxes2 is boxes1``), since on a GPU
-    each is a launch; each element gets the same float operations either way.
+    Written with few kernels (x and y at once; the areas once when ``boxes2 is boxes1``, or not at all
+    when the caller has them), since on a GPU each is a launch; each element gets the same float
+    operations either way.
 
     Args:
         boxes1: ``(..., n, 4)`` boxes.
         boxes2: ``(..., m, 4)`` boxes (the same leading batch dimensions, if any).
+        areas1, areas2: Optional ``(..., n)`` / ``(..., m)`` areas of the boxes, as this function computes
+            them (row chunks of one matrix share the columns' areas).
 
     Returns:
         ``(..., n, m)`` IoU matrix in the dtype of ``boxes1``.
     """
-    def areas(boxes: Tensor) -> Tensor:
-        wh = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0)
-        return wh[..., 0] * wh[..., 1]
-
-    area1 = areas(boxes1)
-    area2 = area1 if boxes2 is boxes1 else areas(boxes2)
+    area1 = _areas(boxes1) if areas1 is None else areas1
+    if areas2 is not None:
+        area2 = areas2
+    else:
+        area2 = area1 if boxes2 is boxes1 else _areas(boxes2)
     inter_wh = (torch.minimum(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
                 - torch.maximum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])).clamp(min=0)
     inter = inter_wh[..., 0] * inter_wh[..., 1]
@@ -124,9 +132,10 @@ def suppression_matrix(boxes: Tensor, iou_threshold: float, labels: Optional[Ten
     chunk = max(1, IOU_CHUNK_ELEMENTS // max(n * lists, 1))
     if n <= chunk:  # one chunk, the common case: box_iou computes the areas once
         over = box_iou(boxes, boxes) > iou_threshold
-    else:
-        over = torch.cat([box_iou(boxes[..., r:r + chunk, :], boxes) > iou_threshold for r in range(0, n, chunk)],
-                         dim=-2)
+    else:  # row chunks; the areas once for all of them
+        area = _areas(boxes)
+        over = torch.cat([box_iou(boxes[..., r:r + chunk, :], boxes, area[..., r:r + chunk], area) > iou_threshold
+                          for r in range(0, n, chunk)], dim=-2)
     if labels is not None:
         over &= labels[..., :, None] == labels[..., None, :]
     return torch.triu(over, diagonal=1)
