@@ -160,9 +160,16 @@ def test_profile_iteration_marks_the_samplers_parts():
 
 def test_count_ops_shows_fewer_operators_when_images_are_mined_together():
     """The operator counter (a GPU-cost proxy on the CPU), with the selection on its CUDA path."""
-    from ohem_experiments.benchmark.count_ops import count_ops, table
-    res = count_ops('r50_fpn', [96], ['random', 'ours', 'ours_per_image'])
+    from ohem_experiments.benchmark.count_ops import count_ops, source_table, table
+    res = count_ops('r50_fpn', [96], ['random', 'ours', 'ours_per_image'], by_source=True)
     assert res['random']['extra_per_image'] == 0
     assert 0 < res['ours']['extra_per_image'] < res['ours_per_image']['extra_per_image']
     assert res['ours']['candidates_last_image'] > 0
     assert '| ours_per_image | OHEMSampler, one image at a time |' in table(res, 'random')
+    # --by-source: every operator has a source; the sources' differences add up to the total difference
+    for v in ('random', 'ours'):
+        assert sum(res[v]['sources'].values()) == res[v]['ops']
+    added = dict(res['ours']['added_by_source'])
+    assert sum(added.values()) == res['ours']['ops'] - res['random']['ops']
+    assert added['mmdet_ohem/selection/select.py:_select_batch_on_device'] > 0
+    assert '| `mmdet_ohem/' in source_table(res, 'ours', 'random', 5)

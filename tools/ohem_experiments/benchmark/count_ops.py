@@ -9,15 +9,21 @@ the same budget) with a ``TorchDispatchMode``, once per variant on the same weig
 ``--gpu-path`` (default on) makes the selection take the path it takes on CUDA (device loss-NMS,
 batched selection) although the tensors are on the CPU, so the counts are those a GPU run dispatches.
 
+``--by-source N`` also attributes every operator to the innermost frame of ``mmdet_ohem`` (else of
+mmdet/mmcv) that dispatched it, and prints, per variant, the N sources that add the most operators over
+the first variant: where to look for the next cut.
+
 Usage::
 
     python -m ohem_experiments.benchmark.count_ops r50_fpn --size 320 --variants random mmdet_ohem ours ours_per_image
+    python -m ohem_experiments.benchmark.count_ops vgg16 --size 320 --variants random ours --by-source 15
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -27,18 +33,38 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .detectors import MODELS, VARIANTS, prepare, swap_sampler
 
-__all__ = ['count_ops', 'main']
+__all__ = ['count_ops', 'main', 'source_table']
+
+
+def _source() -> str:
+    """``package/file.py:function`` of the innermost ``mmdet_ohem`` frame on the stack, else of the innermost
+    mmdet/mmcv frame, else ``other``."""
+    frame, fallback = sys._getframe(2), None
+    while frame is not None:
+        name = frame.f_code.co_filename.replace('\\', '/')
+        for package in ('/mmdet_ohem/', '/mmdet/', '/mmcv/'):
+            if package in name:
+                where = package.strip('/') + '/' + name.split(package, 1)[1] + ':' + frame.f_code.co_name
+                if package == '/mmdet_ohem/':
+                    return where
+                fallback = fallback or where
+        frame = frame.f_back
+    return fallback or 'other'
 
 
 class _OpCounter(TorchDispatchMode):
-    """Counts ATen operators (views and metadata ops included, as each costs a dispatch)."""
+    """Counts ATen operators (views and metadata ops included, as each costs a dispatch), and with
+    ``by_source`` where they come from (:func:`_source`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, by_source: bool = False) -> None:
         super().__init__()
         self.ops: Counter = Counter()
+        self.sources: Optional[Counter] = Counter() if by_source else None
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops[func.overloadpacket.__name__] += 1
+        if self.sources is not None:
+            self.sources[_source()] += 1
         return func(*args, **(kwargs or {}))
 
 
@@ -62,9 +88,11 @@ def _gpu_selection_path(enabled: bool):
 
 
 def count_ops(model: str, size: Sequence[int], variants: Sequence[str], gpu_path: bool = True,
-              batch_size: int = 2, top: int = 12) -> Dict[str, dict]:
+              batch_size: int = 2, top: int = 12, by_source: bool = False) -> Dict[str, dict]:
     """Per variant: ``ops`` (ATen operators in ``model.loss``), ``extra_per_image`` (ops beyond the first
-    variant's, per image) and ``top`` (the most frequent operators).
+    variant's, per image) and ``top`` (the most frequent operators); with ``by_source``, ``sources``
+    (operators per source, :func:`_source`) and ``added_by_source`` (per source, the operators beyond the
+    first variant's, largest first; negative where the first variant has more).
 
     Raises:
         KeyError: Unknown model or variant.
@@ -79,7 +107,7 @@ def count_ops(model: str, size: Sequence[int], variants: Sequence[str], gpu_path
             torch.manual_seed(0)
             prep.model.loss(prep.data['inputs'], prep.data['data_samples'])  # warm-up (lazy state)
             torch.manual_seed(0)
-            counter = _OpCounter()
+            counter = _OpCounter(by_source)
             with counter, torch.no_grad():
                 prep.model.loss(prep.data['inputs'], prep.data['data_samples'])
             total = sum(counter.ops.values())
@@ -88,7 +116,21 @@ def count_ops(model: str, size: Sequence[int], variants: Sequence[str], gpu_path
             out[v] = {'ops': total, 'extra_per_image': (total - base) / batch_size,
                       'candidates_last_image': int(stats.candidates) if stats is not None else None,
                       'top': counter.ops.most_common(top)}
+            if by_source:
+                out[v]['sources'] = dict(counter.sources)
+                first = out[variants[0]]['sources']
+                added = {k: counter.sources.get(k, 0) - first.get(k, 0) for k in set(counter.sources) | set(first)}
+                out[v]['added_by_source'] = sorted(((k, d) for k, d in added.items() if d),
+                                                   key=lambda kv: (-kv[1], kv[0]))
     return out
+
+
+def source_table(res: Dict[str, dict], variant: str, first: str, rows: int) -> str:
+    """The ``rows`` sources that add the most operators to ``variant`` over ``first`` (markdown)."""
+    lines = [f'Operators {variant} adds over {first}, by source (top {rows}):', '',
+             '| source | added operators (2 images) |', '|---|---|']
+    lines += [f'| `{k}` | {d:+d} |' for k, d in res[variant]['added_by_source'][:rows]]
+    return '\n'.join(lines)
 
 
 def table(res: Dict[str, dict], first: str) -> str:
@@ -109,14 +151,21 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument('--variants', nargs='+', default=['random', 'mmdet_ohem', 'ours', 'ours_per_image'],
                    choices=sorted(VARIANTS))
     p.add_argument('--cpu-path', action='store_true', help="count the CPU selection path (host loss-NMS)")
+    p.add_argument('--by-source', type=int, default=0, metavar='N',
+                   help='also print the N sources (file:function) that add the most operators over the first variant')
     p.add_argument('--out', default=None, help='JSON output (the table is printed)')
     args = p.parse_args(argv)
     if len(args.size) not in (1, 2):
         p.error('--size takes H or H W')
-    res = count_ops(args.model, args.size, args.variants, gpu_path=not args.cpu_path)
+    if args.by_source < 0:
+        p.error(f'--by-source takes a number of rows >= 0, got {args.by_source}')
+    res = count_ops(args.model, args.size, args.variants, gpu_path=not args.cpu_path, by_source=args.by_source > 0)
     print(f'{args.model} {"x".join(map(str, args.size))}, batch 2, '
           f'{"CPU" if args.cpu_path else "GPU"} selection path')
     print(table(res, args.variants[0]))
+    for v in args.variants[1:] if args.by_source else ():
+        print()
+        print(source_table(res, v, args.variants[0], args.by_source))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({'model': args.model, 'size': args.size, 'gpu_path': not args.cpu_path,
