@@ -67,6 +67,13 @@ def test_device_selection_raises_on_nonfinite_when_asked():
         select_hard_examples(torch.tensor([1.0, math.nan]), boxes, 4, nonfinite='raise', method='device')
 
 
+def test_fixed_point_over_an_empty_list():
+    for valid in (torch.zeros(0, dtype=torch.bool), torch.zeros(2, 0, dtype=torch.bool)):
+        fp = GreedyFixedPoint(torch.zeros(valid.shape + (0, ), dtype=torch.bool), valid, budget=4)
+        assert fp.kept.shape == valid.shape and bool(fp.converged)
+        assert not fp.filled.any() and not fp.num_suppressed.any()
+
+
 def test_fixed_point_needs_more_steps_on_a_suppression_chain():
     """A chain a > b > c > ... where each box only overlaps its neighbour: greedy keeps every other box.
 

@@ -30,6 +30,7 @@ return exactly full greedy NMS truncated to ``max_keep``:
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from typing import Optional
 
 import torch
@@ -164,10 +165,10 @@ class GreedyFixedPoint:
 
     def __init__(self, over: Tensor, valid: Tensor, budget: int, steps: Optional[int] = None) -> None:
         self.valid, self.budget = valid, int(budget)
-        n = valid.shape[-1]
+        n, lists = valid.shape[-1], math.prod(valid.shape[:-1])  # (lists explicit: n may be 0)
         dtype = torch.float16 if over.is_cuda else torch.float32
-        self._over = over.reshape(-1, n, n).to(dtype)
-        keep = valid.reshape(-1, 1, n).to(dtype)
+        self._over = over.reshape(lists, n, n).to(dtype)
+        keep = valid.reshape(lists, 1, n).to(dtype)
         self._invalid = 1 - keep
         self._prev, self._cur = keep, self._step(keep)
         self._rank: Optional[Tensor] = None
