@@ -315,12 +315,16 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
     ranked_values = values.gather(-1, order)
     while True:
         # 2: mined positive, 1: mined negative (or any mined RoI without is_pos), 0: not mined.
-        mined_pos = kept & ranked_pos if ranked_pos is not None else torch.zeros_like(kept)
-        group = kept.to(torch.uint8) + mined_pos
+        num_kept = kept.sum(-1)
+        if ranked_pos is not None:
+            mined_pos = kept & ranked_pos
+            group, num_mined_pos = kept.to(torch.uint8) + mined_pos, mined_pos.sum(-1)
+        else:  # no split: the positives' count is not used
+            group, num_mined_pos = kept.to(torch.uint8), num_kept
         # Per image, in one float64 tensor (the loss sums set its dtype; counts are exact there, whatever
         # the losses' dtype): the result sizes and flags, and the statistics (suppressed, finite count,
         # loss sums), then the convergence flag.
-        counts = torch.cat([torch.stack([mined_pos.sum(-1), kept.sum(-1), num_bad, keep_bad, filled, supp,
+        counts = torch.cat([torch.stack([num_mined_pos, num_kept, num_bad, keep_bad, filled, supp,
                                          num_finite, loss_values.sum(-1, dtype=torch.float64),
                                          torch.where(kept, ranked_values, 0.0).sum(-1, dtype=torch.float64)],
                                         dim=1).flatten(), converged.reshape(1)])
