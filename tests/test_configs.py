@@ -34,6 +34,26 @@ PAPER = [n for n in NAMES if n.split('/')[0] in ('frcn', 'ohem', 'ablation')]
 PY = sys.executable
 
 
+def config_model(name: str, device: str = 'cpu'):
+    """Config ``name``'s model, random init (pretrained weights dropped; on the CPU RoIAlign for RoIPool,
+    which mmcv 2.1 has no CPU kernel for)."""
+    from ._detectors import build
+    cfg = Config.fromfile(str(NAMES[name]))
+    drop_pretrained(cfg)
+    if device == 'cpu':
+        use_roi_align(cfg)
+    return build(cfg, seed=0, device=device)
+
+
+def config_batch(model, size, num_items, num_proposals: int) -> dict:
+    """A 2-image batch for ``model``; a Fast R-CNN gets ``num_proposals`` proposals per image (a fresh batch
+    per step: its loss pops the proposals' boxes)."""
+    from ._detectors import batch
+    proposals = num_proposals if model.__class__.__name__ == 'FastRCNN' else 0
+    return batch(model, 2, size, num_items, num_classes=model.roi_head.bbox_head.num_classes,
+                 num_proposals=proposals)
+
+
 def unique_model_configs() -> list:
     """One config per distinct ``model`` (train_cfg included): the ablation, multi-scale and test-time
     variants that change only data or evaluation settings share their model's code path."""
@@ -399,7 +419,6 @@ def test_every_config_trains_a_bf16_autocast_step_on_cpu(monkeypatch):
     gets float32 boxes (the CUDA step, ``test_cuda.py::test_every_config_in_configs_trains_amp_steps``,
     needs no such help)."""
     import mmcv.ops  # noqa: F401
-    from ._detectors import batch, build
     nms_module = sys.modules['mmcv.ops.nms']
     cpu_nms = nms_module.nms
 
@@ -412,13 +431,8 @@ def test_every_config_trains_a_bf16_autocast_step_on_cpu(monkeypatch):
     failures = []
     for name in unique_model_configs():
         try:
-            cfg = Config.fromfile(str(NAMES[name]))
-            drop_pretrained(cfg)
-            use_roi_align(cfg)
-            model = build(cfg, seed=0, device='cpu')
-            proposals = 300 if model.__class__.__name__ == 'FastRCNN' else 0
-            data = batch(model, 2, (128, 128) if name.startswith('toy/') else (192, 256), (3, 2),
-                         num_classes=model.roi_head.bbox_head.num_classes, num_proposals=proposals)
+            model = config_model(name)
+            data = config_batch(model, (128, 128) if name.startswith('toy/') else (192, 256), (3, 2), 300)
             with torch.autocast('cpu', dtype=torch.bfloat16):
                 raw = model.loss(data['inputs'], data['data_samples'])
             loss, _ = model.parse_losses(raw)

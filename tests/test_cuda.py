@@ -226,21 +226,13 @@ def test_benchmark_code_path_on_cuda(tmp_path):
 
 def _config_amp_steps(name: str, device: str = 'cuda', size=None) -> list:
     """One fp16 (GradScaler) and one bf16 AMP training step of config ``name``'s model, random init."""
-    from mmdet_ohem.config_tools import use_roi_align
-    from tests.test_configs import NAMES
-    cfg = Config.fromfile(str(NAMES[name]))
-    drop_pretrained(cfg)
-    if device == 'cpu':
-        use_roi_align(cfg)  # mmcv 2.1 has no CPU RoIPool
-    model = build(cfg, seed=0, device=device)
+    from tests.test_configs import config_batch, config_model
+    model = config_model(name, device)
     if size is None:
         size = (800, 1333) if 'r50' in name else (128, 128) if name.startswith('toy/') else (600, 1000)
-    proposals = 2000 if model.__class__.__name__ == 'FastRCNN' else 0
     losses = []
     for dtype in ('float16', 'bfloat16'):  # a fresh batch each: Fast R-CNN's loss pops its proposals' boxes
-        data = batch(model, 2, size, (6, 4), num_classes=model.roi_head.bbox_head.num_classes,
-                     num_proposals=proposals)
-        losses += _amp_steps(model, data, dtype, steps=1)
+        losses += _amp_steps(model, config_batch(model, size, (6, 4), 2000), dtype, steps=1)
     return losses
 
 
