@@ -198,7 +198,7 @@ def _bbox_head_losses_no_sync(head: nn.Module, cls_score: Optional[Tensor], bbox
 
     The targets are ``BBoxHead.get_targets``' (``bbox_targets`` with a row per candidate, or the positives'
     rows only, as :meth:`RoIHeadAdapter._fast_targets` gives them; ``label_weights`` may be ``None`` for
-    all ones, which softmax cross-entropy then does without; ``bbox_weights`` is not used).
+    all ones with a softmax cross-entropy ``loss_cls``; ``bbox_weights`` is not used).
 
     With ``per_roi=False`` the same losses with the head's training reduction (``BBoxHead.loss`` without
     ``reduction_override``): the average factors are then the number of candidates for both losses, which
@@ -217,8 +217,6 @@ def _bbox_head_losses_no_sync(head: nn.Module, cls_score: Optional[Tensor], bbox
     reduction = 'none' if per_roi else None
     n = float(max(labels.shape[0], 1))
     if cls_score is not None and cls_score.numel() > 0:
-        if label_weights is None and not _softmax_ce(head.loss_cls):  # other losses need the weights
-            label_weights = rois.new_ones(labels.shape)  # in the priors' dtype, as mmdet's
         out = head.loss_cls(cls_score, labels, label_weights, avg_factor=1.0 if per_roi else n,
                             reduction_override=reduction)
         losses.update(out if isinstance(out, dict) else {'loss_cls': out})
@@ -568,8 +566,9 @@ class RoIHeadAdapter:
 
         Returns:
             ``(labels, label_weights, pos_deltas, None)``: ``BBoxHead.get_targets``' labels, its label
-            weights (``None`` where every weight is 1, i.e. ``pos_weight`` <= 0 or 1: multiplying by 1.0
-            changes no loss), and its box targets of the positives (the negatives' rows are zeros with
+            weights (``None`` where every weight is 1, i.e. ``pos_weight`` <= 0 or 1, and the head's
+            ``loss_cls`` is softmax cross-entropy, which does without: multiplying by 1.0 changes no loss;
+            other losses such as GHMC read the weights), and its box targets of the positives (the negatives' rows are zeros with
             zero box weights there, and the positives' box weights are ones, which the losses do not
             need). The same values, bit for bit (``test_fast_targets_equal_mmdets_get_targets``).
         """
@@ -586,9 +585,10 @@ class RoIHeadAdapter:
                                                                           dtype=torch.long)])
         pos_weight = 1.0 if self.train_cfg.pos_weight <= 0 else float(self.train_cfg.pos_weight)
         label_weights = None
-        if pos_weight != 1.0:  # in the priors' dtype, as mmdet's
+        if pos_weight != 1.0 or not _softmax_ce(head.loss_cls):  # in the priors' dtype, as mmdet's
             label_weights = pos_priors.new_ones(num_pos + num_neg)
-            label_weights[:num_pos] = pos_weight
+            if pos_weight != 1.0:
+                label_weights[:num_pos] = pos_weight
         # In the priors' dtype, as mmdet's (fp16 proposals under --amp give fp16 targets there too).
         deltas = _bbox2delta(pos_priors, get_box_tensor(pos_gt_bboxes), means, stds).to(pos_priors.dtype)
         return labels, label_weights, deltas, None
