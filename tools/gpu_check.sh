@@ -13,13 +13,14 @@
 # vgg16, r50_fpn  the benchmark in issue 10's settings: VGG16 600x1000 and R50-FPN 800x1333, batch 2, fp32
 #         and fp16 AMP (+ bf16 for VGG16), variants random / mmdet_ohem / ours / ours_exact / ours_bf16 /
 #         ours_per_image (images mined one at a time, to show what mining them together saves), interleaved;
-# agreement  the read-only precision agreement (tf32/fp16/bf16 vs exact fp32 mined sets), at random init
+# agreement  the read-only precision agreement (tf32/fp16/bf16 vs exact fp32 mined sets, and exact fp32 summed in
+#         another order, the noise floor), at random init
 #         and after TRAIN_STEPS float32 SGD steps on the batch (a trained head's loss spread);
 # configs one fp16 and one bf16 AMP step of every config in configs/ (one per distinct model; ~3 minutes);
 # profile a torch.profiler view of one AMP iteration per variant (host vs device time, kernel launches).
 # STEPS picks the steps of a call. The step limits add up to ~17 minutes, but they are upper bounds: on
 # the H200 (2026-11-26) tests, benchmarks, agreement, profile and rpn took 226 s together; sweep and
-# configs are new (~2 + ~3 minutes estimated). One call with the default DEADLINE should hold them all; a
+# configs are new (~2 + ~3 minutes estimated). One call with the default DEADLINE may not hold them all; a
 # step cut off by it can be rerun alone on the warm machine, e.g. STEPS='configs' DEADLINE=240.
 # Only 8 files come back from $OUT: the markdown tables, the agreement JSON and progress log come back as
 # files, everything (logs, JSON, the sweep's cells and table) also in gpu_check.tgz. Each step has its own
@@ -86,7 +87,7 @@ want r50_fpn && run_step 95 'benchmark R50-FPN 800x1333' bash -c "python3 tools/
     --out '$OUT/bench_r50_fpn.json' > '$OUT/bench_r50_fpn.log' 2>&1"
 if want agreement; then
     run_step 150 'read-only precision agreement' bash -c "python3 -m ohem_experiments.benchmark.readonly_agreement \
-        --device cuda --train-steps $TRAIN_STEPS --seeds 0 1 --out '$OUT/readonly_agreement.json' > '$OUT/readonly_agreement.log' 2>&1"
+        --device cuda --train-steps $TRAIN_STEPS --seeds 0 1 --dtypes tf32 fp16 bf16 fp32_reordered --out '$OUT/readonly_agreement.json' > '$OUT/readonly_agreement.log' 2>&1"
 fi
 if want configs; then
     run_step 220 'every config: fp16 and bf16 AMP steps' bash -c "python3 -m pytest tests/test_cuda.py -m cuda \

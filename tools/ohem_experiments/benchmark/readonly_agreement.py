@@ -10,6 +10,13 @@ images of |mined_reduced ∩ mined_fp32| / |mined_fp32|.
 Weights are the benchmark's random init (no download): an untrained head gives near-equal losses, so
 rounding reorders them more than trained weights would; read the numbers as a pessimistic bound.
 
+Two more passes run anywhere, the CPU included (the others need CUDA to differ from float32):
+``tf32_emulated`` rounds the operands of every linear layer and convolution to TF32's 10-bit mantissa
+(round to nearest, ties to even) and multiplies in float32, as tensor cores do; ``fp32_reordered`` is
+exact float32 with each of those reductions summed in two halves, i.e. only the summation order changed.
+The latter is the noise floor: no pass whose rounding differs from the reference's can be expected to
+agree more than a pass that only adds in another order.
+
 Usage::
 
     python -m ohem_experiments.benchmark.readonly_agreement --device cuda --out agreement.json
@@ -17,16 +24,77 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 from .detectors import prepare, swap_sampler
 
-__all__ = ['readonly_agreement', 'main']
+__all__ = ['readonly_agreement', 'main', 'round_to_tf32', 'EMULATED']
 
 SETTINGS = {'vgg16': (600, 1000), 'r50_fpn': (800, 1333)}
+
+
+def round_to_tf32(x: Tensor) -> Tensor:
+    """``x`` (float32) rounded to TF32's 10 explicit mantissa bits, to nearest with ties to even; the
+    result is float32. Other dtypes are returned unchanged."""
+    if x.dtype != torch.float32:
+        return x
+    bits = x.contiguous().view(torch.int32)
+    bits = (bits + 0xFFF + ((bits >> 13) & 1)) & -0x2000  # two's complement addition rounds the magnitude
+    return bits.view(torch.float32).view_as(x)
+
+
+def _halves(k: int) -> tuple:
+    return slice(0, k // 2), slice(k // 2, k)
+
+
+class _Rewrite(TorchFunctionMode):
+    """Routes ``F.linear`` and ``F.conv2d`` (groups 1) through ``linear``/``conv``; the rest untouched."""
+
+    def __init__(self, linear: Callable, conv: Callable) -> None:
+        super().__init__()
+        self.linear, self.conv = linear, conv
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear and args[0].dtype == torch.float32:
+            return self.linear(*args, **kwargs)
+        if func is F.conv2d and args[0].dtype == torch.float32 and (args[6] if len(args) > 6 else
+                                                                    kwargs.get('groups', 1)) == 1:
+            return self.conv(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
+def _tf32_linear(x, w, b=None):
+    return F.linear(round_to_tf32(x), round_to_tf32(w), b)
+
+
+def _tf32_conv(x, w, b=None, *args, **kwargs):
+    return F.conv2d(round_to_tf32(x), round_to_tf32(w), b, *args, **kwargs)
+
+
+def _reordered_linear(x, w, b=None):
+    lo, hi = _halves(w.shape[1])
+    return F.linear(x[..., lo], w[:, lo]) + F.linear(x[..., hi], w[:, hi], b)
+
+
+def _reordered_conv(x, w, b=None, *args, **kwargs):
+    lo, hi = _halves(w.shape[1])
+    return F.conv2d(x[:, lo], w[:, lo], None, *args, **kwargs) + F.conv2d(x[:, hi], w[:, hi], b, *args, **kwargs)
+
+
+#: Passes that run in float32 on any device with their arithmetic rewritten (see the module docstring).
+EMULATED: Dict[str, Callable[[], contextlib.AbstractContextManager]] = {
+    'tf32_emulated': lambda: _Rewrite(_tf32_linear, _tf32_conv),
+    'fp32_reordered': lambda: _Rewrite(_reordered_linear, _reordered_conv),
+}
+DTYPES = ('tf32', 'fp16', 'bf16') + tuple(EMULATED)
 
 
 def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', seeds: Sequence[int] = (0, 1, 2),
@@ -55,8 +123,11 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
         for seed in seeds:
-            prep = prepare(model, ['ours'], size, 2, (6, 4), device, seed, lr=lr)
-            sampler: OHEMSampler = prep.samplers['ours']
+            # One image per sample() call: the capture below wraps the per-image read-only pass and
+            # selection (the default mines the images together through other entry points; the RoIs are
+            # the same, tests/test_batched_mining.py).
+            prep = prepare(model, ['ours_per_image'], size, 2, (6, 4), device, seed, lr=lr)
+            sampler: OHEMSampler = prep.samplers['ours_per_image']
             swap_sampler(prep.model, sampler)
             for _ in range(train_steps):  # PyTorch's default precision (TF32 convolutions): only the weights matter
                 log_vars = train_step(prep.model, prep.optim, prep.data)
@@ -82,12 +153,18 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
             with torch.no_grad():
                 prep.model.loss(prep.data['inputs'], prep.data['data_samples'])
             sampler._select, sampler.head.readonly_losses = orig, orig_losses
+            if len(inputs) != len(captured) or not inputs:
+                raise RuntimeError(f'readonly_agreement: captured {len(inputs)} read-only passes and '
+                                   f'{len(captured)} selections from a batch of 2; the sampler no longer mines '
+                                   f'through readonly_losses/_select one image at a time')
             for (args, _), (boxes, is_pos, labels) in zip(inputs, captured):
                 exact = sampler.head.readonly_losses(*args[:5], None).ranking(sampler.ranking_loss)
                 want = sampler._select(exact, boxes, is_pos, labels).indices
                 spreads.append(float(exact.std() / exact.mean().clamp(min=1e-12)))
                 for d in dtypes:
-                    approx = sampler.head.readonly_losses(*args[:5], READONLY_PRECISIONS[d]).ranking(sampler.ranking_loss)
+                    with EMULATED[d]() if d in EMULATED else contextlib.nullcontext():
+                        approx = sampler.head.readonly_losses(
+                            *args[:5], None if d in EMULATED else READONLY_PRECISIONS[d]).ranking(sampler.ranking_loss)
                     got = sampler._select(approx, boxes, is_pos, labels).indices
                     overlaps[d].append(len(set(got.tolist()) & set(want.tolist())) / max(want.numel(), 1))
                     masses[d].append(float(exact[got].sum() / exact[want].sum().clamp(min=1e-12)))
@@ -111,7 +188,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     p.add_argument('--lr', type=float, default=0.005)
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2], help='one batch of 2 images per seed')
     p.add_argument('--size', type=int, nargs=2, default=None, help='H W (default: the issue setting per model)')
-    p.add_argument('--dtypes', nargs='+', default=['tf32', 'fp16', 'bf16'], choices=['tf32', 'fp16', 'bf16'])
+    p.add_argument('--dtypes', nargs='+', default=['tf32', 'fp16', 'bf16'], choices=DTYPES,
+                   help='reduced passes to compare with float32; tf32_emulated and fp32_reordered (the noise '
+                        'floor) also differ from it on the CPU')
     p.add_argument('--out', default=None)
     args = p.parse_args(argv)
     rows: List[dict] = []
