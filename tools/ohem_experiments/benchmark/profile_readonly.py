@@ -19,10 +19,14 @@ __all__ = ['profile_readonly', 'main']
 
 
 def profile_readonly(model: str, size: int, device: str = 'cpu', rows: int = 12) -> str:
-    """Profiles the first read-only pass of a training forward (after one warm-up forward).
+    """Profiles the first read-only pass of a training forward (after one warm-up forward): the batch's
+    (``readonly_losses_batch``, the default) or, for heads mined one image at a time, the first image's.
 
     Returns:
         The profiler's table sorted by self CPU time.
+
+    Raises:
+        RuntimeError: If the forward ran no read-only pass.
     """
     from mmdet_ohem.readonly_pass import RoIHeadAdapter
 
@@ -30,23 +34,30 @@ def profile_readonly(model: str, size: int, device: str = 'cpu', rows: int = 12)
     swap_sampler(prep.model, prep.samplers['ours'])
     torch.manual_seed(0)
     prep.model.loss(prep.data['inputs'], prep.data['data_samples'])  # warm-up
-    orig = RoIHeadAdapter.readonly_losses
+    names = ('readonly_losses_batch', 'readonly_losses')
+    origs = {name: getattr(RoIHeadAdapter, name) for name in names}
     captured: dict = {}
 
-    def wrapped(self, *args, **kwargs):
-        if 'prof' in captured:
-            return orig(self, *args, **kwargs)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            out = orig(self, *args, **kwargs)
-        captured['prof'] = prof
-        return out
+    def profiled(orig):
+        def wrapped(self, *args, **kwargs):
+            if 'prof' in captured:
+                return orig(self, *args, **kwargs)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                out = orig(self, *args, **kwargs)
+            captured['prof'] = prof
+            return out
+        return wrapped
 
-    RoIHeadAdapter.readonly_losses = wrapped
+    for name in names:
+        setattr(RoIHeadAdapter, name, profiled(origs[name]))
     try:
         torch.manual_seed(0)
         prep.model.loss(prep.data['inputs'], prep.data['data_samples'])
     finally:
-        RoIHeadAdapter.readonly_losses = orig
+        for name in names:
+            setattr(RoIHeadAdapter, name, origs[name])
+    if 'prof' not in captured:
+        raise RuntimeError(f'profile_readonly: the {model} forward ran no read-only pass')
     return captured['prof'].key_averages().table(sort_by='self_cpu_time_total', row_limit=rows)
 
 
