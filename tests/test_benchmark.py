@@ -173,3 +173,45 @@ def test_count_ops_shows_fewer_operators_when_images_are_mined_together():
     assert sum(added.values()) == res['ours']['ops'] - res['random']['ops']
     assert added['mmdet_ohem/selection/select.py:_select_batch_on_device'] > 0
     assert '| `mmdet_ohem/' in source_table(res, 'ours', 'random', 5)
+
+
+def test_round_to_tf32_keeps_ten_mantissa_bits_ties_to_even():
+    from ohem_experiments.benchmark.readonly_agreement import round_to_tf32
+    e = 2.0 ** -10  # TF32's last mantissa bit at 1.0
+    x = torch.tensor([1.0, 1 + e, 1 + e / 2, 1 + 3 * e / 2, -(1 + 3 * e / 2), 1 + e / 2 + 2 ** -20, 2 - e / 4,
+                      float('inf'), 0.0])
+    want = [1.0, 1 + e, 1.0, 1 + 2 * e, -(1 + 2 * e), 1 + e, 2.0, float('inf'), 0.0]
+    assert round_to_tf32(x).tolist() == want
+    assert round_to_tf32(x.half()).dtype == torch.float16  # other dtypes pass through
+
+
+def test_emulated_passes_change_only_the_rounding():
+    from ohem_experiments.benchmark.readonly_agreement import EMULATED
+    torch.manual_seed(0)
+    lin, conv = torch.nn.Linear(512, 8), torch.nn.Conv2d(16, 4, 3, padding=1)
+    x, img = torch.randn(6, 512), torch.randn(1, 16, 7, 7)
+    with torch.no_grad():
+        exact = lin(x), conv(img)
+        for name, tol in (('fp32_reordered', 1e-5), ('tf32_emulated', 1e-2)):
+            with EMULATED[name]():
+                got = lin(x), conv(img)
+            for g, e in zip(got, exact):
+                assert not torch.equal(g, e) and torch.allclose(g, e, atol=tol), name
+
+
+def test_readonly_agreement_runs_on_the_cpu():
+    """The tool's code path: captured per-image passes, a float32 reference, emulated passes (CPU)."""
+    from ohem_experiments.benchmark.readonly_agreement import readonly_agreement
+    r = readonly_agreement('r50_fpn', (96, 128), 'cpu', seeds=(0, ), dtypes=('tf32', 'fp32_reordered',
+                                                                           'tf32_emulated'), train_steps=1)
+    assert r['images'] == 2 and len(r['final_train_loss']) == 1
+    assert r['overlap']['tf32']['min'] == 1.0  # TF32 is a CUDA setting: float32 exactly on the CPU
+    for d in ('fp32_reordered', 'tf32_emulated'):
+        assert 0.0 <= r['overlap'][d]['min'] <= r['overlap'][d]['mean'] <= 1.0
+        assert r['loss_mass'][d]['min'] > 0
+
+
+def test_profile_readonly_profiles_the_batched_pass():
+    from ohem_experiments.benchmark.profile_readonly import profile_readonly
+    table = profile_readonly('r50_fpn', 64)
+    assert 'Self CPU' in table and 'aten::' in table
