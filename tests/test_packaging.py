@@ -63,7 +63,9 @@ def test_import_takes_over_exactly_one_existing_name():
     assert diff['changed'] == ['mmdet.registry.TASK_UTILS:OHEMSampler']
     assert diff['shadowing'] == []
     new = {k.split(':', 1)[1] for k in diff['new']}
-    assert {'LossNMS', 'UniformSampler', 'MMDetOHEMSampler', 'VGG16', 'FRCNBBoxHead', 'VGG16Pretrained'} <= new
+    assert new == {'LossNMS', 'UniformSampler', 'MMDetOHEMSampler', 'RPNOHEMSampler', 'OHEMRPNHead', 'VGG16',
+                   'FRCNBBoxHead', 'VGG16Pretrained', 'VGGM', 'VGGMBBoxHead', 'VGGMPretrained',
+                   'IterBBoxRegRoIHead'}  # the list in README's "What the import changes"
     # the opt-in extras are not registered by the plugin import
     assert not new & {'CheckedVOCDataset', 'RNGStateHook', 'WeightsDigestHook'}
 

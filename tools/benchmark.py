@@ -8,7 +8,7 @@ mmdet's RandomSampler (baseline), mmdet's built-in OHEM (``MMDetOHEMSampler``), 
 
 Examples::
 
-    .venv/bin/python tools/benchmark.py                           # both models, CPU, 512x512
+    .venv/bin/python tools/benchmark.py                           # both models, CPU, 320x320
     .venv/bin/python tools/benchmark.py --models r50_fpn --iters 3 --no-memory
     .venv/bin/python tools/benchmark.py --device cuda --size 800 1333 --iters 20
 """

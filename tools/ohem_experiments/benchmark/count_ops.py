@@ -6,8 +6,9 @@ operators it dispatches. This counts every ATen operator dispatched during ``mod
 losses, sampling and mining included; the backward is the same size for every variant, since all mine
 the same budget) with a ``TorchDispatchMode``, once per variant on the same weights and batch.
 
-``--gpu-path`` (default on) makes the selection take the path it takes on CUDA (device loss-NMS,
-batched selection) although the tensors are on the CPU, so the counts are those a GPU run dispatches.
+By default the selection takes the path it takes on CUDA (device loss-NMS, batched selection) although
+the tensors are on the CPU, so the counts are those a GPU run dispatches; ``--cpu-path`` counts the CPU
+path (host loss-NMS) instead.
 
 ``--by-source N`` also attributes every operator to the innermost frame of ``mmdet_ohem`` (else of
 mmdet/mmcv) that dispatched it, and prints, per variant, the N sources that add the most operators over
