@@ -142,6 +142,24 @@ def test_a_few_steps_lower_the_all_anchor_loss():
     assert all_anchor_mean() < before
 
 
+@pytest.mark.parametrize('loss_bbox', [dict(type='SmoothL1Loss', beta=1.0 / 9.0, loss_weight=1.0),
+                                       dict(type='L1Loss', loss_weight=1.0)])
+def test_a_batch_without_positive_anchors_trains_on(loss_bbox):
+    """Images without gt boxes: no anchor is positive, and mmdet's box loss then returns one 0-dim sum
+    instead of per-anchor losses. The miner mines background only and the step trains."""
+    head = MODELS.build(rpn_cfg(MINER, loss_bbox=loss_bbox))
+    feats, _, metas = inputs()
+    empty = [InstanceData(bboxes=torch.zeros(0, 4), labels=torch.zeros(0).long()) for _ in range(2)]
+    losses = loss_of(head, feats, empty, metas)
+    loss = sum(losses['loss_rpn_cls']) + sum(losses['loss_rpn_bbox'])
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    m = head.last_mining
+    assert m['loss_bbox'].shape == m['loss_cls'].shape and not m['loss_bbox'].any()
+    assert [idx.numel() for idx in m['mined']] == [32, 32]
+    assert head.sampler.last_stats.mined_fg == 0
+
+
 def test_log_keys_have_their_own_prefix():
     hub = MessageHub.get_current_instance()
     hub.update_info('iter', 12345)

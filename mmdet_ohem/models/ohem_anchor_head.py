@@ -130,6 +130,10 @@ def anchor_losses(head: AnchorHead, cls_scores: List[Tensor], bbox_preds: List[T
         d = bbox_targets.shape[-1]
         lb = head.loss_bbox(reg, bbox_targets.reshape(-1, d), bbox_weights.reshape(-1, d),
                             reduction_override='none')
+        if lb.dim() == 0:
+            # mmdet's box losses (L1, SmoothL1, IoU family) return one 0-dim ``(pred * weight).sum()`` when no
+            # weight is positive, i.e. no positive anchor in the batch: every anchor's box loss is zero then.
+            lb = reg.new_zeros(n, a)
     return lc.reshape(n, a, -1).sum(-1).float(), lb.reshape(n, a, -1).sum(-1).float()
 
 
