@@ -215,3 +215,14 @@ def test_profile_readonly_profiles_the_batched_pass():
     from ohem_experiments.benchmark.profile_readonly import profile_readonly
     table = profile_readonly('r50_fpn', 64)
     assert 'Self CPU' in table and 'aten::' in table
+
+
+def test_bf16_benchmark_runs_on_the_cpu(tmp_path):
+    """--precision bf16 on a CPU: mmcv's float32-only CPU kernels get float32 (they raised before)."""
+    from ohem_experiments.benchmark.cli import main
+    out = tmp_path / 'bench.json'
+    main(['--models', 'vgg16', '--size', '64', '96', '--batch', '2', '--precision', 'bf16', '--iters', '1',
+          '--warmup', '0', '--no-memory', '--no-nms', '--variants', 'random', 'ours', '--threads', '1',
+          '--out', str(out)])
+    t = json.loads(out.read_text())['models'][0]['timings']
+    assert set(t) == {'random', 'ours'} and t['ours']['parts_median_s']['readonly'] > 0.0

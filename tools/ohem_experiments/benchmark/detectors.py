@@ -208,6 +208,11 @@ def prepare(model_name: str, variants: Sequence[str], size: Union[int, Sequence[
     if precision not in PRECISIONS:
         raise ValueError(f'precision must be one of {sorted(PRECISIONS)}, got {precision!r}')
     cfg, notes = load_config(model_name, device)
+    if device.startswith('cpu') and PRECISIONS[precision][0] is not None:
+        # mmcv 2.1's CPU nms/roi_align take float32 only: run them in float32, as `tools/train.py --amp`
+        # on a CPU does (mmdet_ohem.reliability)
+        from mmdet_ohem.reliability.amp import run_mmcv_ops_in_float32_under_cpu_autocast
+        run_mmcv_ops_in_float32_under_cpu_autocast()
     model = build_detector(cfg, seed, device)
     base = base_sampler_settings(cfg)
     samplers = {v: TASK_UTILS.build(sampler_cfg(v, base), default_args=dict(context=model.roi_head))
