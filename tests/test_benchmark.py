@@ -199,16 +199,21 @@ def test_emulated_passes_change_only_the_rounding():
                 assert not torch.equal(g, e) and torch.allclose(g, e, atol=tol), name
 
 
-def test_readonly_agreement_runs_on_the_cpu():
+def test_readonly_agreement_runs_on_the_cpu(tmp_path):
     """The tool's code path: captured per-image passes, a float32 reference, emulated passes (CPU)."""
-    from ohem_experiments.benchmark.readonly_agreement import readonly_agreement
-    r = readonly_agreement('r50_fpn', (96, 128), 'cpu', seeds=(0, ), dtypes=('tf32', 'fp32_reordered',
-                                                                           'tf32_emulated'), train_steps=1)
+    from ohem_experiments.benchmark.readonly_agreement import main
+    out = tmp_path / 'agreement.json'
+    rows = main(['--device', 'cpu', '--models', 'r50_fpn', '--size', '96', '128', '--seeds', '0',
+                 '--train-steps', '1', '--dtypes', 'tf32', 'fp32_reordered', 'tf32_emulated', '--out', str(out)])
+    assert json.loads(out.read_text()) == rows and len(rows) == 1
+    r = rows[0]
     assert r['images'] == 2 and len(r['final_train_loss']) == 1
     assert r['overlap']['tf32']['min'] == 1.0  # TF32 is a CUDA setting: float32 exactly on the CPU
     for d in ('fp32_reordered', 'tf32_emulated'):
         assert 0.0 <= r['overlap'][d]['min'] <= r['overlap'][d]['mean'] <= 1.0
         assert r['loss_mass'][d]['min'] > 0
+    table = out.with_suffix('.md').read_text().splitlines()
+    assert len(table) == 3 and 'tf32_emulated' in table[0] and table[2].startswith('| r50_fpn | 96x128 | 1 | 2 |')
 
 
 def test_profile_readonly_profiles_the_batched_pass():

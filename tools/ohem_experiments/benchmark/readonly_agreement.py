@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -35,7 +36,7 @@ from torch.overrides import TorchFunctionMode
 
 from .detectors import prepare, swap_sampler
 
-__all__ = ['readonly_agreement', 'main', 'round_to_tf32', 'EMULATED']
+__all__ = ['readonly_agreement', 'main', 'round_to_tf32', 'EMULATED', 'markdown']
 
 SETTINGS = {'vgg16': (600, 1000), 'r50_fpn': (800, 1333)}
 
@@ -178,6 +179,19 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
             'loss_mass': {d: {'mean': sum(v) / len(v), 'min': min(v)} for d, v in masses.items()}}
 
 
+def markdown(rows: Sequence[dict]) -> str:
+    """The rows as a markdown table: per precision, the mean (min) overlap and the mean loss mass."""
+    dtypes = list(rows[0]['overlap']) if rows else []
+    lines = ['| model | size | SGD steps | images | loss spread | ' + ' | '.join(dtypes) + ' |',
+             '|---|---|---|---|---|' + '---|' * len(dtypes)]
+    for r in rows:
+        cells = [f"{r['overlap'][d]['mean']:.1%} (min {r['overlap'][d]['min']:.1%}), mass "
+                 f"{r['loss_mass'][d]['mean']:.4f}" for d in dtypes]
+        lines.append(f"| {r['model']} | {r['size'][0]}x{r['size'][1]} | {r['train_steps']} | {r['images']} | "
+                     f"{r['spread']:.2f} | " + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
 def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     """Command line: ``--device``, ``--models``, ``--train-steps``, ``--lr``, ``--size``, ``--out``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -191,7 +205,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     p.add_argument('--dtypes', nargs='+', default=['tf32', 'fp16', 'bf16'], choices=DTYPES,
                    help='reduced passes to compare with float32; tf32_emulated and fp32_reordered (the noise '
                         'floor) also differ from it on the CPU')
-    p.add_argument('--out', default=None)
+    p.add_argument('--out', default=None, help='JSON of every row; a markdown table goes beside it (.md)')
     args = p.parse_args(argv)
     rows: List[dict] = []
     for m in args.models:
@@ -207,6 +221,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
             if args.out:
                 with open(args.out, 'w') as f:
                     f.write(json.dumps(rows, indent=1))
+                Path(args.out).with_suffix('.md').write_text(markdown(rows))
     return rows
 
 
