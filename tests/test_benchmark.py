@@ -165,7 +165,7 @@ def test_count_ops_shows_fewer_operators_when_images_are_mined_together():
     assert res['random']['extra_per_image'] == 0
     assert 0 < res['ours']['extra_per_image'] < res['ours_per_image']['extra_per_image']
     assert res['ours']['candidates_last_image'] > 0
-    assert '| ours_per_image | OHEMSampler, one image at a time |' in table(res, 'random')
+    assert '| ours_per_image | OHEMSampler, read-only tf32 (default), one image at a time |' in table(res, 'random')
     # --by-source: every operator has a source; the sources' differences add up to the total difference
     for v in ('random', 'ours'):
         assert sum(res[v]['sources'].values()) == res[v]['ops']

@@ -362,7 +362,7 @@ def test_rpn_ohem_preset_runs_end_to_end(tmp_path):
 
 
 def test_benchmark_times_the_rpn_miner_against_the_same_r_cnn_sampler():
-    from ohem_experiments.benchmark.detectors import WithRPNMiner, prepare, swap_sampler
+    from ohem_experiments.benchmark.detectors import WithRPNMiner, describe_variant, prepare, swap_sampler
     prep = prepare('r50_fpn', ['random', 'rpn_ohem'], 64, batch_size=1, num_items=(2, ))
     plain, mined = prep.samplers['random'], prep.samplers['rpn_ohem']
     assert isinstance(mined, WithRPNMiner) and isinstance(mined.rpn, RPNOHEMSampler) and mined.rpn.num == 256
@@ -371,6 +371,9 @@ def test_benchmark_times_the_rpn_miner_against_the_same_r_cnn_sampler():
     assert prep.model.rpn_head.sampler is mined.rpn and prep.model.roi_head.bbox_sampler is mined.rcnn
     swap_sampler(prep.model, plain)
     assert prep.model.rpn_head.sampler is plain.rpn
+    assert describe_variant('rpn_ohem') == 'RandomSampler + RPN miner (RPNOHEMSampler)'
+    assert describe_variant('ours_rpn_ohem').endswith(' + RPN miner (RPNOHEMSampler)')
+    assert 'RPN' not in describe_variant('random')
 
 
 @pytest.mark.parametrize('toy, real', [('toy_rpn_ohem', 'rpn_ohem/faster_rcnn_vgg16_rpn_ohem_voc07.py'),

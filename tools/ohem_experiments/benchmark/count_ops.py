@@ -32,7 +32,7 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .detectors import MODELS, VARIANTS, prepare, swap_sampler
+from .detectors import MODELS, VARIANTS, describe_variant, prepare, swap_sampler
 
 __all__ = ['count_ops', 'main', 'source_table']
 
@@ -138,9 +138,7 @@ def table(res: Dict[str, dict], first: str) -> str:
     rows = ['| variant | sampler | ATen ops in model.loss | extra ops per image vs ' + first + ' |',
             '|---|---|---|---|']
     for v, r in res.items():
-        typ, extra = VARIANTS[v]
-        note = ', one image at a time' if extra.get('batch_images', True) is False else ''
-        rows.append(f"| {v} | {typ}{note} | {r['ops']} | {r['extra_per_image']:.0f} |")
+        rows.append(f"| {v} | {describe_variant(v)} | {r['ops']} | {r['extra_per_image']:.0f} |")
     return '\n'.join(rows)
 
 

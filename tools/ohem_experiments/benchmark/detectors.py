@@ -15,7 +15,7 @@ from mmdet_ohem.config_tools import config_path, drop_pretrained, rcnn_train_cfg
 from ..quick_detectors import build_detector, synthetic_batch
 
 __all__ = ['MODELS', 'VARIANTS', 'PRECISIONS', 'GPU_VARIANTS', 'RPN_MINED', 'ModelSpec', 'Prepared', 'WithRPNMiner',
-           'base_sampler_settings', 'load_config', 'prepare', 'sampler_cfg', 'swap_sampler']
+           'base_sampler_settings', 'describe_variant', 'load_config', 'prepare', 'sampler_cfg', 'swap_sampler']
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -106,6 +106,17 @@ def base_sampler_settings(cfg) -> Dict[str, Any]:
     base = {k: sampler[k] for k in BASE_KEYS if k in sampler}
     base.setdefault('pos_fraction', 0.25)
     return base
+
+
+def describe_variant(variant: str) -> str:
+    """The samplers a variant uses, for the tables: the R-CNN sampler with its settings, and the RPN miner
+    where the variant mines anchors too."""
+    typ, extra = VARIANTS[variant]
+    precision = extra.get('readonly_dtype', 'tf32 (default)') or 'exact (None)'
+    return (typ + (' (no loss-NMS)' if extra.get('nms', 1) is None else '')
+            + (f', read-only {precision}' if typ == 'OHEMSampler' else '')
+            + (', one image at a time' if extra.get('batch_images', True) is False else '')
+            + (' + RPN miner (RPNOHEMSampler)' if variant in RPN_MINED else ''))
 
 
 def sampler_cfg(variant: str, base: Dict[str, Any]) -> Dict[str, Any]:

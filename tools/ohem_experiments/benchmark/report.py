@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from .detectors import VARIANTS
+from .detectors import describe_variant
 from .timing import VariantTiming, ratio
 
 __all__ = ['machine_info', 'model_table', 'nms_table', 'check_targets', 'targets_table']
@@ -67,11 +67,7 @@ def model_table(timings: Dict[str, VariantTiming], memory: Dict[str, dict]) -> s
             '| × Random (iter peak) |')
     rows = [head, '|' + '---|' * (head.count('|') - 1)]
     for v, t in timings.items():
-        typ, extra = VARIANTS[v]
-        precision = extra.get('readonly_dtype', 'tf32 (default)') or 'exact (None)'
-        desc = typ + (' (no loss-NMS)' if extra.get('nms', 1) is None else '') + \
-            (f', read-only {precision}' if typ == 'OHEMSampler' else '') + \
-            (', one image at a time' if extra.get('batch_images', True) is False else '')
+        desc = describe_variant(v)
         mem = memory.get(v, {})
         cand = f'{sorted(t.candidates)[len(t.candidates) // 2]}' if t.candidates else '–'
         rows.append(
