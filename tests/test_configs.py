@@ -412,22 +412,14 @@ def test_tools_train_then_test_with_the_documented_roi_align_switch(voc_root, tm
 
 
 @pytest.mark.slow
-def test_every_config_trains_a_bf16_autocast_step_on_cpu(monkeypatch):
+def test_every_config_trains_a_bf16_autocast_step_on_cpu():
     """Issue 10's `--amp` on every config, as far as a CPU shows it: one bfloat16-autocast training step of
     each distinct model (random init, small images, RoIAlign for RoIPool) gives a finite loss. The same code
-    paths as CUDA autocast except mmcv's kernels: mmcv 2.1's CPU ``nms`` has no bfloat16 kernel, so here it
-    gets float32 boxes (the CUDA step, ``test_cuda.py::test_every_config_in_configs_trains_amp_steps``,
-    needs no such help)."""
-    import mmcv.ops  # noqa: F401
-    nms_module = sys.modules['mmcv.ops.nms']
-    cpu_nms = nms_module.nms
-
-    def nms_in_float32(boxes, scores, *args, **kwargs):
-        if torch.bfloat16 in (boxes.dtype, scores.dtype):
-            dets, keep = cpu_nms(boxes.float(), scores.float(), *args, **kwargs)
-            return dets.to(boxes.dtype), keep
-        return cpu_nms(boxes, scores, *args, **kwargs)
-    monkeypatch.setattr(nms_module, 'nms', nms_in_float32)
+    paths as CUDA autocast except mmcv's kernels: mmcv 2.1's CPU ``nms``/``roi_align`` have no bfloat16
+    kernels, so here they run in float32, as under ``tools/train.py --amp`` on a CPU (the CUDA step,
+    ``test_cuda.py::test_every_config_in_configs_trains_amp_steps``, needs no such help)."""
+    from mmdet_ohem.reliability.amp import run_mmcv_ops_in_float32_under_cpu_autocast
+    run_mmcv_ops_in_float32_under_cpu_autocast()
     failures = []
     for name in unique_model_configs():
         try:

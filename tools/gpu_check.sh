@@ -13,9 +13,9 @@
 # vgg16, r50_fpn  the benchmark in issue 10's settings: VGG16 600x1000 and R50-FPN 800x1333, batch 2, fp32
 #         and fp16 AMP (+ bf16 for VGG16), variants random / mmdet_ohem / ours / ours_exact / ours_bf16 /
 #         ours_per_image (images mined one at a time, to show what mining them together saves), interleaved;
-# agreement  the read-only precision agreement (tf32/fp16/bf16 vs exact fp32 mined sets, and exact fp32 summed in
-#         another order, the noise floor), at random init
-#         and after TRAIN_STEPS float32 SGD steps on the batch (a trained head's loss spread);
+# agreement  the read-only precision agreement (tf32/fp16/bf16 vs exact fp32 mined sets, and exact fp32 summed
+#         in another order, the noise floor), at random init and after TRAIN_STEPS float32 SGD steps on the
+#         batch (a trained head's loss spread);
 # configs one fp16 and one bf16 AMP step of every config in configs/ (one per distinct model; ~3 minutes);
 # profile a torch.profiler view of one AMP iteration per variant (host vs device time, kernel launches).
 # STEPS picks the steps of a call. The step limits add up to ~17 minutes, but they are upper bounds: on
