@@ -56,9 +56,10 @@ pack() {
     ls -la "$FINAL"
 }
 
-STEPS=${STEPS:-tests sweep rpn vgg16 r50_fpn agreement configs profile}  # which steps to run, in this order
+STEPS=${STEPS:-tests sweep rpn vgg16 r50_fpn configs agreement profile}  # which steps to run, in this order
 want() { case " $STEPS " in *" $1 "*) return 0;; *) return 1;; esac; }
 TRAIN_STEPS=${TRAIN_STEPS:-0 100}  # agreement: measured at random init and after 100 float32 SGD steps
+SEEDS=${SEEDS:-0 1}  # agreement: one batch of 2 images per seed
 
 if want tests; then
     run_step 120 'cuda tests' bash -c "python3 -m pytest tests/test_cuda.py tests/test_rpn_ohem.py -m cuda \
@@ -87,7 +88,7 @@ want r50_fpn && run_step 95 'benchmark R50-FPN 800x1333' bash -c "python3 tools/
     --out '$OUT/bench_r50_fpn.json' > '$OUT/bench_r50_fpn.log' 2>&1"
 if want agreement; then
     run_step 150 'read-only precision agreement' bash -c "python3 -m ohem_experiments.benchmark.readonly_agreement \
-        --device cuda --train-steps $TRAIN_STEPS --seeds 0 1 --dtypes tf32 fp16 bf16 fp32_reordered --out '$OUT/readonly_agreement.json' > '$OUT/readonly_agreement.log' 2>&1"
+        --device cuda --train-steps $TRAIN_STEPS --seeds $SEEDS --dtypes tf32 fp16 bf16 fp32_reordered --out '$OUT/readonly_agreement.json' > '$OUT/readonly_agreement.log' 2>&1"
 fi
 if want configs; then
     run_step 220 'every config: fp16 and bf16 AMP steps' bash -c "python3 -m pytest tests/test_cuda.py -m cuda \
