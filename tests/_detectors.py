@@ -18,3 +18,40 @@ def sampler_inputs(model, data):
         res.priors = res.pop('bboxes')
         images.append((res, data['data_samples'][img].gt_instances, [lvl[img][None].detach() for lvl in x]))
     return x, images
+
+
+def mined_selections(model, data) -> list:
+    """Runs ``model.loss`` once and records, per image, the inputs and result of the sampler's selection
+    (moved to the CPU): the images of a batch are mined together (``select_hard_examples_batch``, the
+    default) or one at a time (``select_hard_examples``: ``batch_images=False`` and heads mined per image)."""
+    import torch
+
+    import mmdet_ohem.samplers.ohem_sampler as sampler_mod
+    orig_one, orig_batch = sampler_mod.select_hard_examples, sampler_mod.select_hard_examples_batch
+    calls = []
+
+    def cpu(v):
+        return v.cpu() if torch.is_tensor(v) else v
+
+    def one(losses, boxes, *args, **kwargs):
+        sel = orig_one(losses, boxes, *args, **kwargs)
+        calls.append((losses.cpu(), boxes.cpu(), tuple(map(cpu, args)),
+                      {k: cpu(v) for k, v in kwargs.items()}, sel.indices.cpu(), losses.device))
+        return sel
+
+    def batch(losses, boxes, num, iou_threshold=0.7, labels=None, nonfinite='skip', is_pos=None, **kwargs):
+        sels = orig_batch(losses, boxes, num, iou_threshold, labels, nonfinite, is_pos, **kwargs)
+        for b, sel in enumerate(sels):
+            calls.append((losses[b].cpu(), boxes[b].cpu(),
+                          (num, iou_threshold, None if labels is None else labels[b].cpu(), nonfinite),
+                          {'is_pos': None if is_pos is None else is_pos[b].cpu()}, sel.indices.cpu(),
+                          losses[b].device))
+        return sels
+
+    sampler_mod.select_hard_examples, sampler_mod.select_hard_examples_batch = one, batch
+    try:
+        with torch.no_grad():
+            model.loss(data['inputs'], data['data_samples'])
+    finally:
+        sampler_mod.select_hard_examples, sampler_mod.select_hard_examples_batch = orig_one, orig_batch
+    return calls

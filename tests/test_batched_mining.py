@@ -16,7 +16,8 @@ from mmdet_ohem.readonly_pass import ImageCandidates, batch_feature_view
 from mmdet_ohem.samplers import OHEMSampler
 from mmdet_ohem.samplers.ohem_sampler import DeferredSamplingResult
 
-from ._detectors import CASCADE_FPN, FASTER_FPN, batch, build, mmdet_config, sampler_inputs, train_step
+from ._detectors import (CASCADE_FPN, FASTER_FPN, batch, build, mined_selections, mmdet_config, sampler_inputs,
+                         train_step)
 
 
 @pytest.fixture(scope='module')
@@ -93,6 +94,27 @@ def test_images_mined_together_get_the_rois_of_mining_each_alone(fpn, nms):
         assert type(w) is SamplingResult and _same(g, w)
     assert together.last_stats is not None and together.last_stats.mined == got[1].pos_inds.numel() + \
         got[1].neg_inds.numel()
+
+
+@pytest.mark.parametrize('batch_images', [True, False])
+def test_selection_spy_sees_every_image(fpn, batch_images):
+    """The spy of the cuda test ``test_sampler_on_gpu_mines_what_the_cpu_selection_mines`` sees one selection
+    per image whichever way the images are mined (it had followed only the per-image call and saw nothing
+    once images were mined together), and each equals the host method's on the same inputs."""
+    from mmdet_ohem.selection import select_hard_examples
+    model, data = fpn
+    sampler = model.roi_head.bbox_sampler
+    before = sampler.batch_images
+    sampler.batch_images = batch_images
+    try:
+        calls = mined_selections(model, data)
+    finally:
+        sampler.batch_images = before
+    assert len(calls) == 2
+    for losses, boxes, args, kwargs, indices, _ in calls:
+        assert indices.numel() > 0
+        assert select_hard_examples(losses, boxes, *args, **{**kwargs, 'method': 'host'}).indices.tolist() == \
+            indices.tolist()
 
 
 def test_deferred_result_behaves_as_a_sampling_result(fpn):

@@ -14,7 +14,7 @@ from mmdet_ohem.config_tools import drop_pretrained
 from mmdet_ohem.samplers import OHEMSampler
 from mmdet_ohem.selection import select_hard_examples
 
-from ._detectors import batch, build, sampler_inputs
+from ._detectors import batch, build, mined_selections, sampler_inputs
 
 pytestmark = pytest.mark.cuda
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,40 +128,14 @@ def test_gpu_mines_the_cpu_references_rois():
 
 
 def test_sampler_on_gpu_mines_what_the_cpu_selection_mines(vgg_ohem):
-    """A real read-only pass on the GPU; its losses, on the CPU, give the same RoIs through the host path."""
-    from mmdet_ohem.readonly_pass import RoIHeadAdapter
+    """A real read-only pass on the GPU (both images mined together, the default); its losses, on the CPU,
+    give the same RoIs through the host path, image by image."""
     model, data = vgg_ohem
-    captured = {}
-    orig = RoIHeadAdapter.readonly_losses
-
-    def spy(self, *args, **kwargs):
-        out = orig(self, *args, **kwargs)
-        captured.setdefault('losses', []).append(out)
-        return out
-
-    import mmdet_ohem.selection.select as select_mod
-    orig_select = select_mod.select_hard_examples
-    calls = []
-
-    def record(losses, boxes, *args, **kwargs):
-        sel = orig_select(losses, boxes, *args, **kwargs)
-        calls.append((losses.cpu(), boxes.cpu(), args, {k: (v.cpu() if torch.is_tensor(v) else v)
-                                                         for k, v in kwargs.items()}, sel.indices.cpu()))
-        return sel
-
-    import mmdet_ohem.samplers.ohem_sampler as sampler_mod
-    RoIHeadAdapter.readonly_losses = spy
-    sampler_mod.select_hard_examples = record
-    try:
-        with torch.no_grad():
-            model.loss(data['inputs'], data['data_samples'])
-    finally:
-        RoIHeadAdapter.readonly_losses = orig
-        sampler_mod.select_hard_examples = orig_select
-    assert len(calls) == 2
-    for losses, boxes, args, kwargs, gpu_indices in calls:
-        args = tuple(a.cpu() if torch.is_tensor(a) else a for a in args)
-        cpu = orig_select(losses, boxes, *args, **{**kwargs, 'method': 'host'})
+    calls = mined_selections(model, data)
+    assert len(calls) == 2  # one selection per image
+    for losses, boxes, args, kwargs, gpu_indices, device in calls:
+        assert device.type == 'cuda'
+        cpu = select_hard_examples(losses, boxes, *args, **{**kwargs, 'method': 'host'})
         assert cpu.indices.tolist() == gpu_indices.tolist()
 
 
