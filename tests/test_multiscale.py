@@ -113,4 +113,5 @@ def test_tta_path_trains_and_tests_a_tiny_model(tmp_path, monkeypatch):
     monkeypatch.setattr(DetTTAModel, 'merge_preds', spy)
     result = runs.train_and_evaluate(cfg, tmp_path / 'work', probe=False)
     assert result.iters == 2 and 0.0 <= result.map <= 1.0
+    assert result.extra['device'] == 'cpu'  # where it trained (on a GPU: 'cuda:0 (<GPU name>)')
     assert views == [5, 5]  # both test images, each at the five scales

@@ -139,7 +139,7 @@ def train_and_evaluate(cfg: Config, work_dir: Union[str, Path], name: Optional[s
             prints the progress instead of mmengine's long config dump and per-iteration lines).
         probe: Log the all-RoI mean loss (:class:`~ohem_experiments.all_roi_probe.AllRoILossHook`) at every
             logging step, so that runs with different samplers have a comparable loss curve.
-        extra: Extra fields stored in the result.
+        extra: Extra fields stored in the result (besides ``log_dir`` and ``device``, where it trained).
         after_test: Optional ``f(runner) -> metrics``, called after ``runner.test()`` with the trained model;
             its metrics are added to the result's (e.g. the RPN's proposal recall).
 
@@ -166,11 +166,20 @@ def train_and_evaluate(cfg: Config, work_dir: Union[str, Path], name: Optional[s
     result = RunResult(name=name, work_dir=str(work_dir), config_hash=digest, metrics=_floats(metrics),
                        final_loss=tail_mean(records, 'loss', 0.1), s_per_iter=median_time(records),
                        train_seconds=t1 - t0, test_seconds=t2 - t1, iters=int(runner.max_iters),
-                       extra=dict(extra or {}, log_dir=str(runner.log_dir)),
+                       extra=dict(extra or {}, log_dir=str(runner.log_dir), device=_model_device(runner.model)),
                        final_allroi_loss=tail_mean(records, 'allroi_mean_rl', 0.1))
     result.save()
     _close_file_handlers(runner)
     return result
+
+
+def _model_device(model) -> str:
+    """Where the run trained: ``'cpu'``, or ``'cuda:0 (NVIDIA H100 80GB HBM3)'`` (mmengine's Runner picks it)."""
+    import torch
+    param = next(model.parameters(), None)
+    if param is None or param.device.type != 'cuda':
+        return 'cpu' if param is None else str(param.device)
+    return f'{param.device} ({torch.cuda.get_device_name(param.device)})'
 
 
 def trained_checkpoint(source_dir: Union[str, Path]) -> Path:
