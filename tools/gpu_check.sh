@@ -13,15 +13,15 @@
 # vgg16, r50_fpn  the benchmark in issue 10's settings: VGG16 600x1000 and R50-FPN 800x1333, batch 2, fp32
 #         and fp16 AMP (+ bf16 for VGG16), variants random / mmdet_ohem / ours / ours_exact / ours_bf16 /
 #         ours_per_image (images mined one at a time, to show what mining them together saves), interleaved;
+# configs one fp16 and one bf16 AMP step of every config in configs/ (one per distinct model);
 # agreement  the read-only precision agreement (tf32/fp16/bf16 vs exact fp32 mined sets, and exact fp32 summed
 #         in another order, the noise floor), at random init and after TRAIN_STEPS float32 SGD steps on the
-#         batch (a trained head's loss spread);
-# configs one fp16 and one bf16 AMP step of every config in configs/ (one per distinct model; ~3 minutes);
+#         batch (a trained head's loss spread), seeds SEEDS; rows are written as they finish;
 # profile a torch.profiler view of one AMP iteration per variant (host vs device time, kernel launches).
 # STEPS picks the steps of a call. The step limits add up to ~17 minutes, but they are upper bounds: on
-# the H200 (2026-11-26) tests, benchmarks, agreement, profile and rpn took 226 s together; sweep and
-# configs are new (~2 + ~3 minutes estimated). One call with the default DEADLINE may not hold them all; a
-# step cut off by it can be rerun alone on the warm machine, e.g. STEPS='configs' DEADLINE=240.
+# the H100 (2026-11-26, sixth session) all steps took 463 s together with the set-up (tests 44 s, sweep
+# 95 s, rpn 42 s, benchmarks 70 s, configs 89 s, agreement 57 s, profile 41 s). A step cut off by the
+# DEADLINE can be rerun alone on the warm machine, e.g. STEPS='configs' DEADLINE=240.
 # Only 8 files come back from $OUT: the markdown tables, the agreement JSON and progress log come back as
 # files, everything (logs, JSON, the sweep's cells and table) also in gpu_check.tgz. Each step has its own
 # time limit, cut to what is left before DEADLINE, so a cut-off run still returns the earlier results.
