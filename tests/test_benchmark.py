@@ -9,7 +9,7 @@ import torch
 from ohem_experiments.benchmark import report
 from ohem_experiments.benchmark.nms_timing import proposal_like_boxes, time_loss_nms
 from ohem_experiments.benchmark.detectors import base_sampler_settings, load_config, prepare, sampler_cfg, train_step
-from ohem_experiments.benchmark.timing import VariantTiming, _StateRestorer
+from ohem_experiments.benchmark.timing import VariantTiming, _StateRestorer, paired_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,6 +89,53 @@ def test_target_checks_compare_against_limits():
                    'iteration peak memory (strict) ours / RandomSampler': 'MISSED',
                    'loss-NMS share of an OHEM iteration': 'MISSED'}
     assert '1.300×' in report.model_table(timings, memory)
+
+
+def test_paired_ratio_takes_each_round_against_the_same_round():
+    """Rounds 3-5 ran slower for everything (machine load): the paired ratio stays 1.2, the ratio of the
+    medians does not (ours' median falls in a slow round, RandomSampler's in a fast one)."""
+    random = VariantTiming(times=[1.0, 1.0, 2.0, 2.0, 2.0])
+    ours = VariantTiming(times=[1.2, 1.2, 2.4, 2.4, 2.4])
+    assert paired_ratio(ours, random) == pytest.approx(1.2)
+    random.times = [1.0, 1.0, 1.0, 2.0, 2.0]
+    assert paired_ratio(ours, random) == pytest.approx(1.2)
+    assert ours.median / random.median == pytest.approx(2.4)
+    assert paired_ratio(ours, None) is None and paired_ratio(VariantTiming(times=[1.0]), random) is None
+
+
+def test_rerender_rebuilds_a_saved_runs_tables_from_its_samples(tmp_path, capsys):
+    """``--rerender``: an older run's JSON (no paired column) gets the current tables; samples untouched."""
+    from ohem_experiments.benchmark import cli
+
+    def timing(times):
+        return VariantTiming(times=times).as_dict()
+
+    memory = {'random': {'peak_mb': 1000.0, 'iter_peak_mb': 100.0}, 'ours': {'peak_mb': 1010.0, 'iter_peak_mb': 101.0}}
+    saved = {'command': 'python tools/benchmark.py --device cuda', 'args': {'batch': 2, 'size': [600, 1000],
+             'num_items': [6, 4], 'iters': 3, 'warmup': 1, 'profile_rounds': 1},
+             'machine': {'cpu': 'x', 'cores': 16, 'torch': 't', 'torch_threads': 16, 'mmcv': '2.1.0',
+                         'mmdet': '3.3.0', 'device': 'cuda', 'gpu': 'NVIDIA H100 80GB HBM3'},
+             'load_before': [0.0], 'load_after': [0.0], 'skipped': [], 'memory_method': 'm',
+             'models': [{'model': 'vgg16', 'precision': 'fp16', 'label': 'VGG16, fp16', 'config': 'c', 'notes': [],
+                         'sampler_budget': {'num': 64}, 'memory': memory, 'table': 'old table',
+                         'targets_table': 'old targets', 'targets': [],
+                         'timings': {'random': timing([1.0, 2.0, 2.0]), 'ours': timing([1.1, 2.4, 2.4])}}]}
+    path = tmp_path / 'bench.json'
+    path.write_text(json.dumps(saved))
+    cli.main(['--rerender', str(path)])
+    got = json.loads(path.read_text())
+    row = got['models'][0]
+    assert row['timings'] == saved['models'][0]['timings'] and row['memory'] == memory
+    assert '× Random (paired)' in row['table'] and '| 1.200× | 1.200× |' in row['table']
+    assert {c['target'].split(': ', 1)[1]: c['status'] for c in row['targets']} == {
+        'time ours / RandomSampler': 'MISSED', 'time ours / mmdet OHEM (must be < 1)': 'n/a',
+        'peak memory ours / RandomSampler': 'met'}
+    md = path.with_suffix('.md').read_text()
+    assert '--rerender' in md and 'old table' not in md and 'GPU NVIDIA H100' in md
+    for bad in ('[1, 2]', '{"models": []}', '{"models": [{"memory": {}}]}'):
+        path.write_text(bad)
+        with pytest.raises(ValueError, match='bench.json is not a benchmark JSON'):
+            cli.main(['--rerender', str(path)])
 
 
 @pytest.mark.slow

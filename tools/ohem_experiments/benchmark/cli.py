@@ -49,6 +49,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', default='results/bench/benchmark.json',
                    help='JSON output; the markdown report goes next to it (.md)')
+    p.add_argument('--rerender', metavar='JSON', default=None,
+                   help="measure nothing: rebuild a saved run's tables and target checks from its raw "
+                        'per-iteration samples with this version of the report (new columns), and rewrite '
+                        'that JSON and its markdown')
     args = p.parse_args(argv)
     if args.variants is None:
         args.variants = list(GPU_VARIANTS if args.device.startswith('cuda') else DEFAULT_VARIANTS)
@@ -134,6 +138,8 @@ def render(result: dict) -> str:
              + ('Timed with CUDA events, nothing synchronised inside an iteration; ' if m['device'].startswith('cuda')
                 else '')
              + f"breakdown from {a['profile_rounds']} separate synchronised iteration(s) per variant.", '']
+    if result.get('rerendered'):
+        lines += [f"Tables re-rendered from this run's raw samples by a later version: `{result['rerendered']}`.", '']
     for r in result['models']:
         lines += [f"## {r['label']}", '', f"Config `{r['config']}`; {'; '.join(r['notes'])}; "
                   f"sampler budget {r['sampler_budget']} for every variant.", '', r['table'], '',
@@ -147,9 +153,40 @@ def render(result: dict) -> str:
     return '\n'.join(lines)
 
 
+def rerender(path: str) -> dict:
+    """Rebuilds the tables and target checks of the benchmark JSON at ``path`` from its raw samples.
+
+    The measurements (times, breakdown, memory) are left as they are; only what the report derives from
+    them is recomputed, so a run made by an older version gains the current columns. The JSON and its
+    markdown (``.md`` beside it) are rewritten, and the markdown names the re-rendering command.
+
+    Raises:
+        ValueError: If the file is not a benchmark JSON (no ``models`` with raw ``timings``).
+    """
+    from .timing import VariantTiming
+    out = Path(path)
+    result = json.loads(out.read_text())
+    models = result.get('models') if isinstance(result, dict) else None
+    if not models or not all(isinstance(r, dict) and 'timings' in r and 'memory' in r for r in models):
+        raise ValueError(f'--rerender: {path} is not a benchmark JSON with raw timings per model')
+    device = result['machine']['device']
+    for r in result['models']:
+        timings = {v: VariantTiming.from_dict(d) for v, d in r['timings'].items()}
+        r['targets'] = check_targets(r['model'], timings, r['memory'], device, r['precision'])
+        r['table'], r['targets_table'] = model_table(timings, r['memory']), targets_table(r['targets'])
+    result['rerendered'] = f'python tools/benchmark.py --rerender {path}'
+    report = render(result)
+    print(report)
+    out.write_text(json.dumps(result, indent=1))
+    out.with_suffix('.md').write_text(report + '\n')
+    return result
+
+
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Runs the benchmark, prints the markdown report, writes JSON + markdown; returns the record."""
     args = parse_args(argv)
+    if args.rerender:
+        return rerender(args.rerender)
     threads = set_threads(args.threads)
     os.environ.setdefault('OMP_NUM_THREADS', str(threads))  # memory children use the same count
     t0 = time.perf_counter()

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional
 import torch
 
 from .detectors import describe_variant
-from .timing import VariantTiming, ratio
+from .timing import VariantTiming, paired_ratio, ratio
 
 __all__ = ['machine_info', 'model_table', 'nms_table', 'check_targets', 'targets_table']
 
@@ -59,10 +59,16 @@ def _fmt(x: Optional[float], spec: str = '.3f', suffix: str = '') -> str:
 
 
 def model_table(timings: Dict[str, VariantTiming], memory: Dict[str, dict]) -> str:
-    """One markdown table: a row per variant with time, ratios, breakdown and peak memory."""
+    """One markdown table: a row per variant with time, ratios, breakdown and peak memory.
+
+    Two time ratios: of the medians (``× RandomSampler``, what the targets use) and the median of the
+    per-round ratios (``× Random (paired)``, :func:`~.timing.paired_ratio`), which cancels drift between
+    rounds; where they differ by more than a few points the run is too noisy to decide a target.
+    """
     base = timings.get('random')
     base_mem = memory.get('random', {})
-    head = ('| variant | sampler | s/iter (median) | min–max | × RandomSampler | sampler s | read-only s '
+    head = ('| variant | sampler | s/iter (median) | min–max | × RandomSampler | × Random (paired) | sampler s '
+            '| read-only s '
             '| loss-NMS ms | cand./img | syncs/iter | peak mem MB | × Random (peak) | iter peak MB '
             '| × Random (iter peak) |')
     rows = [head, '|' + '---|' * (head.count('|') - 1)]
@@ -73,6 +79,7 @@ def model_table(timings: Dict[str, VariantTiming], memory: Dict[str, dict]) -> s
         rows.append(
             f'| {v} | {desc} | {t.median:.3f} | {min(t.times):.3f}–{max(t.times):.3f} '
             f'| {_fmt(ratio(t.median, base.median if base else None), ".3f", "×")} '
+            f'| {_fmt(paired_ratio(t, base), ".3f", "×")} '
             f'| {t.part_median("sampler"):.3f} | {t.part_median("readonly"):.3f} '
             f'| {t.part_median("loss_nms") * 1e3:.1f} | {cand} | {t.syncs[-1] if t.syncs else "–"} '
             f'| {_fmt(mem.get("peak_mb"), ".0f")} | {_fmt(ratio(mem.get("peak_mb"), base_mem.get("peak_mb")), ".3f", "×")} '

@@ -26,7 +26,7 @@ import torch
 from .detectors import Prepared, swap_sampler, train_step
 
 __all__ = ['VariantTiming', 'time_variants', 'profile_variants', 'breakdown_timers', 'instrumented_parts',
-           'count_syncs', 'Progress']
+           'count_syncs', 'Progress', 'ratio', 'paired_ratio']
 
 BREAKDOWN_KEYS = ('roi_head', 'sampler', 'readonly', 'loss_nms')
 
@@ -67,6 +67,13 @@ class VariantTiming:
                 'parts_s': self.parts, 'parts_median_s': {k: self.part_median(k) for k in self.parts},
                 'cuda_peak_mb': self.cuda_peak_mb, 'cuda_iter_peak_mb': self.cuda_iter_peak_mb,
                 'candidates_per_image': self.candidates, 'syncs_per_iter': self.syncs}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> 'VariantTiming':
+        """The inverse of :meth:`as_dict` (a saved benchmark JSON's ``timings`` entry)."""
+        return cls(times=list(d['times_s']), parts={k: list(v) for k, v in d['parts_s'].items()},
+                   cuda_peak_mb=list(d.get('cuda_peak_mb', [])), cuda_iter_peak_mb=list(d.get('cuda_iter_peak_mb', [])),
+                   candidates=list(d.get('candidates_per_image', [])), syncs=list(d.get('syncs_per_iter', [])))
 
 
 class Progress:
@@ -305,3 +312,17 @@ def ratio(num: Optional[float], den: Optional[float]) -> Optional[float]:
     if num is None or den is None or den <= 0:
         return None
     return num / den
+
+
+def paired_ratio(num: Optional[VariantTiming], den: Optional[VariantTiming]) -> Optional[float]:
+    """The median over timed rounds of ``num``'s iteration time / ``den``'s in the same round.
+
+    :func:`time_variants` runs one iteration of every variant per round, so the ``i``-th times of two
+    variants were taken moments apart; their ratio cancels what drifts from round to round (the
+    machine's load, clocks), which the ratio of the two medians does not. ``None`` when either is
+    missing, the rounds differ in number, or a time is not positive.
+    """
+    if num is None or den is None or not num.times or len(num.times) != len(den.times) \
+            or min(den.times) <= 0:
+        return None
+    return statistics.median(a / b for a, b in zip(num.times, den.times))
