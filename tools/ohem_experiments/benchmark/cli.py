@@ -103,12 +103,17 @@ def run_model(args: argparse.Namespace, model: str, precision: str = 'fp32') -> 
                             f'{model} {precision}', args.profile_rounds)
     del prep
     memory = _memory(args, model, timings, precision)
-    checks = check_targets(model, timings, memory, args.device, precision)
     spec = MODELS[model]
     return {'model': model, 'precision': precision, 'label': f'{spec.label}, {precision}', 'config': spec.config,
             'notes': load_notes(model, args.device), 'sampler_budget': sampler_budget(model, args.device),
-            'timings': {v: t.as_dict() for v, t in timings.items()}, 'memory': memory, 'targets': checks,
-            'table': model_table(timings, memory), 'targets_table': targets_table(checks)}
+            'timings': {v: t.as_dict() for v, t in timings.items()}, 'memory': memory,
+            **derived(model, precision, timings, memory, args.device)}
+
+
+def derived(model: str, precision: str, timings: Dict, memory: Dict[str, dict], device: str) -> dict:
+    """What the report derives from one model's measurements: target checks and the two tables."""
+    checks = check_targets(model, timings, memory, device, precision)
+    return {'targets': checks, 'table': model_table(timings, memory), 'targets_table': targets_table(checks)}
 
 
 def load_notes(model: str, device: str) -> List[str]:
@@ -169,17 +174,21 @@ def rerender(path: str) -> dict:
     models = result.get('models') if isinstance(result, dict) else None
     if not models or not all(isinstance(r, dict) and 'timings' in r and 'memory' in r for r in models):
         raise ValueError(f'--rerender: {path} is not a benchmark JSON with raw timings per model')
-    device = result['machine']['device']
-    for r in result['models']:
+    for r in models:
         timings = {v: VariantTiming.from_dict(d) for v, d in r['timings'].items()}
-        r['targets'] = check_targets(r['model'], timings, r['memory'], device, r['precision'])
-        r['table'], r['targets_table'] = model_table(timings, r['memory']), targets_table(r['targets'])
+        r.update(derived(r['model'], r['precision'], timings, r['memory'], result['machine']['device']))
     result['rerendered'] = f'python tools/benchmark.py --rerender {path}'
+    write_report(result, out)
+    return result
+
+
+def write_report(result: dict, out: Path) -> None:
+    """Prints the markdown report of ``result`` and writes ``out`` (JSON) and the markdown beside it."""
     report = render(result)
     print(report)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     out.with_suffix('.md').write_text(report + '\n')
-    return result
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
@@ -214,11 +223,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     result['memory_method'] = '; '.join(sorted(mems))
     result['load_after'] = [round(x, 2) for x in os.getloadavg()]
     result['wall_s'] = time.perf_counter() - t0
-    report = render(result)
-    print(report)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    out.with_suffix('.md').write_text(report + '\n')
+    write_report(result, out)
     _log(f'wrote {out} and {out.with_suffix(".md")} in {result["wall_s"]:.0f}s')
     return result
