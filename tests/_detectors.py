@@ -24,6 +24,8 @@ def mined_selections(model, data) -> list:
     """Runs ``model.loss`` once and records, per image, the inputs and result of the sampler's selection
     (moved to the CPU): the images of a batch are mined together (``select_hard_examples_batch``, the
     default) or one at a time (``select_hard_examples``: ``batch_images=False`` and heads mined per image)."""
+    import inspect
+
     import torch
 
     import mmdet_ohem.samplers.ohem_sampler as sampler_mod
@@ -39,13 +41,16 @@ def mined_selections(model, data) -> list:
                       {k: cpu(v) for k, v in kwargs.items()}, sel.indices.cpu(), losses.device))
         return sel
 
-    def batch(losses, boxes, num, iou_threshold=0.7, labels=None, nonfinite='skip', is_pos=None, **kwargs):
-        sels = orig_batch(losses, boxes, num, iou_threshold, labels, nonfinite, is_pos, **kwargs)
-        for b, sel in enumerate(sels):
-            calls.append((losses[b].cpu(), boxes[b].cpu(),
-                          (num, iou_threshold, None if labels is None else labels[b].cpu(), nonfinite),
-                          {'is_pos': None if is_pos is None else is_pos[b].cpu()}, sel.indices.cpu(),
-                          losses[b].device))
+    def batch(*args, **kwargs):
+        sels = orig_batch(*args, **kwargs)
+        bound = inspect.signature(orig_batch).bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        for b, sel in enumerate(sels):  # the per-image call select_hard_examples_batch equals
+            one_image = {k: None if v is None else v[b].cpu() for k, v in a.items() if k in ('labels', 'is_pos')}
+            calls.append((a['losses'][b].cpu(), a['boxes'][b].cpu(), (a['num'], a['iou_threshold']),
+                          dict(one_image, nonfinite=a['nonfinite'], nonfinite_skip_limit=a['nonfinite_skip_limit']),
+                          sel.indices.cpu(), a['losses'][b].device))
         return sels
 
     sampler_mod.select_hard_examples, sampler_mod.select_hard_examples_batch = one, batch
