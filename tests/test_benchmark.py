@@ -260,7 +260,44 @@ def test_readonly_agreement_runs_on_the_cpu(tmp_path):
         assert 0.0 <= r['overlap'][d]['min'] <= r['overlap'][d]['mean'] <= 1.0
         assert r['loss_mass'][d]['min'] > 0
     table = out.with_suffix('.md').read_text().splitlines()
-    assert len(table) == 3 and 'tf32_emulated' in table[0] and table[2].startswith('| r50_fpn | 96x128 | 1 | 2 |')
+    assert len(table) == 3 and 'tf32_emulated' in table[0] and table[2].startswith('| r50_fpn | 96x128 | 1 | fixed | 2 |')
+
+
+def test_fixed_dropout_replays_the_recorded_masks_in_any_dtype():
+    from ohem_experiments.benchmark.readonly_agreement import FixedDropout
+    torch.manual_seed(0)
+    drop, x = torch.nn.Dropout(0.5), torch.randn(64, 32) + 3.0  # no zeros in x: a zero in y is a dropped unit
+    masks = FixedDropout()
+    with masks:
+        first = [drop(x), drop(x)]
+    assert len(masks.masks) == 2 and not torch.equal(first[0], first[1])  # one mask per call
+    assert 0.3 < float((first[0] == 0).float().mean()) < 0.7
+    with masks.replay():
+        again = [drop(x), drop(x)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    with masks.replay():
+        half = drop(x.bfloat16())
+    assert torch.equal(half == 0, first[0] == 0) and half.dtype == torch.bfloat16
+    with masks.replay():
+        assert torch.equal(drop.eval()(x), x)  # eval mode: the identity, no mask used
+        drop.train()
+        with pytest.raises(RuntimeError, match=r'dropout call 0 of shape \(3, 32\) was not recorded'):
+            drop(x[:3])
+    fresh = drop(x)  # outside the mode: PyTorch's own dropout again
+    assert not torch.equal(fresh, first[0])
+
+
+def test_readonly_agreement_fixes_dropout_masks_so_only_precision_differs(tmp_path):
+    """The VGG16 head drops half of fc6/fc7 in the read-only pass: with every pass replaying the exact pass's
+    masks, float32 summed in another order mines the exact pass's RoIs; with fresh masks it does not."""
+    from ohem_experiments.benchmark.readonly_agreement import main
+    common = ['--device', 'cpu', '--models', 'vgg16', '--size', '192', '288', '--seeds', '0', '--train-steps', '0',
+              '--dtypes', 'fp32_reordered']
+    fixed = main(common)[0]
+    fresh = main(common + ['--fresh-dropout'])[0]
+    assert fixed['fixed_dropout'] and not fresh['fixed_dropout']
+    assert fixed['overlap']['fp32_reordered']['min'] >= 0.99
+    assert fresh['overlap']['fp32_reordered']['mean'] < 0.9
 
 
 def test_profile_readonly_profiles_the_batched_pass():

@@ -59,8 +59,8 @@ def test_gpu_check_runs_or_skips_each_step_and_packs_at_most_8_files(tmp_path, d
         # issue 13's sweep ran in SMOKE mode, its files packed into the tgz, its outcome in the progress log
         assert any(n.endswith('sweep/progress.log') for n in names) and any(n.endswith('sweep/logs.tgz') for n in names)
         assert 'finished runs so far: 0' in progress
-        assert progress.index('cuda tests') < progress.index('sweep smoke') < progress.index('RPN miner cost') \
-            < progress.index('benchmark VGG16')
+        assert progress.index('cuda tests') < progress.index('read-only precision agreement') \
+            < progress.index('benchmark VGG16') < progress.index('sweep smoke') < progress.index('RPN miner cost')
 
 
 def test_gpu_check_steps_select_a_rerun(tmp_path):

@@ -2,22 +2,24 @@
 # The open issues' device checks (10, 13, 14) from ONE script on the lent GPU machine (prepare first with
 # tools/gpu_prepare.sh; device tool: carry [".gpu", ".gpu-test"], command `bash tools/gpu_check.sh`,
 # timeout_s 580 (>= DEADLINE + 40); everything is packed by DEADLINE, default 540 s, after the start).
-# Steps, in the default order (by what they decide):
+# Steps, in the order they run (issue 10's open questions first; 13 and 14 are resolved):
 # tests   the `cuda` tests (AMP training steps of the VGG16 OHEM config at 600 px in fp16/bf16 with every
 #         readonly_dtype, fp32 steps with the default TF32 read-only pass, GPU-vs-CPU selection, host-sync
 #         count, benchmark path; issue 14's RPN miner on the GPU);
-# sweep   issue 13: the restartable sweep tool on the GPU, SMOKE=1 of tools/gpu_sweep.sh (table1 rows
-#         frcn and ohem_b, 4 seeds, 30 iterations, 8 worker processes sharing the GPU);
-# rpn     issue 14's RPN-miner cost per iteration (variants random / rpn_ohem / ours / ours_rpn_ohem, fp32;
-#         VGG16's ~20,000 candidate anchors now take the device loss-NMS's ranked prefix);
+# agreement  the read-only precision agreement (tf32/fp16/bf16 vs exact fp32 mined sets, and exact fp32 summed
+#         in another order, the noise floor), at random init and after TRAIN_STEPS float32 SGD steps on the
+#         batch (a trained head's loss spread), seeds SEEDS; every pass of an image replays the exact pass's
+#         dropout masks (VGG16's head drops half of fc6/fc7), so only the precision differs; rows are
+#         written as they finish;
 # vgg16, r50_fpn  the benchmark in issue 10's settings: VGG16 600x1000 and R50-FPN 800x1333, batch 2, fp32
 #         and fp16 AMP (+ bf16 for VGG16), variants random / mmdet_ohem / ours / ours_exact / ours_bf16 /
 #         ours_per_image (images mined one at a time, to show what mining them together saves), interleaved;
 # configs one fp16 and one bf16 AMP step of every config in configs/ (one per distinct model);
-# agreement  the read-only precision agreement (tf32/fp16/bf16 vs exact fp32 mined sets, and exact fp32 summed
-#         in another order, the noise floor), at random init and after TRAIN_STEPS float32 SGD steps on the
-#         batch (a trained head's loss spread), seeds SEEDS; rows are written as they finish;
-# profile a torch.profiler view of one AMP iteration per variant (host vs device time, kernel launches).
+# profile a torch.profiler view of one AMP iteration per variant (host vs device time, kernel launches);
+# sweep   issue 13: the restartable sweep tool on the GPU, SMOKE=1 of tools/gpu_sweep.sh (table1 rows
+#         frcn and ohem_b, 4 seeds, 30 iterations, 8 worker processes sharing the GPU);
+# rpn     issue 14's RPN-miner cost per iteration (variants random / rpn_ohem / ours / ours_rpn_ohem, fp32;
+#         VGG16's ~20,000 candidate anchors now take the device loss-NMS's ranked prefix).
 # STEPS picks the steps of a call. The step limits add up to ~17 minutes, but they are upper bounds: on
 # the H100 (2026-11-26, sixth session) all steps took 463 s together with the set-up (tests 44 s, sweep
 # 95 s, rpn 42 s, benchmarks 70 s, configs 89 s, agreement 57 s, profile 41 s). A step cut off by the
@@ -56,7 +58,7 @@ pack() {
     ls -la "$FINAL"
 }
 
-STEPS=${STEPS:-tests sweep rpn vgg16 r50_fpn configs agreement profile}  # which steps to run, in this order
+STEPS=${STEPS:-tests agreement vgg16 r50_fpn configs profile sweep rpn}  # which steps to run (always in this order)
 want() { case " $STEPS " in *" $1 "*) return 0;; *) return 1;; esac; }
 TRAIN_STEPS=${TRAIN_STEPS:-0 100}  # agreement: measured at random init and after 100 float32 SGD steps
 SEEDS=${SEEDS:-0 1}  # agreement: one batch of 2 images per seed
@@ -66,6 +68,27 @@ if want tests; then
         -k 'not every_config' -q -rA -s -p no:cacheprovider --durations=10 > '$OUT/cuda_tests.log' 2>&1"
     tail -3 "$OUT/cuda_tests.log"
 fi
+if want agreement; then
+    run_step 150 'read-only precision agreement' bash -c "python3 -m ohem_experiments.benchmark.readonly_agreement \
+        --device cuda --train-steps $TRAIN_STEPS --seeds $SEEDS --dtypes tf32 fp16 bf16 fp32_reordered --out '$OUT/readonly_agreement.json' > '$OUT/readonly_agreement.log' 2>&1"
+fi
+want vgg16 && run_step 120 'benchmark VGG16 600x1000' bash -c "python3 tools/benchmark.py --device cuda --models vgg16 \
+    --size 600 1000 --batch 2 --precision fp32 fp16 bf16 --iters $ITERS --warmup $WARMUP --nms-sizes 2000 \
+    --nms-repeats 10 --out '$OUT/bench_vgg16.json' > '$OUT/bench_vgg16.log' 2>&1"
+want r50_fpn && run_step 95 'benchmark R50-FPN 800x1333' bash -c "python3 tools/benchmark.py --device cuda --models r50_fpn \
+    --size 800 1333 --batch 2 --precision fp32 fp16 --iters $ITERS --warmup $WARMUP --no-nms \
+    --out '$OUT/bench_r50_fpn.json' > '$OUT/bench_r50_fpn.log' 2>&1"
+if want configs; then
+    run_step 220 'every config: fp16 and bf16 AMP steps' bash -c "python3 -m pytest tests/test_cuda.py -m cuda \
+        -k every_config -q -rA -s -p no:cacheprovider > '$OUT/cuda_configs.log' 2>&1"
+    grep -E ': (ok|NON-FINITE|[A-Za-z]+Error)' "$OUT/cuda_configs.log" | tail -40
+fi
+want profile && for spec in 'r50_fpn 800 1333' 'vgg16 600 1000'; do
+    set -- $spec
+    run_step 35 "profile one AMP iteration per variant, $1" bash -c "python3 -m ohem_experiments.benchmark.profile_iteration \
+        $1 --size $2 $3 --precision fp16 --variants random mmdet_ohem ours --out '$OUT/profile_$1.json' \
+        > '$OUT/profile_$1.log' 2>&1"
+done
 if want sweep; then
     run_step 170 'sweep smoke (table1 rows frcn, ohem_b; 4 seeds, 30 iterations, 8 workers)' \
         env SMOKE=1 OUT="$OUT/sweep" bash tools/gpu_sweep.sh table1 90 > "$OUT/sweep_call.log" 2>&1
@@ -80,25 +103,4 @@ if want rpn; then
             --no-nms --out '$OUT/bench_rpn_$1.json' > '$OUT/bench_rpn_$1.log' 2>&1"
     done
 fi
-want vgg16 && run_step 120 'benchmark VGG16 600x1000' bash -c "python3 tools/benchmark.py --device cuda --models vgg16 \
-    --size 600 1000 --batch 2 --precision fp32 fp16 bf16 --iters $ITERS --warmup $WARMUP --nms-sizes 2000 \
-    --nms-repeats 10 --out '$OUT/bench_vgg16.json' > '$OUT/bench_vgg16.log' 2>&1"
-want r50_fpn && run_step 95 'benchmark R50-FPN 800x1333' bash -c "python3 tools/benchmark.py --device cuda --models r50_fpn \
-    --size 800 1333 --batch 2 --precision fp32 fp16 --iters $ITERS --warmup $WARMUP --no-nms \
-    --out '$OUT/bench_r50_fpn.json' > '$OUT/bench_r50_fpn.log' 2>&1"
-if want agreement; then
-    run_step 150 'read-only precision agreement' bash -c "python3 -m ohem_experiments.benchmark.readonly_agreement \
-        --device cuda --train-steps $TRAIN_STEPS --seeds $SEEDS --dtypes tf32 fp16 bf16 fp32_reordered --out '$OUT/readonly_agreement.json' > '$OUT/readonly_agreement.log' 2>&1"
-fi
-if want configs; then
-    run_step 220 'every config: fp16 and bf16 AMP steps' bash -c "python3 -m pytest tests/test_cuda.py -m cuda \
-        -k every_config -q -rA -s -p no:cacheprovider > '$OUT/cuda_configs.log' 2>&1"
-    grep -E ': (ok|NON-FINITE|[A-Za-z]+Error)' "$OUT/cuda_configs.log" | tail -40
-fi
-want profile && for spec in 'r50_fpn 800 1333' 'vgg16 600 1000'; do
-    set -- $spec
-    run_step 35 "profile one AMP iteration per variant, $1" bash -c "python3 -m ohem_experiments.benchmark.profile_iteration \
-        $1 --size $2 $3 --precision fp16 --variants random mmdet_ohem ours --out '$OUT/profile_$1.json' \
-        > '$OUT/profile_$1.log' 2>&1"
-done
 pack

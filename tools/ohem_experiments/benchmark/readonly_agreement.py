@@ -17,6 +17,13 @@ exact float32 with each of those reductions summed in two halves, i.e. only the 
 The latter is the noise floor: no pass whose rounding differs from the reference's can be expected to
 agree more than a pass that only adds in another order.
 
+Dropout: the read-only pass runs the head in training mode, as the authors' read-only network does, so a
+head with dropout (our VGG16/VGGM ``FRCNBBoxHead``: 0.5 after fc6 and fc7) draws new masks in every pass.
+Compared pass against pass, that measures dropout, not precision. Every pass of one image therefore
+replays the masks the exact pass drew (:class:`FixedDropout`, one mask per dropout call, applied in the
+pass's own dtype), so the passes differ only in their arithmetic. ``--fresh-dropout`` measures the old
+way (each pass its own masks): how much dropout alone reshuffles the mined RoIs.
+
 Usage::
 
     python -m ohem_experiments.benchmark.readonly_agreement --device cuda --out agreement.json
@@ -90,6 +97,49 @@ def _reordered_conv(x, w, b=None, *args, **kwargs):
     return F.conv2d(x[:, lo], w[:, lo], None, *args, **kwargs) + F.conv2d(x[:, hi], w[:, hi], b, *args, **kwargs)
 
 
+class FixedDropout(TorchFunctionMode):
+    """``F.dropout`` with masks drawn once and replayed: the first pass (``record``) draws a keep-mask per
+    dropout call (float32 uniforms ``>= p``, on the input's device), every later pass (``replay``) applies
+    the masks of the same calls in the same order, in its own dtype (``x * keep / (1 - p)``). Outside
+    training mode, or with ``p == 0``, dropout is the identity, as in PyTorch.
+
+    Raises:
+        RuntimeError: On replay, if a pass makes more dropout calls than were recorded or one of another
+            shape (the passes must run the same network on the same RoIs).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.masks: List[Tensor] = []
+        self.replaying = False
+        self._next = 0
+
+    def replay(self) -> 'FixedDropout':
+        """Switches to replaying from the first recorded mask (call before each later pass)."""
+        self.replaying, self._next = True, 0
+        return self
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is not F.dropout:
+            return func(*args, **kwargs)
+        names = ('input', 'p', 'training', 'inplace')
+        bound = dict(zip(names, args), **kwargs)
+        x, p, training = bound['input'], float(bound.get('p', 0.5)), bool(bound.get('training', True))
+        if not training or p == 0.0:
+            return x
+        if self.replaying:
+            if self._next >= len(self.masks) or self.masks[self._next].shape != x.shape:
+                raise RuntimeError(f'FixedDropout: dropout call {self._next} of shape {tuple(x.shape)} was not '
+                                   f'recorded ({len(self.masks)} recorded)')
+            keep = self.masks[self._next]
+            self._next += 1
+        else:
+            keep = torch.rand(x.shape, device=x.device, dtype=torch.float32) >= p
+            self.masks.append(keep)
+        return x * keep.to(x.dtype) * (1.0 / (1.0 - p))
+
+
 #: Passes that run in float32 on any device with their arithmetic rewritten (see the module docstring).
 EMULATED: Dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     'tf32_emulated': lambda: _Rewrite(_tf32_linear, _tf32_conv),
@@ -100,7 +150,7 @@ DTYPES = ('tf32', 'fp16', 'bf16') + tuple(EMULATED)
 
 def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', seeds: Sequence[int] = (0, 1, 2),
                        dtypes: Sequence[str] = ('tf32', 'fp16', 'bf16'), train_steps: int = 0,
-                       lr: float = 0.005) -> Dict[str, object]:
+                       lr: float = 0.005, fixed_dropout: bool = True) -> Dict[str, object]:
     """Overlap of the mined sets, reduced precision vs float32, over ``len(seeds)`` batches of 2 images.
 
     ``train_steps`` > 0 first trains the detector that many float32 SGD steps on its batch (``lr``), so
@@ -111,6 +161,9 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
     ``loss_mass`` (the exact ranking loss summed over the reduced pass's mined RoIs, divided by the same sum
     over the exactly mined ones: 1.0 means RoIs as hard as the exact choice). ``spread``: the coefficient
     of variation of the exact ranking losses over an image's candidates (mean over images).
+
+    ``fixed_dropout`` (default): every pass of an image replays the exact pass's dropout masks
+    (:class:`FixedDropout`); ``False``: each pass draws its own, as two training iterations would.
     """
     from mmdet_ohem.readonly_pass import READONLY_PRECISIONS
     from mmdet_ohem.samplers.ohem_sampler import OHEMSampler
@@ -159,11 +212,14 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
                                    f'{len(captured)} selections from a batch of 2; the sampler no longer mines '
                                    f'through readonly_losses/_select one image at a time')
             for (args, _), (boxes, is_pos, labels) in zip(inputs, captured):
-                exact = sampler.head.readonly_losses(*args[:5], None).ranking(sampler.ranking_loss)
+                masks = FixedDropout() if fixed_dropout else None
+                with masks if masks is not None else contextlib.nullcontext():
+                    exact = sampler.head.readonly_losses(*args[:5], None).ranking(sampler.ranking_loss)
                 want = sampler._select(exact, boxes, is_pos, labels).indices
                 spreads.append(float(exact.std() / exact.mean().clamp(min=1e-12)))
                 for d in dtypes:
-                    with EMULATED[d]() if d in EMULATED else contextlib.nullcontext():
+                    with masks.replay() if masks is not None else contextlib.nullcontext(), \
+                            EMULATED[d]() if d in EMULATED else contextlib.nullcontext():
                         approx = sampler.head.readonly_losses(
                             *args[:5], None if d in EMULATED else READONLY_PRECISIONS[d]).ranking(sampler.ranking_loss)
                     got = sampler._select(approx, boxes, is_pos, labels).indices
@@ -174,6 +230,7 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     return {'model': model, 'size': list(size), 'images': len(spreads), 'train_steps': train_steps, 'lr': lr,
+            'fixed_dropout': fixed_dropout,
             'final_train_loss': final_losses, 'spread': sum(spreads) / len(spreads),
             'overlap': {d: {'mean': sum(v) / len(v), 'min': min(v), 'all': v} for d, v in overlaps.items()},
             'loss_mass': {d: {'mean': sum(v) / len(v), 'min': min(v)} for d, v in masses.items()}}
@@ -182,12 +239,13 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
 def markdown(rows: Sequence[dict]) -> str:
     """The rows as a markdown table: per precision, the mean (min) overlap and the mean loss mass."""
     dtypes = list(rows[0]['overlap']) if rows else []
-    lines = ['| model | size | SGD steps | images | loss spread | ' + ' | '.join(dtypes) + ' |',
-             '|---|---|---|---|---|' + '---|' * len(dtypes)]
+    lines = ['| model | size | SGD steps | dropout masks | images | loss spread | ' + ' | '.join(dtypes) + ' |',
+             '|---|---|---|---|---|---|' + '---|' * len(dtypes)]
     for r in rows:
         cells = [f"{r['overlap'][d]['mean']:.1%} (min {r['overlap'][d]['min']:.1%}), mass "
                  f"{r['loss_mass'][d]['mean']:.4f}" for d in dtypes]
-        lines.append(f"| {r['model']} | {r['size'][0]}x{r['size'][1]} | {r['train_steps']} | {r['images']} | "
+        masks = 'fixed' if r.get('fixed_dropout', False) else 'fresh'
+        lines.append(f"| {r['model']} | {r['size'][0]}x{r['size'][1]} | {r['train_steps']} | {masks} | {r['images']} | "
                      f"{r['spread']:.2f} | " + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
@@ -205,16 +263,20 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     p.add_argument('--dtypes', nargs='+', default=['tf32', 'fp16', 'bf16'], choices=DTYPES,
                    help='reduced passes to compare with float32; tf32_emulated and fp32_reordered (the noise '
                         'floor) also differ from it on the CPU')
+    p.add_argument('--fresh-dropout', action='store_true',
+                   help='let every pass draw its own dropout masks (default: each pass replays the exact '
+                        "pass's masks, so that only the precision differs)")
     p.add_argument('--out', default=None, help='JSON of every row; a markdown table goes beside it (.md)')
     args = p.parse_args(argv)
     rows: List[dict] = []
     for m in args.models:
         for k in args.train_steps:
             r = readonly_agreement(m, args.size or SETTINGS[m], args.device, seeds=args.seeds, dtypes=args.dtypes,
-                                   train_steps=k, lr=args.lr)
+                                   train_steps=k, lr=args.lr, fixed_dropout=not args.fresh_dropout)
             rows.append(r)
             # Each row as soon as it is measured (a run cut off by a time limit keeps the finished ones).
             print(f"{r['model']} {r['size']} after {r['train_steps']} steps (loss {r['final_train_loss']}), "
+                  f"{'fixed' if r['fixed_dropout'] else 'fresh'} dropout masks, "
                   f"spread {r['spread']:.3f}: " + ', '.join(
                       f"{d} overlap {v['mean']:.4f} (min {v['min']:.4f}), loss mass "
                       f"{r['loss_mass'][d]['mean']:.5f}" for d, v in r['overlap'].items()), flush=True)
