@@ -69,7 +69,7 @@ from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-__all__ = ['RoILosses', 'RoIHeadAdapter', 'ImageCandidates', 'batch_feature_view', 'frozen_buffers',
+__all__ = ['RoILosses', 'RoIHeadAdapter', 'BatchRows', 'batch_feature_view', 'frozen_buffers',
            'frozen_norm_stats', 'per_roi_loss', 'readonly_autocast', 'READONLY_BATCH_ROIS', 'READONLY_PRECISIONS',
            'UNSUPPORTED_HEADS']
 
@@ -235,6 +235,36 @@ def _bbox_head_losses_no_sync(head: nn.Module, cls_score: Optional[Tensor], bbox
     return losses
 
 
+def _row_losses(head: nn.Module, cls_score: Optional[Tensor], bbox_pred: Optional[Tensor], labels: Tensor,
+                label_weights: Optional[Tensor], deltas: Tensor, is_pos: Tensor) -> RoILosses:
+    """Per-row ``cls``/``loc`` losses of mmdet's ``BBoxHead`` (softmax cross-entropy, SmoothL1/L1) with rows in
+    any order: :func:`_bbox_head_losses_no_sync`'s loss-module calls on every row, the box loss kept on the
+    ``is_pos`` rows (zero elsewhere, whatever it computed there). Each row's values are those the
+    positives-first computation gives it (elementwise losses; a row's four box terms summed in the same
+    order), with no host read.
+
+    Args:
+        labels: ``(n,)`` the positives' gt labels, ``num_classes`` on other rows.
+        label_weights: ``None`` (all ones) or ``(n,)``.
+        deltas: ``(n, 4)`` box targets, used on the positive rows only.
+        is_pos: ``(n,)`` bool.
+    """
+    n = labels.shape[0]
+    if cls_score is not None and cls_score.numel() > 0:
+        cls = head.loss_cls(cls_score, labels, label_weights, avg_factor=1.0, reduction_override='none').float()
+    else:
+        cls = deltas.new_zeros(n, dtype=torch.float32)
+    if bbox_pred is None or n == 0:
+        return RoILosses(cls=cls, loc=deltas.new_zeros(n, dtype=torch.float32))
+    if head.reg_class_agnostic:
+        pred = bbox_pred.view(n, -1)
+    else:  # the labelled class's deltas (background rows: any class, their loss is dropped)
+        pred = bbox_pred.view(n, head.num_classes, -1)[torch.arange(n, device=labels.device),
+                                                       labels.clamp(max=head.num_classes - 1)]
+    loc = head.loss_bbox(pred, deltas, None, avg_factor=n, reduction_override='none').float().sum(dim=1)
+    return RoILosses(cls=cls, loc=torch.where(is_pos, loc, 0.0))
+
+
 #: Loss modules whose per-RoI values (``reduction='none'``, summed per RoI) average over the candidates to
 #: their training value (mmdet's mean over RoIs, ``avg_factor`` = number of RoIs), so that their training
 #: scale (:func:`_training_scale`) is 1: the read-only pass does not compute it for them. Matched on the
@@ -392,19 +422,28 @@ class _CandidateView:
 
 
 @dataclass(frozen=True)
-class ImageCandidates:
-    """One image's candidates for :meth:`RoIHeadAdapter.readonly_losses_batch`.
+class BatchRows:
+    """Several images' rows for :meth:`RoIHeadAdapter.readonly_losses_batch`, concatenated image after image:
+    every prior of each image in the order of its candidate list, whatever the assigner made of it (the
+    caller leaves the rows that are no candidates out of the selection, so no host read gathers the
+    candidates first).
 
     Attributes:
-        feats: The image's feature maps, each ``(1, C, H, W)`` (mmdet's ``lvl[i][None]``).
-        pos_priors, pos_gt_bboxes, pos_gt_labels, neg_priors: As in :meth:`RoIHeadAdapter.readonly_losses`.
+        feats: Per image its feature maps, each ``(1, C, H, W)`` (mmdet's ``lvl[i][None]``).
+        sizes: Per image its number of rows.
+        boxes: ``(n, 4)`` boxes, each one RoIAlign/RoIPool can take (the caller replaces unusable ones).
+        gt_boxes: ``(n, 4)`` the gt box assigned to each positive row; any values elsewhere.
+        labels: ``(n,)`` the gt label of each positive row, the head's ``num_classes`` (background)
+            elsewhere.
+        is_pos: ``(n,)`` bool, the positive rows.
     """
 
-    feats: Sequence[Tensor]
-    pos_priors: Any
-    pos_gt_bboxes: Any
-    pos_gt_labels: Tensor
-    neg_priors: Any
+    feats: Sequence[Sequence[Tensor]]
+    sizes: Sequence[int]
+    boxes: Tensor
+    gt_boxes: Tensor
+    labels: Tensor
+    is_pos: Tensor
 
 
 def batch_feature_view(per_image: Sequence[Sequence[Tensor]]) -> Optional[Tuple[list, list]]:
@@ -603,51 +642,45 @@ class RoIHeadAdapter:
         return (not self.extra_inputs and _uses_mmdet_bbox_loss(head) and _mean_consistent(head)
                 and type(getattr(head, 'bbox_coder', None)) is DeltaXYWHBBoxCoder and not head.reg_decoded_bbox)
 
-    def readonly_losses_batch(self, images: Sequence[ImageCandidates],
+    def readonly_losses_batch(self, batch: BatchRows,
                               autocast_dtype: Optional[Union[torch.dtype, str]] = None,
-                              max_rois: int = READONLY_BATCH_ROIS) -> Tuple[RoILosses, list]:
-        """:meth:`readonly_losses` for several images at once, for :attr:`batchable` heads.
+                              max_rois: int = READONLY_BATCH_ROIS) -> RoILosses:
+        """:meth:`readonly_losses` for several images at once, for :attr:`batchable` heads, on every row.
 
-        One RoI forward over all images' candidates (in chunks of at most ``max_rois`` RoIs, on the batch
-        feature maps the images' maps are slices of), one target and one loss computation. Each RoI
-        gets the loss the per-image pass gives it (the same operations on the same rows; only the
-        matmuls' batch size differs, which may change the last bits on some hardware).
+        One RoI forward over all images' rows (in chunks of at most ``max_rois`` RoIs, on the batch feature
+        maps the images' maps are slices of), one target and one loss computation, no host read. Each
+        positive or negative row gets the loss the per-image pass gives that candidate (the same operations
+        on the same values; only the matmuls' batch size differs, which may change the last bits on some
+        hardware); rows that are no candidates get a loss too, which the caller ignores.
 
         Returns:
-            ``(losses, rows)``: :class:`RoILosses` over all candidates, ordered every image's positives
-            (image order) then every image's negatives; ``rows[b]`` = ``(start, stop)`` of image ``b``'s
-            positives and of its negatives in that order, ``((ps, pe), (ns, ne))``.
+            :class:`RoILosses` over all rows of ``batch``, in its order.
 
         Raises:
             TypeError: If the head is not :attr:`batchable`.
         """
-        from mmdet.structures.bbox import get_box_tensor
-
         if not self.batchable:
             raise TypeError(f'readonly_losses_batch: {type(self.roi_head).__name__} / '
                             f'{type(self.bbox_head).__name__} is mined one image at a time')
         head = self.bbox_head
-        pos = [get_box_tensor(im.pos_priors) for im in images]
-        neg = [get_box_tensor(im.neg_priors) for im in images]
-        p, q = [x.shape[0] for x in pos], [x.shape[0] for x in neg]
-        num_pos, n = sum(p), sum(p) + sum(q)
-        rows, ps, ns = [], 0, num_pos
-        for pb, qb in zip(p, q):
-            rows.append(((ps, ps + pb), (ns, ns + qb)))
-            ps, ns = ps + pb, ns + qb
-        view = batch_feature_view([im.feats for im in images])
+        view = batch_feature_view(batch.feats)
         if view is None:  # not slices of one batch: stack them (a copy)
-            view = ([torch.cat([im.feats[lvl] for im in images]) for lvl in range(len(images[0].feats))],
-                    list(range(len(images))))
+            view = ([torch.cat([f[lvl] for f in batch.feats]) for lvl in range(len(batch.feats[0]))],
+                    list(range(len(batch.feats))))
         feats, index = view
-        boxes = torch.cat(pos + neg)
-        batch_col = torch.cat([boxes.new_full((k, 1), i) for counts in (p, q) for k, i in zip(counts, index)])
+        boxes, labels, is_pos = batch.boxes, batch.labels.long(), batch.is_pos
+        batch_col = torch.cat([boxes.new_full((k, 1), i) for k, i in zip(batch.sizes, index)])
         rois = torch.cat([batch_col, boxes], dim=1)
+        n = rois.shape[0]
         device_type = rois.device.type
         with torch.no_grad(), frozen_buffers(self.roi_head):
-            targets = self._fast_targets(boxes[:num_pos], boxes[num_pos:],
-                                         torch.cat([get_box_tensor(im.pos_gt_bboxes) for im in images]),
-                                         torch.cat([im.pos_gt_labels for im in images]))
+            # Targets first (no host reads): the host then queues the losses and the selection while the
+            # device runs the forward. In the boxes' dtype, as mmdet's (fp16 proposals under --amp).
+            means, stds = _coder_constants(head.bbox_coder, rois.device)
+            deltas = _bbox2delta(boxes, batch.gt_boxes, means, stds).to(boxes.dtype)
+            pos_weight = 1.0 if self.train_cfg.pos_weight <= 0 else float(self.train_cfg.pos_weight)
+            label_weights = None if pos_weight == 1.0 else \
+                torch.where(is_pos, boxes.new_full((), pos_weight), boxes.new_ones(()))
             step = max(1, int(max_rois))
             cls_parts, box_parts = [], []
             with readonly_autocast(device_type, autocast_dtype):
@@ -663,8 +696,7 @@ class RoIHeadAdapter:
             bbox_pred = _as_float(box_parts[0] if len(box_parts) == 1 else torch.cat(box_parts)) \
                 if box_parts and box_parts[0] is not None else None
             with torch.autocast(device_type=device_type, enabled=False):
-                losses = _bbox_head_losses_no_sync(head, cls_score, bbox_pred, rois, *targets, num_pos)
-        return _roi_losses(losses, {}, rois, n, num_pos), rows
+                return _row_losses(head, cls_score, bbox_pred, labels, label_weights, deltas, is_pos)
 
     def readonly_losses(self,
                         feats: Sequence[Tensor],

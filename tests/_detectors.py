@@ -47,7 +47,8 @@ def mined_selections(model, data) -> list:
         bound.apply_defaults()
         a = bound.arguments
         for b, sel in enumerate(sels):  # the per-image call select_hard_examples_batch equals
-            one_image = {k: None if v is None else v[b].cpu() for k, v in a.items() if k in ('labels', 'is_pos')}
+            one_image = {k: None if v is None else v[b].cpu() for k, v in a.items()
+                         if k in ('labels', 'is_pos', 'valid')}
             calls.append((a['losses'][b].cpu(), a['boxes'][b].cpu(), (a['num'], a['iou_threshold']),
                           dict(one_image, nonfinite=a['nonfinite'], nonfinite_skip_limit=a['nonfinite_skip_limit']),
                           sel.indices.cpu(), a['losses'][b].device))

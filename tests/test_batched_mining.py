@@ -12,7 +12,7 @@ import pytest
 import torch
 from mmdet.models.task_modules.samplers import SamplingResult
 
-from mmdet_ohem.readonly_pass import ImageCandidates, batch_feature_view
+from mmdet_ohem.readonly_pass import BatchRows, batch_feature_view
 from mmdet_ohem.samplers import OHEMSampler
 from mmdet_ohem.samplers.ohem_sampler import DeferredSamplingResult
 
@@ -57,26 +57,46 @@ def test_batch_feature_view_rebuilds_the_batch_without_copying():
     assert batch_feature_view(mixed) is None
 
 
+def _rows(sampler, model, images, feats=None):
+    """Every row of both images' candidate lists as the sampler hands them to the batched pass, and per
+    image its candidates (mmdet's gathering: ``collect``) for the per-image pass."""
+    from mmdet.structures.bbox import get_box_tensor
+    boxes, gt_boxes, labels, is_pos, alls = [], [], [], [], []
+    for res, gt, _ in images:
+        assign = model.roi_head.bbox_assigner.assign(res, gt)
+        alls.append(sampler.collect(copy.deepcopy(assign), res, gt).all)
+        priors, _ = sampler.with_gt(assign, res, gt)
+        boxes.append(get_box_tensor(priors))
+        gt_boxes.append(get_box_tensor(gt.bboxes)[(assign.gt_inds - 1).clamp(min=0)])
+        is_pos.append(assign.gt_inds > 0)
+        labels.append(torch.where(is_pos[-1], assign.labels, model.roi_head.bbox_head.num_classes))
+    rows = BatchRows(feats or [f for _, _, f in images], [b.shape[0] for b in boxes], torch.cat(boxes),
+                     torch.cat(gt_boxes), torch.cat(labels), torch.cat(is_pos))
+    return rows, alls
+
+
 def test_batched_readonly_losses_equal_the_per_image_pass(fpn):
+    """Every row of both images in one pass (image after image, in candidate-list order, nothing gathered):
+    each positive and negative row gets the loss the per-image pass gives that candidate."""
     model, data = fpn
     _, images = _images(model, data)
     sampler = OHEMSampler(num=48, context=model.roi_head, log_stats=False)
-    alls = [sampler.collect(model.roi_head.bbox_assigner.assign(r, g), r, g).all for r, g, _ in images]
-    items = [ImageCandidates(f, a.pos_priors, a.pos_gt_bboxes, a.pos_gt_labels, a.neg_priors)
-             for a, (_, _, f) in zip(alls, images)]
+    rows, alls = _rows(sampler, model, images)
     for max_rois in (2560, 37):  # one forward, or many chunks across the image boundary
-        flat, rows = sampler.head.readonly_losses_batch(items, None, max_rois)
-        for item, ((ps, pe), (ns, ne)) in zip(items, rows):
-            alone = sampler.head.readonly_losses(item.feats, item.pos_priors, item.pos_gt_bboxes,
-                                                 item.pos_gt_labels, item.neg_priors)
-            assert pe - ps == item.pos_priors.shape[0] and ne - ns == item.neg_priors.shape[0]
-            torch.testing.assert_close(torch.cat([flat.cls[ps:pe], flat.cls[ns:ne]]), alone.cls)
-            torch.testing.assert_close(torch.cat([flat.loc[ps:pe], flat.loc[ns:ne]]), alone.loc)
+        flat = sampler.head.readonly_losses_batch(rows, None, max_rois)
+        assert flat.cls.shape == flat.loc.shape == (sum(rows.sizes), )
+        start = 0
+        for size, a, (_, _, feats) in zip(rows.sizes, alls, images):
+            alone = sampler.head.readonly_losses(feats, a.pos_priors, a.pos_gt_bboxes, a.pos_gt_labels,
+                                                 a.neg_priors)
+            order = torch.cat([a.pos_inds, a.neg_inds]) + start  # the per-image pass's rows: positives first
+            torch.testing.assert_close(flat.cls[order], alone.cls)
+            torch.testing.assert_close(flat.loc[order], alone.loc)
+            assert not flat.loc[start + a.neg_inds].any()  # no box loss off the positives
+            start += size
     # Copies of the features (not slices of one batch) are stacked: the same losses.
-    copied = [ImageCandidates([f.clone() for f in it.feats], it.pos_priors, it.pos_gt_bboxes, it.pos_gt_labels,
-                              it.neg_priors) for it in items]
-    again, _ = sampler.head.readonly_losses_batch(copied)
-    torch.testing.assert_close(again.cls, flat.cls)
+    copied, _ = _rows(sampler, model, images, [[f.clone() for f in feats] for _, _, feats in images])
+    torch.testing.assert_close(sampler.head.readonly_losses_batch(copied).cls, flat.cls)
 
 
 @pytest.mark.parametrize('nms', [dict(type='LossNMS', iou_threshold=0.7), None])

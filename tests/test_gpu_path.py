@@ -129,9 +129,9 @@ def test_readonly_dtype_other_than_the_amp_dtype_trains(batch_images):
         calls.append(args[-1] if len(args) > 5 else kwargs.get('autocast_dtype'))
         return one(self, *args, **kwargs)
 
-    def spy_many(self, images, autocast_dtype=None, *args, **kwargs):
-        calls.extend([autocast_dtype] * len(images))
-        return many(self, images, autocast_dtype, *args, **kwargs)
+    def spy_many(self, batch, autocast_dtype=None, *args, **kwargs):
+        calls.extend([autocast_dtype] * len(batch.sizes))
+        return many(self, batch, autocast_dtype, *args, **kwargs)
 
     RoIHeadAdapter.readonly_losses, RoIHeadAdapter.readonly_losses_batch = spy_one, spy_many
     try:
@@ -230,9 +230,10 @@ def test_sample_reads_back_one_small_tensor_beyond_the_candidates_nonzero(monkey
     reads.excluded(type(model.roi_head.bbox_roi_extractor), 'forward', monkeypatch)  # FPN level split
     got = ours.sample(assign, res, gt, feats=feats)
     got.pos_inds  # the RoI head reads the result: a deferred one is mined now
-    # The candidates' two nonzero() (RandomSampler makes them too, and two unique() besides) and the one
-    # read that sizes the result; the box coder's constants were copied to the device by `reference`.
-    assert reads.count == 3
+    # The one read that sizes the result; one image at a time, the candidates' two nonzero() before it
+    # (RandomSampler makes them too, and two unique() besides). The box coder's constants were copied to
+    # the device by `reference`.
+    assert reads.count == (1 if batch_images else 3)
     monkeypatch.undo()
     # The same selection as the host path, positives and negatives in the same order.
     assert torch.equal(got.pos_inds, want.pos_inds) and torch.equal(got.neg_inds, want.neg_inds)
@@ -248,8 +249,8 @@ def test_sample_reads_back_one_small_tensor_beyond_the_candidates_nonzero(monkey
 
 
 def test_two_images_mined_together_read_back_once(monkeypatch, tiny_fpn):
-    """Both images of a batch: their candidates' nonzero() and ONE read for the two selections; the same
-    RoIs as mining each image alone."""
+    """Both images of a batch: ONE read for the two selections and nothing else (no nonzero() gathers the
+    candidates: every row goes through, the others masked); the same RoIs as mining each image alone."""
     import mmdet_ohem.selection.select as select_mod
     model, data = tiny_fpn
     _, images = sampler_inputs(model, data)
@@ -261,9 +262,9 @@ def test_two_images_mined_together_read_back_once(monkeypatch, tiny_fpn):
     reads = _HostReads(monkeypatch)
     reads.excluded(type(model.roi_head.bbox_roi_extractor), 'forward', monkeypatch)  # FPN level split
     got = [together.sample(a, r, gt, feats=f) for a, (r, gt, f) in zip(assigns, images)]
-    assert reads.count == 4 and len(together._pending) == 2  # nothing mined yet
+    assert reads.count == 0 and len(together._pending) == 2  # nothing mined yet, nothing read
     got[1].neg_inds  # the first read of any result mines both
-    assert reads.count == 5 and not together._pending
+    assert reads.count == 1 and not together._pending
     monkeypatch.undo()
     for g, w in zip(got, want):
         assert torch.equal(g.pos_inds, w.pos_inds) and torch.equal(g.neg_inds, w.neg_inds)

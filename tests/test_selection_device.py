@@ -134,6 +134,63 @@ def test_batched_selection_equals_one_call_per_image(images, thr, num, per_class
             assert _same_selection(got[b], want)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(mining_inputs(), min_size=1, max_size=4), st.sampled_from([None, 0.5, 0.7]),
+       st.integers(1, 80), st.booleans(), st.sampled_from([0.0, 0.3, 1.0]), st.integers(0, 2**31 - 1))
+def test_selection_over_valid_rows_equals_the_selection_of_those_rows_alone(images, thr, num, per_class,
+                                                                           invalid_share, seed):
+    """Rows outside ``valid`` (ignored RoIs, unusable boxes) take no part, whatever they hold: here they
+    carry the highest losses, NaN or infinite ones, and boxes that would suppress (or are NaN); each
+    result is the selection of the valid rows alone, its indices mapped back, on both methods."""
+    g = torch.Generator().manual_seed(seed)
+    losses, boxes, labels, is_pos, valid = [], [], [], [], []
+    for box, loss, lab, pos in images:
+        n = loss.shape[0]
+        ok = torch.rand(n, generator=g) >= invalid_share
+        junk = torch.tensor([1e6, math.nan, math.inf])[torch.randint(0, 3, (n, ), generator=g)]
+        losses.append(torch.where(ok, loss, junk))
+        cover = torch.tensor([-1e4, -1e4, 1e4, 1e4])  # overlaps nothing much, but NaN boxes below
+        boxes.append(torch.where(ok[:, None], box, torch.where(torch.rand(n, 1, generator=g) < 0.5, cover,
+                                                               torch.full((4, ), math.nan))))
+        labels.append(lab)
+        is_pos.append(pos)
+        valid.append(ok)
+    lab = labels if per_class else None
+    for method in ('device', 'host'):
+        got = select_hard_examples_batch(losses, boxes, num, thr, lab, 'skip', is_pos, method=method, valid=valid)
+        for b in range(len(images)):
+            rows = torch.nonzero(valid[b]).flatten()
+            want = select_hard_examples(losses[b][rows], boxes[b][rows], num, thr,
+                                        labels[b][rows] if per_class else None, 'skip', is_pos[b][rows],
+                                        method='host')
+            assert got[b].indices.tolist() == rows[want.indices].tolist()
+            assert got[b].num_pos == want.num_pos and got[b].num_candidates == rows.numel()
+            assert int(got[b].num_suppressed) == int(want.num_suppressed)
+            assert int(got[b].num_nonfinite) == int(want.num_nonfinite)
+            assert got[b].nonfinite_kept == want.nonfinite_kept
+            if got[b].mined_loss is not None:  # the device method's statistics, over the valid rows
+                kept = losses[b][rows]
+                finite = torch.isfinite(kept)
+                assert got[b].num_finite == int(finite.sum())
+                assert _same_float(got[b].mined_loss, float(losses[b][got[b].indices].sum()))
+                assert _same_float(got[b].candidate_loss, float(kept[finite].sum()))
+
+
+def test_valid_rows_that_are_not_finite_raise_only_when_valid():
+    boxes = torch.tensor([[0., 0., 10., 10.], [20., 20., 30., 30.]])
+    losses = torch.tensor([1.0, math.nan])
+    for method in ('device', 'host'):
+        sel = select_hard_examples(losses, boxes, 4, nonfinite='raise', method=method,
+                                   valid=torch.tensor([True, False]))
+        assert sel.indices.tolist() == [0] and sel.num_candidates == 1
+        with pytest.raises(FloatingPointError, match='1 non-finite ranking losses out of 2'):
+            select_hard_examples(losses, boxes, 4, nonfinite='raise', method=method, valid=torch.tensor([True, True]))
+    with pytest.raises(ValueError, match=r'valid must have shape \(2,\), got \(3,\)'):
+        select_hard_examples(losses, boxes, 4, valid=torch.ones(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match='1 valid'):
+        select_hard_examples_batch([losses, losses], [boxes, boxes], 4, valid=[torch.ones(2, dtype=torch.bool)])
+
+
 def test_batched_selection_identical_boxes_in_different_images_do_not_suppress():
     box = torch.tensor([[0., 0., 10., 10.]])
     got = select_hard_examples_batch([torch.tensor([1.0]), torch.tensor([2.0])], [box, box.clone()], 4, 0.5,

@@ -52,16 +52,15 @@ class CandidateSampler(BaseSampler):
     def _sample_neg(self, assign_result, num_expected, **kwargs) -> Tensor:
         return torch.nonzero(assign_result.gt_inds == 0, as_tuple=False).flatten()
 
-    def collect(self, assign_result, pred_instances, gt_instances,
-                box_filter: Optional[Callable[[Tensor], Tensor]] = None, **kwargs) -> Candidates:
-        """Every non-ignored candidate of one image (mutates ``assign_result`` like mmdet: gt added).
+    def with_gt(self, assign_result, pred_instances, gt_instances) -> tuple:
+        """The image's candidate list and mmdet's gt flags: ``BaseSampler.sample``'s first steps (gt boxes
+        added as proposals when ``add_gt_as_proposals``, ``assign_result`` extended like mmdet's).
 
-        Args:
-            box_filter: Optional ``(n, 4) boxes -> (n,) bool`` flagging candidates to leave out (applied
-                on the full candidate list with gt boxes added, before the indices are gathered, so it
-                costs no extra host read); how many boxes it flagged is ``Candidates.num_filtered``.
+        Returns:
+            ``(priors, gt_flags)``: the priors (gt boxes first, then proposals) and ``(len(priors),)``
+            uint8 flags, 1 for the gt boxes.
         """
-        from mmdet.structures.bbox import BaseBoxes, cat_boxes, get_box_tensor
+        from mmdet.structures.bbox import BaseBoxes, cat_boxes
 
         gt_bboxes, priors, gt_labels = gt_instances.bboxes, pred_instances.priors, gt_instances.labels
         if len(priors.shape) < 2:
@@ -73,6 +72,21 @@ class CandidateSampler(BaseSampler):
             priors = cat_boxes([gt_as_priors, priors], dim=0)
             assign_result.add_gt_(gt_labels)
             gt_flags = torch.cat([priors.new_ones(gt_as_priors.shape[0], dtype=torch.uint8), gt_flags])
+        return priors, gt_flags
+
+    def collect(self, assign_result, pred_instances, gt_instances,
+                box_filter: Optional[Callable[[Tensor], Tensor]] = None, **kwargs) -> Candidates:
+        """Every non-ignored candidate of one image (mutates ``assign_result`` like mmdet: gt added).
+
+        Args:
+            box_filter: Optional ``(n, 4) boxes -> (n,) bool`` flagging candidates to leave out (applied
+                on the full candidate list with gt boxes added, before the indices are gathered, so it
+                costs no extra host read); how many boxes it flagged is ``Candidates.num_filtered``.
+        """
+        from mmdet.structures.bbox import get_box_tensor
+
+        gt_bboxes = gt_instances.bboxes
+        priors, gt_flags = self.with_gt(assign_result, pred_instances, gt_instances)
         pos, neg = assign_result.gt_inds > 0, assign_result.gt_inds == 0
         num_filtered: Union[int, Tensor] = 0
         if box_filter is not None:

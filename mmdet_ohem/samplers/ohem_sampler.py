@@ -29,11 +29,11 @@ from mmdet.structures.bbox import get_box_tensor
 from mmengine.logging import HistoryBuffer, MessageHub, MMLogger
 from torch import Tensor
 
-from ..readonly_pass import READONLY_BATCH_ROIS, READONLY_PRECISIONS, ImageCandidates, RoIHeadAdapter
+from ..readonly_pass import READONLY_BATCH_ROIS, READONLY_PRECISIONS, BatchRows, RoIHeadAdapter
 from ..selection import (Selection, invalid_boxes, select_hard_examples, select_hard_examples_batch,
                          select_hard_examples_ratio)
 from ..selection.select import NONFINITE_SKIP_LIMIT
-from .candidates import Candidates, CandidateSampler
+from .candidates import CandidateSampler
 from .checks import check_mining_settings
 from .loss_nms import LossNMS
 
@@ -242,14 +242,14 @@ class _IterationStatsLogger:
 
 
 def selection_stats(losses: Tensor, sel: Selection, num_cands: int, mined_fg: Number,
-                    bad_boxes: Number = 0) -> MiningStats:
+                    bad_boxes: Number = 0, valid: Optional[Tensor] = None) -> MiningStats:
     """The statistics of one image's selection, with no host read: the numbers the device method read
     back with the result sizes (:class:`~mmdet_ohem.selection.Selection`'s loss sums), else 0-dim tensors
-    computed on the losses' device."""
+    computed on the losses' device (over the ``valid`` rows only, when given)."""
     if sel.mined_loss is not None:
         mined_loss, cand_loss, cand_finite = sel.mined_loss, sel.candidate_loss, sel.num_finite
     else:
-        finite = torch.isfinite(losses)
+        finite = torch.isfinite(losses) if valid is None else torch.isfinite(losses) & valid
         mined_loss = losses[sel.indices].sum()
         cand_loss, cand_finite = torch.where(finite, losses, 0.0).sum(), finite.sum()
     return MiningStats(
@@ -320,11 +320,15 @@ class DeferredSamplingResult(SamplingResult):
 
 @dataclass
 class _PendingImage:
+    """One image waiting to be mined: its whole candidate list (gt boxes added), nothing gathered yet."""
+
     result: DeferredSamplingResult
-    cands: Candidates
+    priors: Any
+    gt_flags: Tensor
     feats: Any
     assign_result: Any
     gt_instances: Any
+    extent: Optional[float]
 
 
 @TASK_UTILS.register_module(name='OHEMSampler', force=True)
@@ -495,17 +499,28 @@ class OHEMSampler(MinerMixin, CandidateSampler):
             (:attr:`batched`) a :class:`DeferredSamplingResult`, mined with the other pending images at its
             first read.
 
-        Host synchronisation: besides the candidates' two ``nonzero`` (``RandomSampler`` makes them too)
-        and a multi-level RoI extractor's per-level ``nonzero`` (mmdet's code, once per batch when images
-        are mined together), on a GPU exactly one small read sizes the result (paper mode; one for all
-        images mined together) and carries the statistics along; other statistics stay on the device.
+        Host synchronisation, on a GPU: with images mined together, exactly one small read for all of them
+        sizes the results and carries the statistics along (no ``nonzero`` gathers the candidates: every
+        row of the candidate lists goes through the read-only pass and the selection, the rows that are no
+        candidates masked out; ``RandomSampler`` makes two per image), besides a multi-level RoI extractor's
+        per-level ``nonzero`` (mmdet's code, once per batch). One image at a time: the candidates' two
+        ``nonzero`` per image, and one read per image (paper mode). Other statistics stay on the device.
         """
         if feats is None:
             raise ValueError('OHEMSampler.sample needs feats=[per-level (1, C, H, W) features of this image] '
                              'for the read-only pass; mmdet RoI heads pass them')
         # Unusable boxes (inf/NaN, x2 < x1, far outside the image) would crash RoIAlign: they are left out
-        # while mmdet's own code gathers the candidates (no extra host read), and counted.
+        # of the candidates (no extra host read) and counted.
         extent = self.head.image_extent(feats)
+        if self.batched:
+            key = self._batch_key(feats)
+            if self._pending and key != self._pending_key:
+                self.mine_pending()  # left over from another forward: mine it before starting anew
+            self._pending_key = key
+            priors, gt_flags = self.with_gt(assign_result, pred_instances, gt_instances)
+            res = DeferredSamplingResult(self)
+            self._pending.append(_PendingImage(res, priors, gt_flags, feats, assign_result, gt_instances, extent))
+            return res
         cands = self.collect(assign_result, pred_instances, gt_instances,
                              box_filter=lambda boxes: invalid_boxes(boxes, extent), **kwargs)
         everything = cands.all
@@ -514,14 +529,6 @@ class OHEMSampler(MinerMixin, CandidateSampler):
         if num_cands == 0:
             self._record(MiningStats(bad_boxes=cands.num_filtered))
             return everything
-        if self.batched:
-            key = self._batch_key(feats)
-            if self._pending and key != self._pending_key:
-                self.mine_pending()  # left over from another forward: mine it before starting anew
-            self._pending_key = key
-            res = DeferredSamplingResult(self)
-            self._pending.append(_PendingImage(res, cands, feats, assign_result, gt_instances))
-            return res
         losses = self.head.readonly_losses(
             feats, everything.pos_priors, everything.pos_gt_bboxes, everything.pos_gt_labels,
             everything.neg_priors, READONLY_PRECISIONS[self.readonly_dtype]).ranking(self.ranking_loss)
@@ -566,37 +573,43 @@ class OHEMSampler(MinerMixin, CandidateSampler):
         same_context = now == amp and (not amp or torch.get_autocast_dtype(device_type) == amp_dtype)
         context = torch.autocast(device_type=device_type, dtype=amp_dtype, enabled=amp) if not same_context \
             else contextlib.nullcontext()
-        alls = [item.cands.all for item in pending]
+        num_classes = self.head.bbox_head.num_classes
+        # Every row of every image's candidate list, concatenated: the candidates (positives: gt_inds > 0,
+        # negatives: 0) are the rows that are neither ignored (-1) nor unusable boxes, masked, not gathered.
+        image_boxes = [get_box_tensor(item.priors) for item in pending]
+        sizes = [b.shape[0] for b in image_boxes]
+        boxes = torch.cat(image_boxes)
+        extents = {item.extent for item in pending}
+        bad = invalid_boxes(boxes, extents.pop()) if len(extents) == 1 else \
+            torch.cat([invalid_boxes(b, item.extent) for b, item in zip(image_boxes, pending)])
+        gt_inds = torch.cat([item.assign_result.gt_inds for item in pending])
+        is_pos = gt_inds > 0
+        valid = (gt_inds >= 0) & ~bad
+        labels = torch.where(is_pos, torch.cat([item.assign_result.labels for item in pending]), num_classes)
+        gt_boxes = torch.cat([get_box_tensor(item.gt_instances.bboxes)[(item.assign_result.gt_inds - 1).clamp(min=0)]
+                              if len(item.gt_instances.bboxes) else b for b, item in zip(image_boxes, pending)])
+        rows = BatchRows([item.feats for item in pending], sizes, torch.where(bad[:, None], 0.0, boxes), gt_boxes,
+                         labels, is_pos)
         with context:
-            flat, rows = self.head.readonly_losses_batch(
-                [ImageCandidates(item.feats, a.pos_priors, a.pos_gt_bboxes, a.pos_gt_labels, a.neg_priors)
-                 for item, a in zip(pending, alls)],
-                READONLY_PRECISIONS[self.readonly_dtype], self.readonly_batch_rois)
-        ranking = flat.ranking(self.ranking_loss)
-        losses, boxes, is_pos, labels = [], [], [], []
+            ranking = self.head.readonly_losses_batch(rows, READONLY_PRECISIONS[self.readonly_dtype],
+                                                      self.readonly_batch_rois).ranking(self.ranking_loss)
         per_class = self.nms is not None and self.nms.per_class
-        for a, ((ps, pe), (ns, ne)) in zip(alls, rows):
-            losses.append(torch.cat([ranking[ps:pe], ranking[ns:ne]]))
-            boxes.append(torch.cat([get_box_tensor(a.pos_priors), get_box_tensor(a.neg_priors)]).float())
-            num_pos, num_cands = pe - ps, pe - ps + ne - ns
-            is_pos.append(torch.arange(num_cands, device=ranking.device) < num_pos)
-            if per_class:
-                labels.append(torch.cat([a.pos_gt_labels, a.pos_gt_labels.new_full(
-                    (num_cands - num_pos, ), self.head.bbox_head.num_classes)]))
         iou = self.nms.iou_threshold if self.nms is not None else None
-        sels = select_hard_examples_batch(losses, boxes, self.num, iou, labels if per_class else None,
-                                          self.nonfinite, is_pos)
-        for item, a, sel, image_losses in zip(pending, alls, sels, losses):
+        split = [x.split(sizes) for x in (ranking, rows.boxes.float(), is_pos, valid, labels, bad)]
+        losses, sel_boxes, image_pos, image_valid, image_labels, image_bad = (list(x) for x in split)
+        sels = select_hard_examples_batch(losses, sel_boxes, self.num, iou, image_labels if per_class else None,
+                                          self.nonfinite, image_pos, valid=image_valid)
+        for item, sel, image_losses, b_valid, b_bad in zip(pending, sels, losses, image_valid, image_bad):
+            num_cands = int(sel.num_candidates)
             if sel.nonfinite_kept:
-                self._warn_nonfinite(sel.num_nonfinite, image_losses.numel())
-            chosen = torch.cat([a.pos_inds, a.neg_inds])[sel.indices]  # positives first: sel.num_pos
-            self._record(selection_stats(image_losses, sel, image_losses.numel(), sel.num_pos,
-                                         item.cands.num_filtered))
+                self._warn_nonfinite(sel.num_nonfinite, num_cands)
+            self._record(selection_stats(image_losses, sel, num_cands, sel.num_pos, b_bad.sum(), b_valid))
             res = item.result
             del res.__dict__['_ohem_sampler']
+            chosen = sel.indices  # rows of the candidate list, positives first: sel.num_pos of them
             SamplingResult.__init__(res, pos_inds=chosen[:sel.num_pos], neg_inds=chosen[sel.num_pos:],
-                                    priors=item.cands.priors, gt_bboxes=item.gt_instances.bboxes,
-                                    assign_result=item.assign_result, gt_flags=item.cands.gt_flags)
+                                    priors=item.priors, gt_bboxes=item.gt_instances.bboxes,
+                                    assign_result=item.assign_result, gt_flags=item.gt_flags)
 
     def _warn_nonfinite(self, num_bad: Union[int, Tensor], num_cands: int) -> None:
         if not self._warned_nonfinite:

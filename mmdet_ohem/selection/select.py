@@ -59,6 +59,8 @@ class Selection:
         mined_loss: Sum of the losses of the mined candidates, ``candidate_loss`` the sum over the finite
             candidates and ``num_finite`` their number: Python numbers read back with the result sizes
             by the device method (statistics at no extra read or operator per image); ``None`` elsewhere.
+        num_candidates: How many rows took part (with ``valid``: the valid ones; else all), an int;
+            ``None`` where the caller knows it from the shapes (no ``valid`` given, device method).
     """
 
     indices: Tensor
@@ -69,6 +71,7 @@ class Selection:
     mined_loss: Optional[float] = None
     candidate_loss: Optional[float] = None
     num_finite: Optional[int] = None
+    num_candidates: Optional[int] = None
 
 
 def _check_inputs(losses: Tensor, boxes: Tensor, num: int, iou_threshold: Optional[float]) -> None:
@@ -132,7 +135,8 @@ def select_hard_examples(losses: Tensor,
                          nonfinite: NonFinitePolicy = 'skip',
                          is_pos: Optional[Tensor] = None,
                          method: str = 'auto',
-                         nonfinite_skip_limit: float = NONFINITE_SKIP_LIMIT) -> Selection:
+                         nonfinite_skip_limit: float = NONFINITE_SKIP_LIMIT,
+                         valid: Optional[Tensor] = None) -> Selection:
     """Paper OHEM: the ``num`` highest-loss candidates that survive loss-NMS, with no fg:bg ratio.
 
     Args:
@@ -150,6 +154,10 @@ def select_hard_examples(losses: Tensor,
         method: Loss-NMS implementation (``'auto'``, ``'host'``, ``'device'``, see
             :func:`~mmdet_ohem.selection.nms.greedy_loss_nms`); the result does not depend on it.
         nonfinite_skip_limit: See :data:`NONFINITE_SKIP_LIMIT`.
+        valid: Optional ``(n,)`` bool: only these rows are candidates (the others, e.g. ignored RoIs or
+            unusable boxes, take no part: never mined, never suppress, not counted, whatever their loss
+            or box). The result is that of the call on the valid rows alone, with its indices mapped back
+            to all rows; ``Selection.num_candidates`` is their number.
 
     Returns:
         :class:`Selection`.
@@ -158,14 +166,23 @@ def select_hard_examples(losses: Tensor,
         ValueError: On a bad budget, threshold, shape or method; the message names the value.
     """
     _check_inputs(losses, boxes, num, iou_threshold)
-    if is_pos is not None and is_pos.shape != losses.shape:
-        raise ValueError(f'is_pos must have shape {tuple(losses.shape)}, got {tuple(is_pos.shape)}')
+    for name, mask in (('is_pos', is_pos), ('valid', valid)):
+        if mask is not None and mask.shape != losses.shape:
+            raise ValueError(f'{name} must have shape {tuple(losses.shape)}, got {tuple(mask.shape)}')
     _check_policy(nonfinite, nonfinite_skip_limit)
     if losses.shape[0] > 0 and resolve_method(method, losses.device, losses.shape[0]) == 'device':
         # one host read (see the module docstring): the batched device rule on a batch of one image
         return _select_batch_on_device([losses], [boxes], num, iou_threshold,
                                        [labels] if labels is not None else None, nonfinite,
-                                       [is_pos] if is_pos is not None else None, nonfinite_skip_limit)[0]
+                                       [is_pos] if is_pos is not None else None, nonfinite_skip_limit,
+                                       [valid] if valid is not None else None)[0]
+    if valid is not None:  # the reference: the rule on the valid rows alone
+        rows = torch.nonzero(valid.bool()).flatten()
+        sel = select_hard_examples(losses[rows], boxes[rows], num, iou_threshold,
+                                   labels[rows] if labels is not None else None, nonfinite,
+                                   is_pos[rows] if is_pos is not None else None, method, nonfinite_skip_limit)
+        return Selection(rows[sel.indices], sel.num_suppressed, sel.num_nonfinite, sel.num_pos, sel.nonfinite_kept,
+                         sel.mined_loss, sel.candidate_loss, sel.num_finite, rows.numel())
     ranking, finite, keep_bad = _nonfinite_plan(losses, nonfinite, nonfinite_skip_limit)
     pool = torch.arange(losses.shape[0], device=losses.device)
     if not keep_bad:
@@ -217,7 +234,8 @@ def select_hard_examples_batch(losses: Sequence[Tensor],
                                nonfinite: NonFinitePolicy = 'skip',
                                is_pos: Optional[Sequence[Tensor]] = None,
                                method: str = 'auto',
-                               nonfinite_skip_limit: float = NONFINITE_SKIP_LIMIT) -> List[Selection]:
+                               nonfinite_skip_limit: float = NONFINITE_SKIP_LIMIT,
+                               valid: Optional[Sequence[Tensor]] = None) -> List[Selection]:
     """:func:`select_hard_examples` for several images (lists) at once: one :class:`Selection` per image.
 
     Each image keeps its own budget ``num``, its own loss-NMS (boxes of different images never
@@ -233,20 +251,23 @@ def select_hard_examples_batch(losses: Sequence[Tensor],
         num, iou_threshold, nonfinite, method, nonfinite_skip_limit: As in :func:`select_hard_examples`.
         labels: Optional per image ``(n_b,)`` labels (per-class loss-NMS).
         is_pos: Optional per image ``(n_b,)`` bool (positives first in each result).
+        valid: Optional per image ``(n_b,)`` bool: the rows that are candidates (see
+            :func:`select_hard_examples`).
 
     Raises:
         ValueError: On a bad budget, threshold, shape, method, or lists of different lengths.
     """
     count = len(losses)
-    if len(boxes) != count or (labels is not None and len(labels) != count) or \
-            (is_pos is not None and len(is_pos) != count):
+    masks = {'labels': labels, 'is_pos': is_pos, 'valid': valid}
+    if len(boxes) != count or any(m is not None and len(m) != count for m in masks.values()):
         raise ValueError(f'select_hard_examples_batch: one entry per image in every list, got {count} losses, '
-                         f'{len(boxes)} boxes' + (f', {len(labels)} labels' if labels is not None else '')
-                         + (f', {len(is_pos)} is_pos' if is_pos is not None else ''))
+                         f'{len(boxes)} boxes' + ''.join(f', {len(m)} {k}' for k, m in masks.items() if m is not None))
     for b in range(count):
         _check_inputs(losses[b], boxes[b], num, iou_threshold)
-        if is_pos is not None and is_pos[b].shape != losses[b].shape:
-            raise ValueError(f'is_pos[{b}] must have shape {tuple(losses[b].shape)}, got {tuple(is_pos[b].shape)}')
+        for name in ('is_pos', 'valid'):
+            m = masks[name]
+            if m is not None and m[b].shape != losses[b].shape:
+                raise ValueError(f'{name}[{b}] must have shape {tuple(losses[b].shape)}, got {tuple(m[b].shape)}')
     _check_policy(nonfinite, nonfinite_skip_limit)
     if count == 0:
         return []
@@ -254,16 +275,17 @@ def select_hard_examples_batch(losses: Sequence[Tensor],
     if count == 1 or n == 0 or resolve_method(method, losses[0].device, n) != 'device':
         return [select_hard_examples(losses[b], boxes[b], num, iou_threshold,
                                      labels[b] if labels is not None else None, nonfinite,
-                                     is_pos[b] if is_pos is not None else None, method, nonfinite_skip_limit)
+                                     is_pos[b] if is_pos is not None else None, method, nonfinite_skip_limit,
+                                     valid[b] if valid is not None else None)
                 for b in range(count)]
     return _select_batch_on_device(losses, boxes, num, iou_threshold, labels, nonfinite, is_pos,
-                                   nonfinite_skip_limit)
+                                   nonfinite_skip_limit, valid)
 
 
 def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], num: int,
                             iou_threshold: Optional[float], labels: Optional[Sequence[Tensor]],
                             nonfinite: NonFinitePolicy, is_pos: Optional[Sequence[Tensor]],
-                            skip_limit: float) -> List[Selection]:
+                            skip_limit: float, valid: Optional[Sequence[Tensor]] = None) -> List[Selection]:
     """Paper mode for ``B`` images with one host read, the same result as the host path per image (see
     the module docstring). The images are padded to ``(B, n)``: padding is never valid, never suppresses
     and ranks after every real candidate (stable sort, -inf at the end of each row).
@@ -274,13 +296,15 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
     counts."""
     values = _pad(losses, 0.0)
     finite = torch.isfinite(values)
-    if len({x.shape[0] for x in losses}) == 1:  # no padding (e.g. one image): fewer operators
+    if valid is None and len({x.shape[0] for x in losses}) == 1:  # no padding (e.g. one image): fewer operators
         num_finite = finite.sum(-1)
+        num_real = torch.full_like(num_finite, values.shape[-1])
         num_bad = values.shape[-1] - num_finite
         keep_bad = num_bad > skip_limit * values.shape[-1]
         keep_bad_real = keep_bad[:, None]
-    else:
-        real = _pad([x.new_ones(x.shape, dtype=torch.bool) for x in losses], False)
+    else:  # the rows that take part: real (not padding) and valid
+        real = _pad([x.new_ones(x.shape, dtype=torch.bool) for x in losses] if valid is None
+                    else [v.bool() for v in valid], False)
         finite = finite & real
         num_real, num_finite = real.sum(-1), finite.sum(-1)
         num_bad = num_real - num_finite
@@ -290,13 +314,13 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
     fill = torch.where(keep_bad_real, inf, -inf)
     order = rank_by_loss(torch.where(finite, values, fill))
     # gather, not take_along_dim: one operator where take_along_dim dispatches four (indices are >= 0)
-    valid = (finite | keep_bad_real).gather(-1, order)
+    ranked_valid = (finite | keep_bad_real).gather(-1, order)
     fp = None
     count = len(losses)
     filled = torch.ones(count, dtype=torch.bool, device=values.device)
     covered = order.shape[-1]  # ranked positions the suppression matrices cover (an image's real ones come first)
     if iou_threshold is None:
-        kept = valid & (torch.cumsum(valid, -1) <= num)
+        kept = ranked_valid & (torch.cumsum(ranked_valid, -1) <= num)
         supp = torch.zeros(count, dtype=torch.long, device=values.device)
         converged = torch.ones((), dtype=torch.bool, device=values.device)
     else:
@@ -306,7 +330,7 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
         ranked_boxes = _pad(boxes, 0.0).float().gather(1, head[..., None].expand(-1, -1, 4))
         ranked_labels = _pad(labels, -1).gather(-1, head) if labels is not None else None
         fp = GreedyFixedPoint(suppression_matrix(ranked_boxes, iou_threshold, ranked_labels),
-                              valid[:, :head.shape[-1]], num)
+                              ranked_valid[:, :head.shape[-1]], num)
         kept, supp, converged = _full_length(fp.kept, n), fp.num_suppressed, fp.converged
         if head.shape[-1] < n:
             filled = fp.filled
@@ -325,7 +349,7 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
         # the losses' dtype): the result sizes and flags, and the statistics (suppressed, finite count,
         # loss sums), then the convergence flag.
         counts = torch.cat([torch.stack([num_mined_pos, num_kept, num_bad, keep_bad, filled, supp,
-                                         num_finite, loss_values.sum(-1, dtype=torch.float64),
+                                         num_finite, num_real, loss_values.sum(-1, dtype=torch.float64),
                                          torch.where(kept, ranked_values, 0.0).sum(-1, dtype=torch.float64)],
                                         dim=1).flatten(), converged.reshape(1)])
         values_read = counts.tolist()  # the one host read, for all images
@@ -338,23 +362,25 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
     chosen = order.gather(-1, torch.sort(group, dim=-1, descending=True, stable=True).indices)
     out = []
     for b, row in enumerate(chosen.unbind(0)):
-        num_p, num_kept, bad, kept_bad, enough, num_supp, num_finite, cand_loss, mined_loss = \
+        num_p, num_kept, bad, kept_bad, enough, num_supp, num_finite, num_cands, cand_loss, mined_loss = \
             values_read[_READ_PER_IMAGE * b:_READ_PER_IMAGE * (b + 1)]
         if bad and nonfinite == 'raise':
-            _raise_nonfinite(losses[b], torch.isfinite(losses[b]))
+            rows = losses[b] if valid is None else losses[b][valid[b].bool()]
+            _raise_nonfinite(rows, torch.isfinite(rows))
         if not enough and losses[b].shape[0] > covered:
             # rare: this image's ranked prefix holds fewer survivors than the budget
             out.append(select_hard_examples(losses[b], boxes[b], num, iou_threshold,
                                             labels[b] if labels is not None else None, nonfinite,
-                                            is_pos[b] if is_pos is not None else None, 'host', skip_limit))
+                                            is_pos[b] if is_pos is not None else None, 'host', skip_limit,
+                                            valid[b] if valid is not None else None))
             continue
         num_p = int(num_p)
         out.append(Selection(row[:int(num_kept)], int(num_supp), int(bad), num_p if is_pos is not None else None,
-                             bool(kept_bad), mined_loss, cand_loss, int(num_finite)))
+                             bool(kept_bad), mined_loss, cand_loss, int(num_finite), int(num_cands)))
     return out
 
 
-_READ_PER_IMAGE = 9  # values per image in the device method's one read
+_READ_PER_IMAGE = 10  # values per image in the device method's one read
 
 
 def select_hard_examples_ratio(losses: Tensor,
