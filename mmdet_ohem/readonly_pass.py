@@ -60,6 +60,7 @@ the losses and the selection while the device runs the forward.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import sys
 import weakref
@@ -181,6 +182,58 @@ def readonly_autocast(device_type: str, dtype: Optional[Union[torch.dtype, str]]
         return _tf32_matmuls(device_type == 'cuda' and not torch.is_autocast_enabled(device_type))
     outer = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
     return torch.autocast(device_type=device_type, dtype=dtype, cache_enabled=outer in (None, dtype))
+
+
+def extract_levels_one_read(ext: nn.Module, feats: Sequence[Tensor], rois: Tensor,
+                            roi_scale_factor: Optional[float] = None) -> Tensor:
+    """mmdet's ``SingleRoIExtractor.forward`` with one host read for all feature levels.
+
+    mmdet finds each level's RoIs with a ``nonzero`` (a host synchronisation per level, between the
+    levels' RoIAlign calls, so the host waits for each level's kernel before queueing the next). Here the
+    RoIs are sorted by level on the device, the per-level counts are read back once, and every level's
+    RoI layer gets its contiguous slice, all queued back to back; the features are scattered back to
+    the RoIs' order. Each RoI's features are computed by the same layer call on the same inputs, so they
+    are mmdet's, bit for bit (``test_one_read_extraction_equals_mmdets``). One difference: mmdet adds
+    ``0 * sum(...)`` of the parameters and an unused level's features to keep them in a distributed
+    autograd graph; the read-only pass has no graph and leaves that out.
+
+    Args:
+        ext: A ``SingleRoIExtractor`` (exactly that class).
+        feats, rois, roi_scale_factor: As ``SingleRoIExtractor.forward``.
+    """
+    num_levels = len(feats)
+    if num_levels == 1 or rois.shape[0] == 0:  # mmdet's own path makes no read there
+        return type(ext).forward(ext, feats, rois, roi_scale_factor)
+    rois = rois.type_as(feats[0])
+    target_lvls = ext.map_roi_levels(rois, num_levels)
+    if roi_scale_factor is not None:
+        rois = ext.roi_rescale(rois, roi_scale_factor)
+    order = torch.sort(target_lvls, stable=True).indices
+    levels = torch.arange(num_levels, device=rois.device)
+    counts = (target_lvls == levels[:, None]).sum(1).tolist()  # the one read
+    parts = [ext.roi_layers[i](feats[i], part) for i, part in enumerate(rois[order].split(counts)) if counts[i]]
+    roi_feats = feats[0].new_empty((rois.shape[0], ext.out_channels, *ext.roi_layers[0].output_size))
+    roi_feats[order] = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return roi_feats
+
+
+@contextlib.contextmanager
+def one_read_extraction(roi_head: nn.Module, stage: Optional[int] = None) -> Iterator[None]:
+    """Inside the block the RoI head's box extractor (that of ``stage`` in a cascade) runs
+    :func:`extract_levels_one_read` when it is mmdet's ``SingleRoIExtractor`` itself; anything else runs
+    unchanged. Used by the read-only pass only (the training forward keeps mmdet's code)."""
+    from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
+    ext = getattr(roi_head, 'bbox_roi_extractor', None)
+    if isinstance(ext, nn.ModuleList):
+        ext = ext[stage or 0]
+    if type(ext) is not SingleRoIExtractor or 'forward' in vars(ext):
+        yield
+        return
+    ext.forward = functools.partial(extract_levels_one_read, ext)
+    try:
+        yield
+    finally:
+        del ext.forward
 
 
 def _uses_mmdet_bbox_loss(head: nn.Module) -> bool:
@@ -672,6 +725,8 @@ class RoIHeadAdapter:
         batch_col = torch.cat([boxes.new_full((k, 1), i) for k, i in zip(batch.sizes, index)])
         rois = torch.cat([batch_col, boxes], dim=1)
         n = rois.shape[0]
+        if n == 0:  # no rows at all (no proposals, no gt): nothing to run
+            return RoILosses(cls=boxes.new_zeros(0, dtype=torch.float32), loc=boxes.new_zeros(0, dtype=torch.float32))
         device_type = rois.device.type
         with torch.no_grad(), frozen_buffers(self.roi_head):
             # Targets first (no host reads): the host then queues the losses and the selection while the
@@ -683,7 +738,7 @@ class RoIHeadAdapter:
                 torch.where(is_pos, boxes.new_full((), pos_weight), boxes.new_ones(()))
             step = max(1, int(max_rois))
             cls_parts, box_parts = [], []
-            with readonly_autocast(device_type, autocast_dtype):
+            with readonly_autocast(device_type, autocast_dtype), one_read_extraction(self.roi_head, self.stage):
                 for r in range(0, n, step):
                     chunk = rois[r:r + step]
                     out = self.roi_head._bbox_forward(self.stage, feats, chunk) if self.stage is not None \
@@ -739,7 +794,7 @@ class RoIHeadAdapter:
             if targets is None:
                 view = _CandidateView(pos_priors, neg_priors, get_box_tensor(pos_gt_bboxes), pos_gt_labels)
                 targets = head.get_targets([view], self.train_cfg, concat=True)
-            with readonly_autocast(device_type, autocast_dtype):
+            with readonly_autocast(device_type, autocast_dtype), one_read_extraction(self.roi_head, self.stage):
                 out = self.bbox_forward(feats, rois)
             cls_score, bbox_pred = _as_float(out.get('cls_score')), _as_float(out.get('bbox_pred'))
             del out  # drop RoI features now: nothing of the read-only pass outlives this block

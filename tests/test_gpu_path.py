@@ -199,17 +199,6 @@ class _HostReads:
         items = index if isinstance(index, tuple) else (index, )
         return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
 
-    def excluded(self, owner, name, monkeypatch):
-        """Calls inside ``owner.name`` (mmdet's own code) are not counted."""
-        fn = getattr(owner, name)
-
-        def inner(*args, **kwargs):
-            self.paused += 1
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.paused -= 1
-        monkeypatch.setattr(owner, name, inner)
 
 
 @pytest.mark.parametrize('nms', [dict(type='LossNMS', iou_threshold=0.7), None])
@@ -227,13 +216,12 @@ def test_sample_reads_back_one_small_tensor_beyond_the_candidates_nonzero(monkey
     monkeypatch.setattr(select_mod, 'resolve_method', lambda method, device, n: 'device')  # the GPU path
     assign = model.roi_head.bbox_assigner.assign(res, gt)
     reads = _HostReads(monkeypatch)
-    reads.excluded(type(model.roi_head.bbox_roi_extractor), 'forward', monkeypatch)  # FPN level split
     got = ours.sample(assign, res, gt, feats=feats)
     got.pos_inds  # the RoI head reads the result: a deferred one is mined now
-    # The one read that sizes the result; one image at a time, the candidates' two nonzero() before it
-    # (RandomSampler makes them too, and two unique() besides). The box coder's constants were copied to
-    # the device by `reference`.
-    assert reads.count == (1 if batch_images else 3)
+    # The read-only pass's FPN level counts (one read instead of mmdet's nonzero per level) and the one read
+    # that sizes the result; one image at a time, the candidates' two nonzero() besides (RandomSampler
+    # makes them too, and two unique()). The box coder's constants were copied to the device by `reference`.
+    assert reads.count == (2 if batch_images else 4)
     monkeypatch.undo()
     # The same selection as the host path, positives and negatives in the same order.
     assert torch.equal(got.pos_inds, want.pos_inds) and torch.equal(got.neg_inds, want.neg_inds)
@@ -249,8 +237,9 @@ def test_sample_reads_back_one_small_tensor_beyond_the_candidates_nonzero(monkey
 
 
 def test_two_images_mined_together_read_back_once(monkeypatch, tiny_fpn):
-    """Both images of a batch: ONE read for the two selections and nothing else (no nonzero() gathers the
-    candidates: every row goes through, the others masked); the same RoIs as mining each image alone."""
+    """Both images of a batch: ONE read for the two selections and one for the read-only pass's FPN level
+    counts, nothing else (no nonzero() gathers the candidates: every row goes through, the others masked);
+    the same RoIs as mining each image alone."""
     import mmdet_ohem.selection.select as select_mod
     model, data = tiny_fpn
     _, images = sampler_inputs(model, data)
@@ -260,11 +249,10 @@ def test_two_images_mined_together_read_back_once(monkeypatch, tiny_fpn):
     monkeypatch.setattr(select_mod, 'resolve_method', lambda method, device, n: 'device')  # the GPU path
     assigns = [model.roi_head.bbox_assigner.assign(r, gt) for r, gt, _ in images]
     reads = _HostReads(monkeypatch)
-    reads.excluded(type(model.roi_head.bbox_roi_extractor), 'forward', monkeypatch)  # FPN level split
     got = [together.sample(a, r, gt, feats=f) for a, (r, gt, f) in zip(assigns, images)]
     assert reads.count == 0 and len(together._pending) == 2  # nothing mined yet, nothing read
     got[1].neg_inds  # the first read of any result mines both
-    assert reads.count == 1 and not together._pending
+    assert reads.count == 2 and not together._pending
     monkeypatch.undo()
     for g, w in zip(got, want):
         assert torch.equal(g.pos_inds, w.pos_inds) and torch.equal(g.neg_inds, w.neg_inds)
@@ -389,3 +377,33 @@ def test_fast_targets_equal_mmdets_get_targets(tiny_fpn, pos_weight):
     assert unused is None and not want_targets[num_pos:].any()
     assert torch.equal(want_box_weights, (torch.arange(len(want_labels)) < num_pos)[:, None].expand_as(
         want_box_weights).to(want_box_weights.dtype))
+
+
+@pytest.mark.parametrize('scale', [None, 1.5])
+def test_one_read_extraction_equals_mmdets(monkeypatch, scale):
+    """The read-only pass's FPN RoI extraction: one host read for the level counts instead of a nonzero per
+    level, the same features bit for bit (a level without RoIs included), and only for mmdet's own class."""
+    from mmdet.registry import MODELS
+    from mmdet_ohem.readonly_pass import extract_levels_one_read, one_read_extraction
+    torch.manual_seed(0)
+    ext = MODELS.build(dict(type='SingleRoIExtractor', out_channels=8, featmap_strides=[4, 8, 16, 32],
+                            roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0)))
+    feats = [torch.randn(2, 8, 64 // s, 96 // s) for s in (1, 2, 4, 8)]
+    xy = torch.rand(60, 2) * torch.tensor([90., 60.])
+    wh = torch.rand(60, 2) * 40 + 1  # up to 41 px: levels 0 and 1 only, levels 2 and 3 unused
+    rois = torch.cat([torch.randint(0, 2, (60, 1)).float(), xy, xy + wh], dim=1)
+    want = ext(feats, rois, scale)
+    reads = _HostReads(monkeypatch)
+    got = extract_levels_one_read(ext, feats, rois, scale)
+    assert reads.count == 1
+    monkeypatch.undo()
+    assert torch.equal(got, want)
+    assert int((ext.map_roi_levels(rois, 4) >= 2).sum()) == 0  # the unused levels were unused
+    with one_read_extraction(torch.nn.Module()):  # no box extractor: nothing to swap
+        pass
+    holder = torch.nn.Module()
+    holder.bbox_roi_extractor = ext
+    with one_read_extraction(holder):
+        assert torch.equal(ext(feats, rois, scale), want) and 'forward' in vars(ext)
+    assert 'forward' not in vars(ext)  # mmdet's forward again
+    assert torch.equal(extract_levels_one_read(ext, feats, rois[:0]), ext(feats, rois[:0]))

@@ -296,9 +296,10 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
     counts."""
     values = _pad(losses, 0.0)
     finite = torch.isfinite(values)
+    known_size = None  # every image's number of candidates, when the shapes tell it
     if valid is None and len({x.shape[0] for x in losses}) == 1:  # no padding (e.g. one image): fewer operators
         num_finite = finite.sum(-1)
-        num_real = torch.full_like(num_finite, values.shape[-1])
+        num_real, known_size = num_finite, values.shape[-1]  # (a placeholder in the read below)
         num_bad = values.shape[-1] - num_finite
         keep_bad = num_bad > skip_limit * values.shape[-1]
         keep_bad_real = keep_bad[:, None]
@@ -376,7 +377,8 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
             continue
         num_p = int(num_p)
         out.append(Selection(row[:int(num_kept)], int(num_supp), int(bad), num_p if is_pos is not None else None,
-                             bool(kept_bad), mined_loss, cand_loss, int(num_finite), int(num_cands)))
+                             bool(kept_bad), mined_loss, cand_loss, int(num_finite),
+                             known_size if known_size is not None else int(num_cands)))
     return out
 
 
