@@ -42,16 +42,18 @@ Host reads: none for heads that use mmdet's own ``BBoxHead.loss`` (Faster/Mask/C
 their losses, per RoI and with the training reduction, are evaluated with the head's loss modules
 directly (:func:`_bbox_head_losses_no_sync`: the same calls, minus the ``.item()`` of the average factor
 and the ``pos_inds.any()`` test that ``BBoxHead.loss`` makes, neither of which changes a loss value).
-Other heads go through their own ``loss`` and may synchronise. mmdet code called on the way (a
-multi-level RoI extractor's per-level ``nonzero``) may still synchronise.
+Other heads go through their own ``loss`` and may synchronise. mmdet's multi-level ``SingleRoIExtractor``
+(one ``nonzero`` per level) reads its level counts once instead (:func:`extract_levels_one_read`, inside
+the pass only); other mmdet code called on the way may still synchronise.
 
 Precision: :func:`readonly_autocast` runs the forward in the training pass's precision (by default with
 TF32 matmuls when that is float32 on CUDA) or in an explicit ``readonly_dtype``, without leaking weight
 casts of another dtype into the training pass.
 
 Batches: :meth:`RoIHeadAdapter.readonly_losses_batch` runs the pass for several images at once (one
-forward over their RoIs in chunks of at most ``max_rois``, one target and loss computation) for heads on
-that fast path; each RoI's loss is the one the per-image pass gives it.
+forward over every row of their candidate lists in chunks of at most ``max_rois``, one target and loss
+computation, rows in any order, nothing gathered) for heads on that fast path; each candidate's loss is
+the one the per-image pass gives it.
 
 Order: the targets are computed before the forward is queued, and for mmdet's ``BBoxHead`` with its
 ``DeltaXYWHBBoxCoder`` without host reads (:meth:`RoIHeadAdapter._fast_targets`), so that the host queues

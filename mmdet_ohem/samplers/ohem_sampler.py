@@ -502,9 +502,10 @@ class OHEMSampler(MinerMixin, CandidateSampler):
         Host synchronisation, on a GPU: with images mined together, exactly one small read for all of them
         sizes the results and carries the statistics along (no ``nonzero`` gathers the candidates: every
         row of the candidate lists goes through the read-only pass and the selection, the rows that are no
-        candidates masked out; ``RandomSampler`` makes two per image), besides a multi-level RoI extractor's
-        per-level ``nonzero`` (mmdet's code, once per batch). One image at a time: the candidates' two
-        ``nonzero`` per image, and one read per image (paper mode). Other statistics stay on the device.
+        candidates masked out; ``RandomSampler`` makes two per image), besides one for the read-only pass's
+        multi-level RoI extraction (its level counts; mmdet's extractor makes one ``nonzero`` per level). One
+        image at a time: the candidates' two ``nonzero`` per image, and one read per image (paper mode).
+        Other statistics stay on the device.
         """
         if feats is None:
             raise ValueError('OHEMSampler.sample needs feats=[per-level (1, C, H, W) features of this image] '
