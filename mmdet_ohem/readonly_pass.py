@@ -279,15 +279,19 @@ def _bbox_head_losses_no_sync(head: nn.Module, cls_score: Optional[Tensor], bbox
         if head.reg_decoded_bbox:
             from mmdet.structures.bbox import get_box_tensor
             bbox_pred = get_box_tensor(head.bbox_coder.decode(rois[:, 1:], bbox_pred))
-        pos_pred = bbox_pred[:num_pos]
-        if head.reg_class_agnostic:
-            pos_pred = pos_pred.view(num_pos, -1)
-        else:
-            pos_pred = pos_pred.view(num_pos, head.num_classes, -1)[
-                torch.arange(num_pos, device=pos_pred.device), labels[:num_pos]]
+        pos_pred = _labelled_deltas(head, bbox_pred[:num_pos], labels[:num_pos])
         losses['loss_bbox'] = head.loss_bbox(pos_pred, bbox_targets[:num_pos], None,
                                              avg_factor=labels.shape[0], reduction_override=reduction)
     return losses
+
+
+def _labelled_deltas(head: nn.Module, bbox_pred: Tensor, labels: Tensor) -> Tensor:
+    """``(n, 4)``: each row's box prediction (deltas, or boxes decoded from them) for its label (``labels``
+    < ``num_classes``), as ``BBoxHead.loss`` picks them; a class-agnostic head's single set as it is."""
+    n = bbox_pred.shape[0]
+    if head.reg_class_agnostic:
+        return bbox_pred.view(n, -1)
+    return bbox_pred.view(n, head.num_classes, -1)[torch.arange(n, device=bbox_pred.device), labels]
 
 
 def _row_losses(head: nn.Module, cls_score: Optional[Tensor], bbox_pred: Optional[Tensor], labels: Tensor,
@@ -311,11 +315,8 @@ def _row_losses(head: nn.Module, cls_score: Optional[Tensor], bbox_pred: Optiona
         cls = deltas.new_zeros(n, dtype=torch.float32)
     if bbox_pred is None or n == 0:
         return RoILosses(cls=cls, loc=deltas.new_zeros(n, dtype=torch.float32))
-    if head.reg_class_agnostic:
-        pred = bbox_pred.view(n, -1)
-    else:  # the labelled class's deltas (background rows: any class, their loss is dropped)
-        pred = bbox_pred.view(n, head.num_classes, -1)[torch.arange(n, device=labels.device),
-                                                       labels.clamp(max=head.num_classes - 1)]
+    # background rows take any class's deltas (the last one): their loss is dropped
+    pred = _labelled_deltas(head, bbox_pred, labels.clamp(max=head.num_classes - 1))
     loc = head.loss_bbox(pred, deltas, None, avg_factor=n, reduction_override='none').float().sum(dim=1)
     return RoILosses(cls=cls, loc=torch.where(is_pos, loc, 0.0))
 
@@ -597,6 +598,11 @@ class RoIHeadAdapter:
         cfg = self.roi_head.train_cfg
         return cfg[self.stage] if self.stage is not None else cfg
 
+    @property
+    def pos_weight(self) -> float:
+        """The classification weight of positives, as ``BBoxHead`` reads ``pos_weight`` (<= 0: 1.0)."""
+        return 1.0 if self.train_cfg.pos_weight <= 0 else float(self.train_cfg.pos_weight)
+
     def image_extent(self, feats: Sequence[Tensor]) -> Optional[float]:
         """The padded input's longer side in pixels, from the first feature map and its stride.
 
@@ -677,7 +683,7 @@ class RoIHeadAdapter:
         num_pos, num_neg = pos_priors.shape[0], neg_priors.shape[0]
         labels = torch.cat([pos_gt_labels.long(), pos_gt_labels.new_full((num_neg, ), head.num_classes,
                                                                           dtype=torch.long)])
-        pos_weight = 1.0 if self.train_cfg.pos_weight <= 0 else float(self.train_cfg.pos_weight)
+        pos_weight = self.pos_weight
         label_weights = None
         if pos_weight != 1.0 or not _softmax_ce(head.loss_cls):  # in the priors' dtype, as mmdet's
             label_weights = pos_priors.new_ones(num_pos + num_neg)
@@ -735,7 +741,7 @@ class RoIHeadAdapter:
             # device runs the forward. In the boxes' dtype, as mmdet's (fp16 proposals under --amp).
             means, stds = _coder_constants(head.bbox_coder, rois.device)
             deltas = _bbox2delta(boxes, batch.gt_boxes, means, stds).to(boxes.dtype)
-            pos_weight = 1.0 if self.train_cfg.pos_weight <= 0 else float(self.train_cfg.pos_weight)
+            pos_weight = self.pos_weight
             label_weights = None if pos_weight == 1.0 else \
                 torch.where(is_pos, boxes.new_full((), pos_weight), boxes.new_ones(()))
             step = max(1, int(max_rois))
