@@ -23,13 +23,13 @@ def sampler_inputs(model, data):
 def mined_selections(model, data) -> list:
     """Runs ``model.loss`` once and records, per image, the inputs and result of the sampler's selection
     (moved to the CPU): the images of a batch are mined together (``select_hard_examples_batch``, the
-    default) or one at a time (``select_hard_examples``: ``batch_images=False`` and heads mined per image)."""
+    default, on ``(B, n)`` rows: ``select_hard_examples_padded``) or one at a time (``select_hard_examples``: ``batch_images=False`` and heads mined per image)."""
     import inspect
 
     import torch
 
     import mmdet_ohem.samplers.ohem_sampler as sampler_mod
-    orig_one, orig_batch = sampler_mod.select_hard_examples, sampler_mod.select_hard_examples_batch
+    orig_one, orig_padded = sampler_mod.select_hard_examples, sampler_mod.select_hard_examples_padded
     calls = []
 
     def cpu(v):
@@ -41,23 +41,23 @@ def mined_selections(model, data) -> list:
                       {k: cpu(v) for k, v in kwargs.items()}, sel.indices.cpu(), losses.device))
         return sel
 
-    def batch(*args, **kwargs):
-        sels = orig_batch(*args, **kwargs)
-        bound = inspect.signature(orig_batch).bind(*args, **kwargs)
+    def padded(*args, **kwargs):
+        sels = orig_padded(*args, **kwargs)
+        bound = inspect.signature(orig_padded).bind(*args, **kwargs)
         bound.apply_defaults()
         a = bound.arguments
-        for b, sel in enumerate(sels):  # the per-image call select_hard_examples_batch equals
+        for b, sel in enumerate(sels):  # (B, n) rows: row b is image b's select_hard_examples call
             one_image = {k: None if v is None else v[b].cpu() for k, v in a.items()
                          if k in ('labels', 'is_pos', 'valid')}
             calls.append((a['losses'][b].cpu(), a['boxes'][b].cpu(), (a['num'], a['iou_threshold']),
                           dict(one_image, nonfinite=a['nonfinite'], nonfinite_skip_limit=a['nonfinite_skip_limit']),
-                          sel.indices.cpu(), a['losses'][b].device))
+                          sel.indices.cpu(), a['losses'].device))
         return sels
 
-    sampler_mod.select_hard_examples, sampler_mod.select_hard_examples_batch = one, batch
+    sampler_mod.select_hard_examples, sampler_mod.select_hard_examples_padded = one, padded
     try:
         with torch.no_grad():
             model.loss(data['inputs'], data['data_samples'])
     finally:
-        sampler_mod.select_hard_examples, sampler_mod.select_hard_examples_batch = orig_one, orig_batch
+        sampler_mod.select_hard_examples, sampler_mod.select_hard_examples_padded = orig_one, orig_padded
     return calls

@@ -184,7 +184,7 @@ def test_benchmark_code_path_on_cuda(tmp_path):
     out = tmp_path / 'bench.json'
     main(['--device', 'cuda', '--models', 'r50_fpn', '--size', '256', '384', '--iters', '2', '--warmup', '1',
           '--precision', 'fp32', 'fp16', '--variants', 'random', 'mmdet_ohem', 'ours', 'ours_exact', 'ours_bf16',
-          'ours_per_image',
+          'ours_per_image', 'ours_graph',
           '--nms-sizes', '2000', '--nms-repeats', '2', '--out', str(out)])
     saved = json.loads(out.read_text())
     assert [r['precision'] for r in saved['models']] == ['fp32', 'fp16']
@@ -231,3 +231,54 @@ def test_every_config_in_configs_trains_amp_steps():
         torch.cuda.empty_cache()
     print('\n'.join(rows))
     assert not failures, failures
+
+
+def test_captured_selection_graph_mines_the_cpu_references_rois():
+    """The selection as a captured CUDA graph (``cuda_graph=True``): one capture per width bucket, replays of
+    narrower rows over stale buffer columns, and per image the host reference's RoIs on the CPU."""
+    from ohem_experiments.benchmark.nms_timing import proposal_like_boxes
+
+    from mmdet_ohem.selection import SelectionGraphs, select_hard_examples_padded
+    graphs = SelectionGraphs()
+    for seed, n in enumerate((1000, 990, 1010, 1024, 700)):  # 1024 (x4) and 768: two captures
+        rows = [proposal_like_boxes(n, seed=2 * seed + b) for b in range(2)]
+        boxes = torch.stack([r[0] for r in rows]).float()
+        losses = torch.stack([r[1] for r in rows]).float()
+        if seed % 2:
+            losses = (losses * 8).round() / 8  # ties
+        g = torch.Generator().manual_seed(seed)
+        valid = torch.rand(2, n, generator=g) > 0.1
+        is_pos = torch.rand(2, n, generator=g) < 0.15
+        for num in (64, 512):
+            got = select_hard_examples_padded(losses.cuda(), boxes.cuda(), num, 0.7, None, 'skip', is_pos.cuda(),
+                                              valid=valid.cuda(), graphs=graphs)
+            for b in range(2):
+                cpu = select_hard_examples(losses[b], boxes[b], num, 0.7, None, 'skip', is_pos[b], method='host',
+                                           valid=valid[b])
+                assert got[b].indices.tolist() == cpu.indices.tolist(), (seed, num, b)
+                assert got[b].num_pos == cpu.num_pos and int(got[b].num_suppressed) == int(cpu.num_suppressed)
+    assert graphs.failed is None, graphs.failed
+    assert graphs.captures == 4 and graphs.replays == 10  # (1024, 768) x (64, 512)
+    print(f'selection graphs: {graphs.captures} captures, {graphs.replays} replays, {graphs.fallbacks} fallbacks')
+
+
+@pytest.mark.parametrize('dtype', ['float16', 'bfloat16'])
+def test_vgg16_ohem_trains_amp_steps_with_the_selection_as_a_cuda_graph(vgg_ohem, dtype):
+    """``cuda_graph=True`` under `--amp`: captured once, replayed each step, the RoIs the CPU selection
+    mines from the same losses."""
+    model, data = vgg_ohem
+    sampler = model.roi_head.bbox_sampler
+    from mmdet_ohem.selection import SelectionGraphs
+    default, sampler._graphs = sampler._graphs, SelectionGraphs(on_failure=sampler._graph_failed)
+    try:
+        losses = _amp_steps(model, data, dtype, steps=3)
+        graphs = sampler._graphs
+        calls = mined_selections(model, data)
+    finally:
+        sampler._graphs = default
+    assert graphs.failed is None, graphs.failed
+    assert graphs.captures >= 1 and graphs.replays >= 3
+    assert all(torch.isfinite(torch.tensor(losses)))
+    for losses_b, boxes, args, kwargs, gpu_indices, device in calls:
+        cpu = select_hard_examples(losses_b, boxes, *args, **{**kwargs, 'method': 'host'})
+        assert cpu.indices.tolist() == gpu_indices.tolist()

@@ -5,7 +5,7 @@
 # Steps, in the order they run (issue 10's open questions first; 13 and 14 are resolved):
 # tests   the `cuda` tests (AMP training steps of the VGG16 OHEM config at 600 px in fp16/bf16 with every
 #         readonly_dtype, fp32 steps with the default TF32 read-only pass, GPU-vs-CPU selection, host-sync
-#         count, benchmark path; issue 14's RPN miner on the GPU);
+#         count, benchmark path, the selection as a captured CUDA graph; issue 14's RPN miner on the GPU);
 # agreement  the read-only precision agreement (tf32/fp16/bf16 vs exact fp32 mined sets, and exact fp32 summed
 #         in another order, the noise floor), at random init and after TRAIN_STEPS float32 SGD steps on the
 #         batch (a trained head's loss spread), seeds SEEDS; every pass of an image replays the exact pass's
@@ -13,7 +13,8 @@
 #         written as they finish;
 # vgg16, r50_fpn  the benchmark in issue 10's settings: VGG16 600x1000 and R50-FPN 800x1333, batch 2, fp32
 #         and fp16 AMP (+ bf16 for VGG16), variants random / mmdet_ohem / ours / ours_exact / ours_bf16 /
-#         ours_per_image (images mined one at a time, to show what mining them together saves), interleaved;
+#         ours_per_image (images mined one at a time, to show what mining them together saves) / ours_graph
+#         (cuda_graph=True: the selection replayed as a captured CUDA graph; not yet the default), interleaved;
 # configs one fp16 and one bf16 AMP step of every config in configs/ (one per distinct model);
 # profile a torch.profiler view of one AMP iteration per variant (host vs device time, kernel launches);
 # sweep   issue 13: the restartable sweep tool on the GPU, SMOKE=1 of tools/gpu_sweep.sh (table1 rows
@@ -88,7 +89,7 @@ fi
 want profile && for spec in 'r50_fpn 800 1333' 'vgg16 600 1000'; do
     set -- $spec
     run_step 35 "profile one AMP iteration per variant, $1" bash -c "python3 -m ohem_experiments.benchmark.profile_iteration \
-        $1 --size $2 $3 --precision fp16 --variants random mmdet_ohem ours --out '$OUT/profile_$1.json' \
+        $1 --size $2 $3 --precision fp16 --variants random mmdet_ohem ours ours_graph --out '$OUT/profile_$1.json' \
         > '$OUT/profile_$1.log' 2>&1"
 done
 if want sweep; then

@@ -30,8 +30,8 @@ from mmengine.logging import HistoryBuffer, MessageHub, MMLogger
 from torch import Tensor
 
 from ..readonly_pass import READONLY_BATCH_ROIS, READONLY_PRECISIONS, BatchRows, RoIHeadAdapter
-from ..selection import (Selection, invalid_boxes, select_hard_examples, select_hard_examples_batch,
-                         select_hard_examples_ratio)
+from ..selection import (Selection, SelectionGraphs, invalid_boxes, select_hard_examples,
+                         select_hard_examples_padded, select_hard_examples_ratio)
 from ..selection.select import NONFINITE_SKIP_LIMIT
 from .candidates import CandidateSampler
 from .checks import check_mining_settings
@@ -378,6 +378,11 @@ class OHEMSampler(MinerMixin, CandidateSampler):
         readonly_batch_rois: At most this many RoIs per read-only forward when images are mined together
             (bounds the pass's transient memory; default
             :data:`~mmdet_ohem.readonly_pass.READONLY_BATCH_ROIS`).
+        cuda_graph: On a GPU, with images mined together and loss-NMS on, run the selection (ranking,
+            loss-NMS, counts: about a hundred small kernels) as a captured CUDA graph, one launch plus the
+            input copies (:mod:`~mmdet_ohem.selection.graph`); the same RoIs. Off by default: it has not
+            been timed or run on a GPU yet (docs/gpu.md). A capture that fails logs a warning and the
+            selection runs eagerly.
         pos_sampler, neg_sampler: Libra R-CNN's ``CombinedSampler`` settings; accepted so that its
             config can switch ``type`` alone, and ignored (the build log says so).
 
@@ -404,6 +409,7 @@ class OHEMSampler(MinerMixin, CandidateSampler):
                  log_stats: bool = True,
                  batch_images: bool = True,
                  readonly_batch_rois: int = READONLY_BATCH_ROIS,
+                 cuda_graph: bool = False,
                  **kwargs: Any) -> None:
         check_mining_settings('OHEMSampler', 'RoIs', num, ranking_loss, pos_fraction, neg_pos_ub, nonfinite,
                               add_gt_as_proposals=add_gt_as_proposals, keep_ratio=keep_ratio, log_stats=log_stats)
@@ -412,6 +418,8 @@ class OHEMSampler(MinerMixin, CandidateSampler):
                              f'got {readonly_dtype!r}')
         if not isinstance(batch_images, bool):
             raise TypeError(f'OHEMSampler: batch_images must be True or False, got {batch_images!r}')
+        if not isinstance(cuda_graph, bool):
+            raise TypeError(f'OHEMSampler: cuda_graph must be True or False, got {cuda_graph!r}')
         if isinstance(readonly_batch_rois, bool) or not isinstance(readonly_batch_rois, int) \
                 or readonly_batch_rois <= 0:
             raise ValueError(f'OHEMSampler: readonly_batch_rois must be a positive int, got {readonly_batch_rois!r}')
@@ -437,6 +445,8 @@ class OHEMSampler(MinerMixin, CandidateSampler):
         self.readonly_dtype = readonly_dtype
         self.batch_images = batch_images
         self.readonly_batch_rois = readonly_batch_rois
+        self.cuda_graph = cuda_graph
+        self._graphs = SelectionGraphs(on_failure=self._graph_failed) if cuda_graph else None
         self._batched: Optional[bool] = None  # decided at the first sample() (the head is complete then)
         self._pending: List[_PendingImage] = []
         self._pending_key: Any = None
@@ -458,7 +468,7 @@ class OHEMSampler(MinerMixin, CandidateSampler):
                 f'{type(self.context).__name__}{stage} num={self.num}/image, ranking_loss={self.ranking_loss}, '
                 f'loss-NMS={self.nms!r}, {ratio}, add_gt_as_proposals={self.add_gt_as_proposals}, '
                 f'readonly_dtype={self.readonly_dtype or "None (training precision)"}, nonfinite={self.nonfinite}, '
-                f'batch_images={self.batch_images}{ignored}')
+                f'batch_images={self.batch_images}, cuda_graph={self.cuda_graph}{ignored}')
 
     @property
     def last_stats(self) -> Optional[MiningStats]:
@@ -575,32 +585,45 @@ class OHEMSampler(MinerMixin, CandidateSampler):
         context = torch.autocast(device_type=device_type, dtype=amp_dtype, enabled=amp) if not same_context \
             else contextlib.nullcontext()
         num_classes = self.head.bbox_head.num_classes
-        # Every row of every image's candidate list, concatenated: the candidates (positives: gt_inds > 0,
-        # negatives: 0) are the rows that are neither ignored (-1) nor unusable boxes, masked, not gathered.
+        # Every row of every image's candidate list, each image's rows padded to the longest list's length
+        # (ignored rows: gt_inds = -1), so that they are one (B, n) problem without a padding step: the
+        # candidates (positives: gt_inds > 0, negatives: 0) are the rows that are neither ignored (-1) nor
+        # unusable boxes, masked, not gathered.
         image_boxes = [get_box_tensor(item.priors) for item in pending]
-        sizes = [b.shape[0] for b in image_boxes]
-        boxes = torch.cat(image_boxes)
+        count, n = len(pending), max(b.shape[0] for b in image_boxes)
+
+        def padded(parts: List[Tensor], value: float) -> Tensor:
+            pieces = []
+            for part in parts:
+                pieces.append(part)
+                if part.shape[0] < n:
+                    pieces.append(part.new_full((n - part.shape[0], ) + tuple(part.shape[1:]), value))
+            return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+        boxes = padded(image_boxes, 0.0)
         extents = {item.extent for item in pending}
         bad = invalid_boxes(boxes, extents.pop()) if len(extents) == 1 else \
-            torch.cat([invalid_boxes(b, item.extent) for b, item in zip(image_boxes, pending)])
-        gt_inds = torch.cat([item.assign_result.gt_inds for item in pending])
+            torch.cat([invalid_boxes(b, item.extent) for b, item in zip(boxes.split(n), pending)])
+        gt_inds = padded([item.assign_result.gt_inds for item in pending], -1)
         is_pos = gt_inds > 0
         valid = (gt_inds >= 0) & ~bad
-        labels = torch.where(is_pos, torch.cat([item.assign_result.labels for item in pending]), num_classes)
-        gt_boxes = torch.cat([get_box_tensor(item.gt_instances.bboxes)[(item.assign_result.gt_inds - 1).clamp(min=0)]
-                              if len(item.gt_instances.bboxes) else b for b, item in zip(image_boxes, pending)])
-        rows = BatchRows([item.feats for item in pending], sizes, torch.where(bad[:, None], 0.0, boxes), gt_boxes,
-                         labels, is_pos)
+        labels = torch.where(is_pos, padded([item.assign_result.labels for item in pending], -1), num_classes)
+        gt_boxes = torch.cat([get_box_tensor(item.gt_instances.bboxes)[(g - 1).clamp(min=0)]
+                              if len(item.gt_instances.bboxes) else b
+                              for b, g, item in zip(boxes.split(n), gt_inds.split(n), pending)])
+        rows = BatchRows([item.feats for item in pending], [n] * count, torch.where(bad[:, None], 0.0, boxes),
+                         gt_boxes, labels, is_pos)
         with context:
             ranking = self.head.readonly_losses_batch(rows, READONLY_PRECISIONS[self.readonly_dtype],
                                                       self.readonly_batch_rois).ranking(self.ranking_loss)
         per_class = self.nms is not None and self.nms.per_class
         iou = self.nms.iou_threshold if self.nms is not None else None
-        split = [x.split(sizes) for x in (ranking, rows.boxes.float(), is_pos, valid, labels, bad)]
-        losses, sel_boxes, image_pos, image_valid, image_labels, image_bad = (list(x) for x in split)
-        sels = select_hard_examples_batch(losses, sel_boxes, self.num, iou, image_labels if per_class else None,
-                                          self.nonfinite, image_pos, valid=image_valid)
-        for item, sel, image_losses, b_valid, b_bad in zip(pending, sels, losses, image_valid, image_bad):
+        grid = (count, n)
+        sels = select_hard_examples_padded(ranking.view(grid), rows.boxes.float().view(grid + (4, )), self.num, iou,
+                                           labels.view(grid) if per_class else None, self.nonfinite,
+                                           is_pos.view(grid), valid=valid.view(grid), graphs=self._graphs)
+        for item, sel, image_losses, b_valid, b_bad in zip(pending, sels, ranking.view(grid), valid.view(grid),
+                                                           bad.view(grid)):
             num_cands = int(sel.num_candidates)
             if sel.nonfinite_kept:
                 self._warn_nonfinite(sel.num_nonfinite, num_cands)
@@ -611,6 +634,12 @@ class OHEMSampler(MinerMixin, CandidateSampler):
             SamplingResult.__init__(res, pos_inds=chosen[:sel.num_pos], neg_inds=chosen[sel.num_pos:],
                                     priors=item.priors, gt_bboxes=item.gt_instances.bboxes,
                                     assign_result=item.assign_result, gt_flags=item.gt_flags)
+
+    @staticmethod
+    def _graph_failed(e: BaseException) -> None:
+        MMLogger.get_current_instance().warning(
+            f'[mmdet_ohem] capturing the OHEM selection as a CUDA graph failed ({type(e).__name__}: {e}); it runs '
+            f'eagerly from now on (the same RoIs, more kernel launches)')
 
     def _warn_nonfinite(self, num_bad: Union[int, Tensor], num_cands: int) -> None:
         if not self._warned_nonfinite:

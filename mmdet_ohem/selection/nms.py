@@ -106,7 +106,7 @@ def box_iou(boxes1: Tensor, boxes2: Tensor, areas1: Optional[Tensor] = None,
                 - torch.maximum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])).clamp(min=0)
     inter = inter_wh[..., 0] * inter_wh[..., 1]
     union = area1[..., :, None] + area2[..., None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), inter.new_zeros(()))
+    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
 
 
 def rank_by_loss(losses: Tensor) -> Tensor:
@@ -214,9 +214,14 @@ class GreedyFixedPoint:
         return self._decided_now
 
     @property
+    def unconverged(self) -> Tensor:
+        """0-dim bool: the decided prefix is not yet a fixed point (``~converged``, one operator fewer)."""
+        return ((self._cur != self._prev).reshape(self.valid.shape) & self._decided).any()
+
+    @property
     def converged(self) -> Tensor:
         """0-dim bool: the decided prefix is a fixed point, hence exactly greedy NMS."""
-        return ~((self._cur != self._prev).reshape(self.valid.shape) & self._decided).any()
+        return ~self.unconverged
 
     @property
     def kept(self) -> Tensor:
@@ -234,7 +239,8 @@ class GreedyFixedPoint:
     @property
     def num_suppressed(self) -> Tensor:
         """int64, one per list (0-dim for one list): valid candidates removed before the budget was filled."""
-        return (self.valid & ~self.cur & self._decided).sum(-1)
+        # valid & ~cur in one operator: the survivors are valid rows (an invalid row is never kept)
+        return ((self.valid ^ self.cur) & self._decided).sum(-1)
 
     def resolve(self, steps: int = FIXED_POINT_STEPS) -> 'GreedyFixedPoint':
         """Iterates until :attr:`converged` (reads the flag back once per ``steps`` iterations)."""

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import math
-from typing import List, Literal, Optional, Sequence, Union
+from typing import TYPE_CHECKING, List, Literal, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from .nms import GreedyFixedPoint, device_prefix, greedy_loss_nms, rank_by_loss, resolve_method, suppression_matrix
 
-__all__ = ['Selection', 'NonFinitePolicy', 'NONFINITE_SKIP_LIMIT', 'select_hard_examples',
-           'select_hard_examples_batch', 'select_hard_examples_ratio']
+if TYPE_CHECKING:
+    from .graph import SelectionGraphs
+
+__all__ = ['Selection', 'NonFinitePolicy', 'NONFINITE_SKIP_LIMIT', 'DeviceRule', 'select_hard_examples',
+           'select_hard_examples_batch', 'select_hard_examples_padded', 'select_hard_examples_ratio']
 
 NonFinitePolicy = Literal['skip', 'raise']
 
@@ -286,103 +289,210 @@ def _select_batch_on_device(losses: Sequence[Tensor], boxes: Sequence[Tensor], n
                             iou_threshold: Optional[float], labels: Optional[Sequence[Tensor]],
                             nonfinite: NonFinitePolicy, is_pos: Optional[Sequence[Tensor]],
                             skip_limit: float, valid: Optional[Sequence[Tensor]] = None) -> List[Selection]:
-    """Paper mode for ``B`` images with one host read, the same result as the host path per image (see
-    the module docstring). The images are padded to ``(B, n)``: padding is never valid, never suppresses
-    and ranks after every real candidate (stable sort, -inf at the end of each row).
+    """Paper mode for ``B`` images with one host read: the lists padded to ``(B, n)`` for
+    :func:`_select_padded_on_device` (padding is never valid)."""
+    sizes = [int(x.shape[0]) for x in losses]
+    if valid is None and len(set(sizes)) > 1:
+        valid = [x.new_ones(x.shape, dtype=torch.bool) for x in losses]
+    return _select_padded_on_device(
+        _pad(losses, 0.0), _pad(boxes, 0.0), num, iou_threshold,
+        _pad(labels, -1) if labels is not None else None, nonfinite,
+        _pad([p.bool() for p in is_pos], False) if is_pos is not None else None, skip_limit,
+        _pad([v.bool() for v in valid], False) if valid is not None else None, sizes)
+
+
+def select_hard_examples_padded(losses: Tensor,
+                                boxes: Tensor,
+                                num: int,
+                                iou_threshold: Optional[float] = 0.7,
+                                labels: Optional[Tensor] = None,
+                                nonfinite: NonFinitePolicy = 'skip',
+                                is_pos: Optional[Tensor] = None,
+                                method: str = 'auto',
+                                nonfinite_skip_limit: float = NONFINITE_SKIP_LIMIT,
+                                valid: Optional[Tensor] = None,
+                                graphs: Optional['SelectionGraphs'] = None) -> List[Selection]:
+    """:func:`select_hard_examples_batch` on rows that are already one ``(B, n)`` problem: row ``b`` of every
+    tensor holds image ``b``'s rows (an image with fewer rows pads its row with rows that ``valid`` leaves
+    out). The result is that of :func:`select_hard_examples` on each row with its ``valid`` mask; on the
+    device method no padding step is needed (the callers that build their rows padded save its operators).
+
+    Args:
+        losses: ``(B, n)`` ranking losses.
+        boxes: ``(B, n, 4)`` boxes.
+        labels, is_pos, valid: Optional ``(B, n)`` tensors (per-class loss-NMS labels, positives, the rows
+            that take part).
+        graphs: Optional :class:`~mmdet_ohem.selection.graph.SelectionGraphs`: on a GPU, run the rule as a
+            captured CUDA graph (one launch instead of about a hundred; the same result).
+        Others: As in :func:`select_hard_examples`.
+
+    Raises:
+        ValueError: On a bad budget, threshold, shape or method.
+    """
+    if losses.dim() != 2 or boxes.shape != losses.shape + (4, ):
+        raise ValueError(f'select_hard_examples_padded: losses must be (B, n) and boxes (B, n, 4), '
+                         f'got {tuple(losses.shape)} and {tuple(boxes.shape)}')
+    for name, mask in (('labels', labels), ('is_pos', is_pos), ('valid', valid)):
+        if mask is not None and mask.shape != losses.shape:
+            raise ValueError(f'{name} must have shape {tuple(losses.shape)}, got {tuple(mask.shape)}')
+    count, n = losses.shape
+    if count:
+        _check_inputs(losses[0], boxes[0], num, iou_threshold)
+    _check_policy(nonfinite, nonfinite_skip_limit)
+    if count == 0:
+        return []
+    if n == 0 or resolve_method(method, losses.device, n) != 'device':
+        return [select_hard_examples(losses[b], boxes[b], num, iou_threshold,
+                                     labels[b] if labels is not None else None, nonfinite,
+                                     is_pos[b] if is_pos is not None else None, method, nonfinite_skip_limit,
+                                     valid[b] if valid is not None else None)
+                for b in range(count)]
+    return _select_padded_on_device(losses, boxes, num, iou_threshold, labels, nonfinite,
+                                    is_pos.bool() if is_pos is not None else None, nonfinite_skip_limit,
+                                    valid.bool() if valid is not None else None, [n] * count, graphs)
+
+
+#: Values per image in the device method's one read: mined positives, mined, non-finite, non-finite kept,
+#: prefix filled, suppressed, finite, candidates, candidates' loss sum, mined loss sum, not converged.
+_READ_PER_IMAGE = 11
+
+
+class DeviceRule:
+    """The device method's tensors for padded ``(B, n)`` rows (see :func:`_select_padded_on_device`).
+
+    Nothing here reads the device, and every shape follows from the inputs' shapes and the settings, so
+    the whole rule can be captured as a CUDA graph (:mod:`~mmdet_ohem.selection.graph`). Padding (rows
+    outside ``valid``) is never mined, never suppresses, is not counted, and ranks after every real
+    candidate (stable sort, -inf); what the padding rows hold does not matter.
 
     Skipped non-finite losses rank last (-inf) in the stable sort, so the finite ones keep the order that
     ranking the finite pool alone gives; they are then excluded through ``valid``. Above the skip limit
     they rank first (+inf) and stay valid, as on the host path; decided on the device, read back with the
-    counts."""
-    values = _pad(losses, 0.0)
-    finite = torch.isfinite(values)
-    known_size = None  # every image's number of candidates, when the shapes tell it
-    if valid is None and len({x.shape[0] for x in losses}) == 1:  # no padding (e.g. one image): fewer operators
-        num_finite = finite.sum(-1)
-        num_real, known_size = num_finite, values.shape[-1]  # (a placeholder in the read below)
-        num_bad = values.shape[-1] - num_finite
-        keep_bad = num_bad > skip_limit * values.shape[-1]
-        keep_bad_real = keep_bad[:, None]
-    else:  # the rows that take part: real (not padding) and valid
-        real = _pad([x.new_ones(x.shape, dtype=torch.bool) for x in losses] if valid is None
-                    else [v.bool() for v in valid], False)
-        finite = finite & real
-        num_real, num_finite = real.sum(-1), finite.sum(-1)
-        num_bad = num_real - num_finite
-        keep_bad = num_bad > skip_limit * num_real
-        keep_bad_real = keep_bad[:, None] & real
-    inf = values.new_full((), math.inf)
-    fill = torch.where(keep_bad_real, inf, -inf)
-    order = rank_by_loss(torch.where(finite, values, fill))
-    # gather, not take_along_dim: one operator where take_along_dim dispatches four (indices are >= 0)
-    ranked_valid = (finite | keep_bad_real).gather(-1, order)
-    fp = None
-    count = len(losses)
-    filled = torch.ones(count, dtype=torch.bool, device=values.device)
-    covered = order.shape[-1]  # ranked positions the suppression matrices cover (an image's real ones come first)
-    if iou_threshold is None:
-        kept = ranked_valid & (torch.cumsum(ranked_valid, -1) <= num)
-        supp = torch.zeros(count, dtype=torch.long, device=values.device)
-        converged = torch.ones((), dtype=torch.bool, device=values.device)
-    else:
-        n = order.shape[-1]
-        covered = device_prefix(n, num)
-        head = order[:, :covered]  # the ranked prefix the suppression matrices cover
-        ranked_boxes = _pad(boxes, 0.0).float().gather(1, head[..., None].expand(-1, -1, 4))
-        ranked_labels = _pad(labels, -1).gather(-1, head) if labels is not None else None
-        fp = GreedyFixedPoint(suppression_matrix(ranked_boxes, iou_threshold, ranked_labels),
-                              ranked_valid[:, :head.shape[-1]], num)
-        kept, supp, converged = _full_length(fp.kept, n), fp.num_suppressed, fp.converged
-        if head.shape[-1] < n:
-            filled = fp.filled
-    ranked_pos = _pad([p.bool() for p in is_pos], False).gather(-1, order) if is_pos is not None else None
-    loss_values = torch.where(finite, values, 0.0)  # the finite candidates' losses (padding is not finite)
-    ranked_values = values.gather(-1, order)
-    while True:
-        # 2: mined positive, 1: mined negative (or any mined RoI without is_pos), 0: not mined.
+    counts.
+
+    Attributes:
+        prefix_cut: Whether the suppression matrices cover only a ranked prefix (then ``filled`` says,
+            per image, whether it held ``num`` survivors).
+        fp: The loss-NMS fixed point (``None`` without loss-NMS).
+    """
+
+    def __init__(self, values: Tensor, boxes: Tensor, num: int, iou_threshold: Optional[float],
+                 labels: Optional[Tensor], is_pos: Optional[Tensor], skip_limit: float,
+                 valid: Optional[Tensor]) -> None:
+        self.num, n = num, values.shape[-1]
+        finite = values.abs() < math.inf  # isfinite in two operators (NaN compares False)
+        if valid is None:  # every row real (no padding): fewer operators
+            num_finite = finite.sum(-1)
+            self.num_real = num_finite  # (a placeholder in the read: the caller knows the size)
+            num_bad = n - num_finite
+            keep_bad = num_bad > skip_limit * n
+            keep_bad_real = keep_bad[:, None]
+        else:  # the rows that take part: valid (padding is not)
+            finite = finite & valid
+            self.num_real, num_finite = valid.sum(-1), finite.sum(-1)
+            num_bad = self.num_real - num_finite
+            keep_bad = num_bad > skip_limit * self.num_real
+            keep_bad_real = keep_bad[:, None] & valid
+        self.num_finite, self.num_bad, self.keep_bad = num_finite, num_bad, keep_bad
+        self.order = rank_by_loss(torch.where(finite, values, torch.where(keep_bad_real, math.inf, -math.inf)))
+        # gather, not take_along_dim: one operator where take_along_dim dispatches four (indices are >= 0)
+        ranked_valid = (finite | keep_bad_real).gather(-1, self.order)
+        self.fp: Optional[GreedyFixedPoint] = None
+        self.prefix_cut = False
+        self.covered = n  # ranked positions the suppression matrices cover (an image's real ones come first)
+        if iou_threshold is None:
+            self.kept = ranked_valid & (torch.cumsum(ranked_valid, -1) <= num)
+            self.supp = self.num_finite  # (a placeholder: nothing is suppressed)
+            self.unconverged = None
+        else:
+            self.covered = device_prefix(n, num)
+            self.prefix_cut = self.covered < n
+            head = self.order[:, :self.covered]  # the ranked prefix the suppression matrices cover
+            ranked_boxes = boxes.float().gather(1, head[..., None].expand(-1, -1, 4))
+            ranked_labels = labels.gather(-1, head) if labels is not None else None
+            self.fp = GreedyFixedPoint(suppression_matrix(ranked_boxes, iou_threshold, ranked_labels),
+                                       ranked_valid[:, :self.covered], num)
+            self.from_fixed_point()
+        self.ranked_pos = is_pos.gather(-1, self.order) if is_pos is not None else None
+        self.loss_sum = torch.where(finite, values, 0.0).sum(-1, dtype=torch.float64)  # padding is not finite
+        self.ranked_values = values.gather(-1, self.order)
+
+    def from_fixed_point(self) -> None:
+        """Takes the result of :attr:`fp`'s current state."""
+        fp = self.fp
+        self.kept, self.supp, self.unconverged = _full_length(fp.kept, self.order.shape[-1]), fp.num_suppressed, \
+            fp.unconverged
+
+    def readout(self) -> Tuple[Tensor, Tensor]:
+        """``(chosen, counts)``: per image the ranked candidates, mined positives first then the other mined
+        ones, each part hardest first (``(B, n)`` indices: the first ``num_kept`` of a row are its
+        selection); and the one read, :data:`_READ_PER_IMAGE` float64 values per image."""
+        kept = self.kept
         num_kept = kept.sum(-1)
-        if ranked_pos is not None:
-            mined_pos = kept & ranked_pos
-            group, num_mined_pos = kept.to(torch.uint8) + mined_pos, mined_pos.sum(-1)
+        count = num_kept.shape[0]
+        if self.ranked_pos is not None:
+            mined_pos = kept & self.ranked_pos
+            # 2: mined positive, 1: mined negative, 0: not mined
+            group, num_mined_pos = torch.where(mined_pos, 2, kept), mined_pos.sum(-1)
         else:  # no split: the positives' count is not used
-            group, num_mined_pos = kept.to(torch.uint8), num_kept
+            group, num_mined_pos = kept, num_kept
+        filled = self.fp.filled if self.prefix_cut else num_kept  # (a placeholder: no prefix, nothing to fill)
+        unconverged = self.unconverged.expand(count) if self.unconverged is not None else num_kept
         # Per image, in one float64 tensor (the loss sums set its dtype; counts are exact there, whatever
-        # the losses' dtype): the result sizes and flags, and the statistics (suppressed, finite count,
-        # loss sums), then the convergence flag.
-        counts = torch.cat([torch.stack([num_mined_pos, num_kept, num_bad, keep_bad, filled, supp,
-                                         num_finite, num_real, loss_values.sum(-1, dtype=torch.float64),
-                                         torch.where(kept, ranked_values, 0.0).sum(-1, dtype=torch.float64)],
-                                        dim=1).flatten(), converged.reshape(1)])
-        values_read = counts.tolist()  # the one host read, for all images
-        if values_read[-1]:
-            break
-        fp.resolve()  # rare: a suppression chain longer than the blind steps
-        kept, supp, converged = _full_length(fp.kept, kept.shape[-1]), fp.num_suppressed, fp.converged
-        if fp.size < kept.shape[-1]:
-            filled = fp.filled
-    chosen = order.gather(-1, torch.sort(group, dim=-1, descending=True, stable=True).indices)
+        # the losses' dtype): see _READ_PER_IMAGE.
+        counts = torch.stack([num_mined_pos, num_kept, self.num_bad, self.keep_bad, filled, self.supp,
+                              self.num_finite, self.num_real, self.loss_sum,
+                              torch.where(kept, self.ranked_values, 0.0).sum(-1, dtype=torch.float64),
+                              unconverged], dim=1).flatten()
+        chosen = self.order.gather(-1, torch.sort(group, dim=-1, descending=True, stable=True).indices)
+        return chosen, counts
+
+
+def _select_padded_on_device(values: Tensor, boxes: Tensor, num: int, iou_threshold: Optional[float],
+                             labels: Optional[Tensor], nonfinite: NonFinitePolicy, is_pos: Optional[Tensor],
+                             skip_limit: float, valid: Optional[Tensor], sizes: Sequence[int],
+                             graphs: Optional['SelectionGraphs'] = None) -> List[Selection]:
+    """Paper mode for ``B`` images padded to ``(B, n)`` (image ``b``'s rows are the first ``sizes[b]`` of
+    row ``b``) with one host read, the same result as the host path per image (see the module docstring
+    and :class:`DeviceRule`). With ``graphs``, the rule runs as a captured CUDA graph; the rare image that
+    needs more (a suppression chain longer than the blind fixed-point steps, a ranked prefix with too few
+    survivors) takes the eager path below, which handles it."""
+    read = graphs.run(values, boxes, num, iou_threshold, labels, is_pos, skip_limit, valid) \
+        if graphs is not None and iou_threshold is not None else None
+    if read is not None:
+        chosen, values_read = read
+        covered = device_prefix(values.shape[-1], num)
+    else:
+        rule = DeviceRule(values, boxes, num, iou_threshold, labels, is_pos, skip_limit, valid)
+        while True:
+            chosen, counts = rule.readout()
+            values_read = counts.tolist()  # the one host read, for all images
+            if rule.fp is None or not values_read[-1]:
+                break
+            rule.fp.resolve()  # rare: a suppression chain longer than the blind steps
+            rule.from_fixed_point()
+        covered = rule.covered
+    known_size = valid is None  # every image's number of candidates is its row length
     out = []
     for b, row in enumerate(chosen.unbind(0)):
-        num_p, num_kept, bad, kept_bad, enough, num_supp, num_finite, num_cands, cand_loss, mined_loss = \
+        num_p, num_kept, bad, kept_bad, enough, num_supp, num_finite, num_cands, cand_loss, mined_loss, _ = \
             values_read[_READ_PER_IMAGE * b:_READ_PER_IMAGE * (b + 1)]
+        size = sizes[b]
         if bad and nonfinite == 'raise':
-            rows = losses[b] if valid is None else losses[b][valid[b].bool()]
+            rows = values[b, :size] if valid is None else values[b, :size][valid[b, :size]]
             _raise_nonfinite(rows, torch.isfinite(rows))
-        if not enough and losses[b].shape[0] > covered:
+        if size > covered and not enough:
             # rare: this image's ranked prefix holds fewer survivors than the budget
-            out.append(select_hard_examples(losses[b], boxes[b], num, iou_threshold,
-                                            labels[b] if labels is not None else None, nonfinite,
-                                            is_pos[b] if is_pos is not None else None, 'host', skip_limit,
-                                            valid[b] if valid is not None else None))
+            out.append(select_hard_examples(values[b, :size], boxes[b, :size], num, iou_threshold,
+                                            labels[b, :size] if labels is not None else None, nonfinite,
+                                            is_pos[b, :size] if is_pos is not None else None, 'host', skip_limit,
+                                            valid[b, :size] if valid is not None else None))
             continue
         num_p = int(num_p)
-        out.append(Selection(row[:int(num_kept)], int(num_supp), int(bad), num_p if is_pos is not None else None,
-                             bool(kept_bad), mined_loss, cand_loss, int(num_finite),
-                             known_size if known_size is not None else int(num_cands)))
+        out.append(Selection(row[:int(num_kept)], int(num_supp) if iou_threshold is not None else 0, int(bad),
+                             num_p if is_pos is not None else None, bool(kept_bad), mined_loss, cand_loss,
+                             int(num_finite), size if known_size else int(num_cands)))
     return out
-
-
-_READ_PER_IMAGE = 10  # values per image in the device method's one read
 
 
 def select_hard_examples_ratio(losses: Tensor,

@@ -8,7 +8,8 @@ the same budget) with a ``TorchDispatchMode``, once per variant on the same weig
 
 By default the selection takes the path it takes on CUDA (device loss-NMS, batched selection) although
 the tensors are on the CPU, so the counts are those a GPU run dispatches; ``--cpu-path`` counts the CPU
-path (host loss-NMS) instead.
+path (host loss-NMS) instead. A variant whose selection is a CUDA graph (``ours_graph``) counts the
+graph's replay as one operator (``cuda_graph_replay``), and its input copies as they come.
 
 ``--by-source N`` also attributes every operator to the innermost frame of ``mmdet_ohem`` (else of
 mmdet/mmcv) that dispatched it, and prints, per variant, the N sources that add the most operators over
@@ -88,6 +89,30 @@ def _gpu_selection_path(enabled: bool):
         select_mod.resolve_method = orig
 
 
+@contextlib.contextmanager
+def _graph_replay_as_one_launch(counter: _OpCounter):
+    """On the CPU a :class:`~mmdet_ohem.selection.graph.CapturedSelection` runs its rule eagerly in place of
+    a replay: count that as the one launch a CUDA graph replay is (``cuda_graph_replay``), not as its
+    operators."""
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    from mmdet_ohem.selection.graph import CapturedSelection
+    orig = CapturedSelection.replay
+
+    def replay(self):
+        counter.ops['cuda_graph_replay'] += 1
+        if counter.sources is not None:
+            counter.sources['mmdet_ohem/selection/graph.py:replay'] += 1
+        with _disable_current_modes():
+            return orig(self)
+
+    CapturedSelection.replay = replay
+    try:
+        yield
+    finally:
+        CapturedSelection.replay = orig
+
+
 def count_ops(model: str, size: Sequence[int], variants: Sequence[str], gpu_path: bool = True,
               batch_size: int = 2, top: int = 12, by_source: bool = False) -> Dict[str, dict]:
     """Per variant: ``ops`` (ATen operators in ``model.loss``), ``extra_per_image`` (ops beyond the first
@@ -109,7 +134,7 @@ def count_ops(model: str, size: Sequence[int], variants: Sequence[str], gpu_path
             prep.model.loss(prep.data['inputs'], prep.data['data_samples'])  # warm-up (lazy state)
             torch.manual_seed(0)
             counter = _OpCounter(by_source)
-            with counter, torch.no_grad():
+            with counter, torch.no_grad(), _graph_replay_as_one_launch(counter):
                 prep.model.loss(prep.data['inputs'], prep.data['data_samples'])
             total = sum(counter.ops.values())
             base = total if base is None else base
@@ -147,7 +172,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('model', choices=sorted(MODELS))
     p.add_argument('--size', type=int, nargs='+', default=[320])
-    p.add_argument('--variants', nargs='+', default=['random', 'mmdet_ohem', 'ours', 'ours_per_image'],
+    p.add_argument('--variants', nargs='+', default=['random', 'mmdet_ohem', 'ours', 'ours_per_image', 'ours_graph'],
                    choices=sorted(VARIANTS))
     p.add_argument('--cpu-path', action='store_true', help="count the CPU selection path (host loss-NMS)")
     p.add_argument('--by-source', type=int, default=0, metavar='N',

@@ -71,6 +71,10 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     # the only way); 'ours' mines the batch's images together.
     'ours_per_image': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
                                            batch_images=False)),
+    # cuda_graph=True: the selection replayed as a captured CUDA graph (on the CPU: run eagerly on the graph's
+    # buffers; count_ops counts the replay as one launch).
+    'ours_graph': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
+                                       cuda_graph=True)),
 }
 # Variants that also mine the RPN's anchors (issue 14): the R-CNN sampler as named, plus RPNOHEMSampler with
 # the RPN's budget (256 anchors/image), loss-NMS 0.7, no ratio. Their cost minus that of the variant without
@@ -80,7 +84,8 @@ VARIANTS['ours_rpn_ohem'] = VARIANTS['ours']
 RPN_MINED = {'rpn_ohem': 'random', 'ours_rpn_ohem': 'ours'}
 RPN_MINER = dict(type='RPNOHEMSampler', nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False)
 DEFAULT_VARIANTS = ('random', 'mmdet_ohem', 'ours_nonms', 'ours')
-GPU_VARIANTS = ('random', 'mmdet_ohem', 'ours', 'ours_exact', 'ours_bf16', 'ours_per_image')  # issue 10's table
+GPU_VARIANTS = ('random', 'mmdet_ohem', 'ours', 'ours_exact', 'ours_bf16', 'ours_per_image',
+                'ours_graph')  # issue 10's table
 # --precision: autocast dtype of the training forward, and whether the loss is scaled (GradScaler), as
 # mmengine's AmpOptimWrapper does for `tools/train.py --amp` (fp16); bf16 needs no scaling.
 PRECISIONS: Dict[str, Tuple[Optional[torch.dtype], bool]] = {
@@ -116,6 +121,7 @@ def describe_variant(variant: str) -> str:
     return (typ + (' (no loss-NMS)' if extra.get('nms', 1) is None else '')
             + (f', read-only {precision}' if typ == 'OHEMSampler' else '')
             + (', one image at a time' if extra.get('batch_images', True) is False else '')
+            + (', selection as a CUDA graph' if extra.get('cuda_graph') else '')
             + (' + RPN miner (RPNOHEMSampler)' if variant in RPN_MINED else ''))
 
 

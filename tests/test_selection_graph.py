@@ -1,0 +1,187 @@
+"""The selection as a captured CUDA graph (``mmdet_ohem.selection.graph``), everything but the capture.
+
+On the CPU a ``CapturedSelection`` runs the rule eagerly on its static buffers in place of a replay, so the
+buffers, the copies, the padding and the fallbacks are checked here; the capture itself is checked by the
+``cuda`` tests (tests/test_cuda.py).
+"""
+import math
+
+import pytest
+import torch
+
+from mmdet_ohem.selection import SelectionGraphs, select_hard_examples, select_hard_examples_padded
+from mmdet_ohem.selection import graph as graph_mod
+
+from ._detectors import FASTER_FPN, batch, build, mmdet_config, train_step
+
+
+def _problem(seed: int, count: int, n: int, nan: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(count, n, 2, generator=g) * 300
+    wh = torch.rand(count, n, 2, generator=g) * 80 + 4
+    boxes = torch.cat([xy, xy + wh], dim=-1)
+    boxes[:, n // 2:n // 2 + 40] = boxes[:, :40] + torch.rand(count, 40, 4, generator=g)  # near-duplicates
+    losses = torch.rand(count, n, generator=g) * 3
+    losses[:, ::7] = losses[:, 3:4]  # exact ties
+    if nan:
+        losses[0, 5], losses[-1, 9] = math.nan, math.inf
+    valid = torch.rand(count, n, generator=g) > 0.15
+    is_pos = torch.rand(count, n, generator=g) < 0.2
+    labels = torch.randint(0, 5, (count, n), generator=g)
+    return losses, boxes, valid, is_pos, labels
+
+
+def _same(got, want):
+    assert got.indices.tolist() == want.indices.tolist()
+    assert got.num_pos == want.num_pos
+    assert int(got.num_suppressed) == int(want.num_suppressed)
+    assert int(got.num_nonfinite) == int(want.num_nonfinite)
+    assert got.num_candidates == want.num_candidates
+
+
+@pytest.mark.parametrize('per_class', [False, True])
+def test_graph_buffers_give_the_eager_rule_whatever_the_padding_holds(per_class):
+    """Calls of decreasing width reuse one graph's buffers, so columns past ``n`` hold the previous call's
+    rows (and garbage put there on purpose): the selection is still that of each image alone."""
+    graphs = SelectionGraphs(capture=False)
+    for call, n in enumerate((250, 237, 129)):  # one bucket (256): each call leaves stale columns
+        losses, boxes, valid, is_pos, labels = _problem(call, 2, n, nan=call == 1)
+        if call:
+            sel = next(iter(graphs._cache.values()))
+            sel.values[:, n:] = math.nan
+            sel.boxes[:, n:] = torch.tensor([0.0, 0.0, 1e6, 1e6])  # covers everything
+            sel.is_pos[:, n:] = True
+            if sel.labels is not None:
+                sel.labels[:, n:] = 0
+        lab = labels if per_class else None
+        got = select_hard_examples_padded(losses, boxes, 64, 0.7, lab, 'skip', is_pos, method='device',
+                                          valid=valid, graphs=graphs)
+        eager = select_hard_examples_padded(losses, boxes, 64, 0.7, lab, 'skip', is_pos, method='device',
+                                            valid=valid)
+        for b in range(2):
+            _same(got[b], eager[b])
+            host = select_hard_examples(losses[b], boxes[b], 64, 0.7, lab[b] if per_class else None, 'skip',
+                                        is_pos[b], method='host', valid=valid[b])
+            _same(got[b], host)
+            assert got[b].mined_loss == pytest.approx(eager[b].mined_loss)
+            assert got[b].candidate_loss == pytest.approx(eager[b].candidate_loss)
+    assert len(graphs._cache) == 1 and graphs.replays == 3 and graphs.fallbacks == 0
+    assert graphs.captures == 0  # on the CPU: the buffers only
+
+
+def test_graph_result_is_the_callers_tensor_not_a_buffer():
+    graphs = SelectionGraphs(capture=False)
+    losses, boxes, valid, is_pos, _ = _problem(0, 2, 100)
+    first = select_hard_examples_padded(losses, boxes, 16, 0.7, None, 'skip', is_pos, method='device', valid=valid,
+                                        graphs=graphs)
+    kept = [s.indices.clone() for s in first]
+    losses2, boxes2, valid2, is_pos2, _ = _problem(1, 2, 100)
+    select_hard_examples_padded(losses2, boxes2, 16, 0.7, None, 'skip', is_pos2, method='device', valid=valid2,
+                                graphs=graphs)
+    assert [s.indices.tolist() for s in first] == [k.tolist() for k in kept]
+
+
+def test_graphs_per_bucket_and_least_recently_used_dropped():
+    graphs = SelectionGraphs(capture=False, max_graphs=2)
+    for n in (100, 120, 300, 500, 110):
+        losses, boxes, valid, is_pos, _ = _problem(n, 2, n)
+        select_hard_examples_padded(losses, boxes, 8, 0.7, None, 'skip', is_pos, method='device', valid=valid,
+                                    graphs=graphs)
+    assert [k.size for k in graphs._cache] == [512, 128]  # 128 (100, 120), 384, 512 drops 128, 110 drops 384
+    assert graphs.key(torch.zeros(3, 1), 8, 0.7, None, None, 0.5).size == graph_mod.BUCKET
+    with pytest.raises(ValueError, match='max_graphs must be a positive int, got 0'):
+        SelectionGraphs(max_graphs=0)
+
+
+def test_copies_of_the_cache_keep_the_settings_not_the_graphs():
+    """A deep copy of the model (mmengine's EMA makes one) or a pickle copies no graph or buffer."""
+    import copy
+    import pickle
+    graphs = SelectionGraphs(capture=False, max_graphs=2)
+    losses, boxes, valid, is_pos, _ = _problem(0, 2, 100)
+    select_hard_examples_padded(losses, boxes, 8, 0.7, None, 'skip', is_pos, method='device', valid=valid,
+                                graphs=graphs)
+    for twin in (copy.deepcopy(graphs), pickle.loads(pickle.dumps(graphs))):
+        assert not twin._cache and twin.max_graphs == 2 and twin.capture is False
+        got = select_hard_examples_padded(losses, boxes, 8, 0.7, None, 'skip', is_pos, method='device', valid=valid,
+                                          graphs=twin)
+        assert len(twin._cache) == 1 and got[0].indices.numel() == 8
+    assert len(graphs._cache) == 1
+
+
+def test_blind_steps_that_do_not_converge_fall_back_to_the_eager_rule():
+    """A chain of boxes each overlapping the next: greedy NMS keeps every other one, and deciding the last
+    takes as many fixed-point steps as the chain is long, more than the graph's blind steps."""
+    n = 40
+    x = torch.arange(n, dtype=torch.float32) * 2.0
+    boxes = torch.stack([x, torch.zeros(n), x + 20, torch.full((n, ), 10.0)], dim=1)[None]
+    losses = torch.linspace(2, 1, n)[None]
+    graphs = SelectionGraphs(capture=False)
+    got = select_hard_examples_padded(losses, boxes, n, 0.8, method='device', graphs=graphs)[0]
+    host = select_hard_examples(losses[0], boxes[0], n, 0.8, method='host')
+    assert got.indices.tolist() == host.indices.tolist()
+    assert graphs.fallbacks == 1
+
+
+def test_wide_rows_and_no_loss_nms_run_eagerly():
+    graphs = SelectionGraphs(capture=False)
+    n = graph_mod.MAX_GRAPH_SIZE + 1
+    losses = torch.rand(1, n)
+    boxes = torch.tensor([0.0, 0.0, 10.0, 10.0]).repeat(1, n, 1) + torch.rand(1, n, 1) * 1000
+    got = select_hard_examples_padded(losses, boxes, 8, 0.7, method='device', graphs=graphs)[0]
+    assert got.indices.tolist() == select_hard_examples(losses[0], boxes[0], 8, 0.7, method='host').indices.tolist()
+    select_hard_examples_padded(losses[:, :50], boxes[:, :50], 8, None, method='device', graphs=graphs)
+    assert graphs.replays == 0 and not graphs._cache
+
+
+def test_a_failed_capture_warns_once_and_the_selection_runs_eagerly():
+    """Capturing on CPU tensors fails (no CUDA): the failure is reported and every call runs eagerly."""
+    seen = []
+    graphs = SelectionGraphs(capture=True, on_failure=seen.append)
+    losses, boxes, valid, is_pos, _ = _problem(0, 2, 90)
+    for _ in range(2):
+        got = select_hard_examples_padded(losses, boxes, 16, 0.7, None, 'skip', is_pos, method='device',
+                                          valid=valid, graphs=graphs)
+        for b in range(2):
+            _same(got[b], select_hard_examples(losses[b], boxes[b], 16, 0.7, None, 'skip', is_pos[b],
+                                               method='host', valid=valid[b]))
+    assert len(seen) == 1 and graphs.failed and not graphs._cache
+    with pytest.warns(UserWarning, match='capturing the selection as a CUDA graph failed'):
+        SelectionGraphs(capture=True).run(losses, boxes, 16, 0.7, None, is_pos, 0.5, valid)
+
+
+def test_padded_rows_reject_bad_shapes_naming_them():
+    with pytest.raises(ValueError, match=r'losses must be \(B, n\) and boxes \(B, n, 4\), got \(3,\)'):
+        select_hard_examples_padded(torch.zeros(3), torch.zeros(3, 4), 4)
+    with pytest.raises(ValueError, match=r'valid must have shape \(1, 3\), got \(1, 2\)'):
+        select_hard_examples_padded(torch.zeros(1, 3), torch.zeros(1, 3, 4), 4, valid=torch.ones(1, 2, dtype=bool))
+    assert select_hard_examples_padded(torch.zeros(0, 3), torch.zeros(0, 3, 4), 4) == []
+
+
+def test_sampler_with_cuda_graph_trains_the_same_steps(monkeypatch):
+    """The sampler on the selection's GPU path (forced on the CPU tensors): ``cuda_graph=True`` mines the
+    same RoIs, so three training steps give the same losses; the graph's buffers were used."""
+    from mmdet_ohem.selection import select as select_mod
+    orig = select_mod.resolve_method
+    monkeypatch.setattr(select_mod, 'resolve_method',
+                        lambda method, device, n: orig(method, torch.device('cuda'), n) if method == 'auto'
+                        else orig(method, device, n))
+    logs = {}
+    for graph in (False, True):
+        model = build(mmdet_config(FASTER_FPN, sampler=dict(num=48, cuda_graph=graph), rpn_max_per_img=200))
+        data = batch(model, num_items=(4, 3), size=96)
+        optim = torch.optim.SGD(model.parameters(), lr=0.01)
+        logs[graph] = [train_step(model, data, optim) for _ in range(3)]
+        graphs = model.roi_head.bbox_sampler._graphs
+        assert (graphs is not None) == graph
+        if graph:
+            assert graphs.replays == 3 and graphs.captures == 0
+    assert logs[True] == logs[False]
+
+
+def test_cuda_graph_setting_is_checked():
+    model = build(mmdet_config(FASTER_FPN))
+    from mmdet_ohem.samplers import OHEMSampler
+    with pytest.raises(TypeError, match="cuda_graph must be True or False, got 'yes'"):
+        OHEMSampler(num=8, context=model.roi_head, cuda_graph='yes')
+    assert 'cuda_graph=False' in OHEMSampler(num=8, context=model.roi_head).describe()
