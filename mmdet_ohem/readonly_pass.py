@@ -542,6 +542,56 @@ def batch_feature_view(per_image: Sequence[Sequence[Tensor]]) -> Optional[Tuple[
     return (levels, index) if index is not None else None
 
 
+class RowRanking:
+    """A :attr:`~RoIHeadAdapter.batchable` head's read-only targets, per-row losses and ranking loss as one
+    function of per-row tensors (a :class:`~mmdet_ohem.selection.RankingFront`): no host read, shapes fixed
+    by the inputs', so that a CUDA graph can capture it with the selection
+    (:func:`~mmdet_ohem.selection.select_hard_examples_front`). The same operations as
+    :meth:`RoIHeadAdapter.readonly_losses_batch`'s targets and losses, so the same values.
+
+    What it bakes in beyond the inputs (``key``): the head (its loss modules and their settings), the
+    ranking mode, ``pos_weight`` and the box coder's means and stds.
+    """
+
+    def __init__(self, adapter: 'RoIHeadAdapter', mode: str) -> None:
+        if mode not in ('cls', 'loc', 'cls+loc'):
+            raise ValueError(f"ranking_loss must be one of 'cls', 'loc', 'cls+loc', got {mode!r}")
+        self.head, self.mode, self.pos_weight = adapter.bbox_head, mode, adapter.pos_weight
+        coder = self.head.bbox_coder
+        self.key = ('RowRanking', id(self.head), mode, self.pos_weight, tuple(coder.means), tuple(coder.stds))
+
+    def deltas(self, boxes: Tensor, gt_boxes: Tensor) -> Tensor:
+        """The box targets, in the boxes' dtype as mmdet's (fp16 proposals under --amp give fp16 targets)."""
+        means, stds = _coder_constants(self.head.bbox_coder, boxes.device)
+        return _bbox2delta(boxes, gt_boxes, means, stds).to(boxes.dtype)
+
+    @staticmethod
+    def rows(cls_score: Optional[Tensor], bbox_pred: Optional[Tensor], batch: 'BatchRows') -> Dict[str, Tensor]:
+        """The named per-row inputs (``(R, ...)``) from the read-only outputs and the batch's rows."""
+        rows = {'boxes': batch.boxes, 'gt_boxes': batch.gt_boxes, 'labels': batch.labels.long(),
+                'is_pos': batch.is_pos}
+        if cls_score is not None:
+            rows['cls_score'] = cls_score
+        if bbox_pred is not None:
+            rows['bbox_pred'] = bbox_pred
+        return rows
+
+    def losses(self, rows: Dict[str, Tensor], deltas: Optional[Tensor] = None) -> RoILosses:
+        """Per-row ``cls`` / ``loc`` losses (``deltas``: the targets, if already computed)."""
+        boxes, is_pos = rows['boxes'], rows['is_pos']
+        if deltas is None:
+            deltas = self.deltas(boxes, rows['gt_boxes'])
+        label_weights = None if self.pos_weight == 1.0 else \
+            torch.where(is_pos, boxes.new_full((), self.pos_weight), boxes.new_ones(()))
+        with torch.autocast(device_type=boxes.device.type, enabled=False):
+            return _row_losses(self.head, rows.get('cls_score'), rows.get('bbox_pred'), rows['labels'], label_weights,
+                               deltas, is_pos)
+
+    def __call__(self, rows: Dict[str, Tensor]) -> Tensor:
+        """The ranking loss of each row."""
+        return self.losses(rows).ranking(self.mode)
+
+
 class RoIHeadAdapter:
     """Uniform access to the box branch of an mmdet RoI head (standard, shared-head, cascade stage).
 
@@ -723,43 +773,62 @@ class RoIHeadAdapter:
         if not self.batchable:
             raise TypeError(f'readonly_losses_batch: {type(self.roi_head).__name__} / '
                             f'{type(self.bbox_head).__name__} is mined one image at a time')
-        head = self.bbox_head
+        front = RowRanking(self, 'cls+loc')
+        with torch.no_grad(), frozen_buffers(self.roi_head):
+            # Targets first (no host reads): the host then queues the losses and the selection while the
+            # device runs the forward. In the boxes' dtype, as mmdet's (fp16 proposals under --amp).
+            deltas = front.deltas(batch.boxes, batch.gt_boxes)
+            cls_score, bbox_pred = self._readonly_outputs(batch, autocast_dtype, max_rois)
+            return front.losses(front.rows(cls_score, bbox_pred, batch), deltas)
+
+    def readonly_forward_batch(self, batch: BatchRows,
+                               autocast_dtype: Optional[Union[torch.dtype, str]] = None,
+                               max_rois: int = READONLY_BATCH_ROIS) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        """The forward of :meth:`readonly_losses_batch` alone: ``(cls_score, bbox_pred)`` in float32 over all
+        rows of ``batch`` (``None`` where the head has no such output or there are no rows); the losses are
+        then :class:`RowRanking`'s (e.g. inside a CUDA graph with the selection).
+
+        Raises:
+            TypeError: If the head is not :attr:`batchable`.
+        """
+        if not self.batchable:
+            raise TypeError(f'readonly_forward_batch: {type(self.roi_head).__name__} / '
+                            f'{type(self.bbox_head).__name__} is mined one image at a time')
+        with torch.no_grad(), frozen_buffers(self.roi_head):
+            return self._readonly_outputs(batch, autocast_dtype, max_rois)
+
+    def _readonly_outputs(self, batch: BatchRows, autocast_dtype: Optional[Union[torch.dtype, str]],
+                          max_rois: int) -> Tuple[Optional[Tensor], Optional[Tensor]]:
         view = batch_feature_view(batch.feats)
         if view is None:  # not slices of one batch: stack them (a copy)
             view = ([torch.cat([f[lvl] for f in batch.feats]) for lvl in range(len(batch.feats[0]))],
                     list(range(len(batch.feats))))
         feats, index = view
-        boxes, labels, is_pos = batch.boxes, batch.labels.long(), batch.is_pos
+        boxes = batch.boxes
+        n = boxes.shape[0]
+        if n == 0:  # no rows at all (no proposals, no gt): nothing to run
+            return None, None
         batch_col = torch.cat([boxes.new_full((k, 1), i) for k, i in zip(batch.sizes, index)])
         rois = torch.cat([batch_col, boxes], dim=1)
-        n = rois.shape[0]
-        if n == 0:  # no rows at all (no proposals, no gt): nothing to run
-            return RoILosses(cls=boxes.new_zeros(0, dtype=torch.float32), loc=boxes.new_zeros(0, dtype=torch.float32))
-        device_type = rois.device.type
-        with torch.no_grad(), frozen_buffers(self.roi_head):
-            # Targets first (no host reads): the host then queues the losses and the selection while the
-            # device runs the forward. In the boxes' dtype, as mmdet's (fp16 proposals under --amp).
-            means, stds = _coder_constants(head.bbox_coder, rois.device)
-            deltas = _bbox2delta(boxes, batch.gt_boxes, means, stds).to(boxes.dtype)
-            pos_weight = self.pos_weight
-            label_weights = None if pos_weight == 1.0 else \
-                torch.where(is_pos, boxes.new_full((), pos_weight), boxes.new_ones(()))
-            step = max(1, int(max_rois))
-            cls_parts, box_parts = [], []
-            with readonly_autocast(device_type, autocast_dtype), one_read_extraction(self.roi_head, self.stage):
-                for r in range(0, n, step):
-                    chunk = rois[r:r + step]
-                    out = self.roi_head._bbox_forward(self.stage, feats, chunk) if self.stage is not None \
-                        else self.roi_head._bbox_forward(feats, chunk)
-                    cls_parts.append(out.get('cls_score'))
-                    box_parts.append(out.get('bbox_pred'))
-                    del out  # drop this chunk's RoI features before the next chunk
-            cls_score = _as_float(cls_parts[0] if len(cls_parts) == 1 else torch.cat(cls_parts)) \
-                if cls_parts and cls_parts[0] is not None else None
-            bbox_pred = _as_float(box_parts[0] if len(box_parts) == 1 else torch.cat(box_parts)) \
-                if box_parts and box_parts[0] is not None else None
-            with torch.autocast(device_type=device_type, enabled=False):
-                return _row_losses(head, cls_score, bbox_pred, labels, label_weights, deltas, is_pos)
+        step = max(1, int(max_rois))
+        cls_parts, box_parts = [], []
+        with readonly_autocast(rois.device.type, autocast_dtype), one_read_extraction(self.roi_head, self.stage):
+            for r in range(0, n, step):
+                chunk = rois[r:r + step]
+                out = self.roi_head._bbox_forward(self.stage, feats, chunk) if self.stage is not None \
+                    else self.roi_head._bbox_forward(feats, chunk)
+                cls_parts.append(out.get('cls_score'))
+                box_parts.append(out.get('bbox_pred'))
+                del out  # drop this chunk's RoI features before the next chunk
+        cls_score = _as_float(cls_parts[0] if len(cls_parts) == 1 else torch.cat(cls_parts)) \
+            if cls_parts and cls_parts[0] is not None else None
+        bbox_pred = _as_float(box_parts[0] if len(box_parts) == 1 else torch.cat(box_parts)) \
+            if box_parts and box_parts[0] is not None else None
+        return cls_score, bbox_pred
+
+    def row_ranking(self, mode: str) -> 'RowRanking':
+        """This head's :class:`RowRanking` for ranking loss ``mode`` (``'cls'``, ``'loc'``, ``'cls+loc'``)."""
+        return RowRanking(self, mode)
 
     def readonly_losses(self,
                         feats: Sequence[Tensor],

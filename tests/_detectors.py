@@ -54,10 +54,29 @@ def mined_selections(model, data) -> list:
                           sel.indices.cpu(), a['losses'].device))
         return sels
 
+    orig_front = sampler_mod.select_hard_examples_front
+
+    def front(*args, **kwargs):  # the losses computed inside the graph: recorded from an eager evaluation
+        sels = orig_front(*args, **kwargs)
+        bound = inspect.signature(orig_front).bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        rows, losses = a['rows'], a['rows'].losses()
+        for b, sel in enumerate(sels):
+            one_image = {'labels': rows.inputs['labels'][b].cpu() if a['per_class'] else None,
+                         'is_pos': rows.inputs['is_pos'][b].cpu() if a['with_pos'] else None,
+                         'valid': a['valid'][b].cpu() if a['valid'] is not None else None}
+            calls.append((losses[b].cpu(), rows.inputs['boxes'][b].float().cpu(), (a['num'], a['iou_threshold']),
+                          dict(one_image, nonfinite=a['nonfinite'], nonfinite_skip_limit=a['nonfinite_skip_limit']),
+                          sel.indices.cpu(), losses.device))
+        return sels
+
     sampler_mod.select_hard_examples, sampler_mod.select_hard_examples_padded = one, padded
+    sampler_mod.select_hard_examples_front = front
     try:
         with torch.no_grad():
             model.loss(data['inputs'], data['data_samples'])
     finally:
         sampler_mod.select_hard_examples, sampler_mod.select_hard_examples_padded = orig_one, orig_padded
+        sampler_mod.select_hard_examples_front = orig_front
     return calls

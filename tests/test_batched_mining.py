@@ -97,6 +97,13 @@ def test_batched_readonly_losses_equal_the_per_image_pass(fpn):
     # Copies of the features (not slices of one batch) are stacked: the same losses.
     copied, _ = _rows(sampler, model, images, [[f.clone() for f in feats] for _, _, feats in images])
     torch.testing.assert_close(sampler.head.readonly_losses_batch(copied).cls, flat.cls)
+    # The forward alone and RowRanking (what a CUDA graph captures with the selection): the same values.
+    outputs, whole = sampler.head.readonly_forward_batch(rows), sampler.head.readonly_losses_batch(rows)
+    for mode in ('cls', 'loc', 'cls+loc'):
+        front = sampler.head.row_ranking(mode)
+        assert torch.equal(front(front.rows(*outputs, rows)), whole.ranking(mode))
+    with pytest.raises(ValueError, match="ranking_loss must be one of 'cls', 'loc', 'cls\\+loc', got 'cls\\+box'"):
+        sampler.head.row_ranking('cls+box')
 
 
 @pytest.mark.parametrize('nms', [dict(type='LossNMS', iou_threshold=0.7), None])

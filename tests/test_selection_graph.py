@@ -48,11 +48,12 @@ def test_graph_buffers_give_the_eager_rule_whatever_the_padding_holds(per_class)
         losses, boxes, valid, is_pos, labels = _problem(call, 2, n, nan=call == 1)
         if call:
             sel = next(iter(graphs._cache.values()))
-            sel.values[:, n:] = math.nan
-            sel.boxes[:, n:] = torch.tensor([0.0, 0.0, 1e6, 1e6])  # covers everything
-            sel.is_pos[:, n:] = True
-            if sel.labels is not None:
-                sel.labels[:, n:] = 0
+            buf = sel.buffers
+            buf['values'][:, n:] = math.nan
+            buf['boxes'][:, n:] = torch.tensor([0.0, 0.0, 1e6, 1e6])  # covers everything
+            buf['is_pos'][:, n:] = True
+            if 'labels' in buf:
+                buf['labels'][:, n:] = 0
         lab = labels if per_class else None
         got = select_hard_examples_padded(losses, boxes, 64, 0.7, lab, 'skip', is_pos, method='device',
                                           valid=valid, graphs=graphs)
@@ -88,7 +89,7 @@ def test_graphs_per_bucket_and_least_recently_used_dropped():
         select_hard_examples_padded(losses, boxes, 8, 0.7, None, 'skip', is_pos, method='device', valid=valid,
                                     graphs=graphs)
     assert [k.size for k in graphs._cache] == [512, 128]  # 128 (100, 120), 384, 512 drops 128, 110 drops 384
-    assert graphs.key(torch.zeros(3, 1), 8, 0.7, None, None, 0.5).size == graph_mod.BUCKET
+    assert graphs.key({'boxes': torch.zeros(3, 1, 4)}, 8, 0.7, False, False, 0.5).size == graph_mod.BUCKET
     with pytest.raises(ValueError, match='max_graphs must be a positive int, got 0'):
         SelectionGraphs(max_graphs=0)
 
@@ -177,6 +178,25 @@ def test_sampler_with_cuda_graph_trains_the_same_steps(monkeypatch):
         if graph:
             assert graphs.replays == 3 and graphs.captures == 0
     assert logs[True] == logs[False]
+
+
+def test_graph_path_mines_what_the_host_selection_mines_from_the_same_losses(monkeypatch):
+    """With ``cuda_graph=True`` the targets and losses run in the graph with the selection; the losses
+    they give, selected by the host reference image by image, give the same RoIs."""
+    from mmdet_ohem.selection import select as select_mod
+
+    from ._detectors import mined_selections
+    orig = select_mod.resolve_method
+    monkeypatch.setattr(select_mod, 'resolve_method',
+                        lambda method, device, n: orig(method, torch.device('cuda'), n) if method == 'auto'
+                        else orig(method, device, n))
+    model = build(mmdet_config(FASTER_FPN, sampler=dict(num=48, cuda_graph=True), rpn_max_per_img=200))
+    data = batch(model, num_items=(4, 3), size=96)
+    calls = mined_selections(model, data)
+    assert len(calls) == 2 and model.roi_head.bbox_sampler._graphs.replays == 1
+    for losses, boxes, args, kwargs, indices, _ in calls:
+        host = select_hard_examples(losses, boxes, *args, **{**kwargs, 'method': 'host'})
+        assert host.indices.tolist() == indices.tolist()
 
 
 def test_cuda_graph_setting_is_checked():

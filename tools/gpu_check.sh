@@ -14,7 +14,7 @@
 # vgg16, r50_fpn  the benchmark in issue 10's settings: VGG16 600x1000 and R50-FPN 800x1333, batch 2, fp32
 #         and fp16 AMP (+ bf16 for VGG16), variants random / mmdet_ohem / ours / ours_exact / ours_bf16 /
 #         ours_per_image (images mined one at a time, to show what mining them together saves) / ours_graph
-#         (cuda_graph=True: the selection replayed as a captured CUDA graph; not yet the default), interleaved;
+#         (cuda_graph=True: read-only targets, losses and selection replayed as one CUDA graph; opt-in), interleaved;
 # configs one fp16 and one bf16 AMP step of every config in configs/ (one per distinct model);
 # profile a torch.profiler view of one AMP iteration per variant (host vs device time, kernel launches);
 # sweep   issue 13: the restartable sweep tool on the GPU, SMOKE=1 of tools/gpu_sweep.sh (table1 rows

@@ -30,8 +30,8 @@ from mmengine.logging import HistoryBuffer, MessageHub, MMLogger
 from torch import Tensor
 
 from ..readonly_pass import READONLY_BATCH_ROIS, READONLY_PRECISIONS, BatchRows, RoIHeadAdapter
-from ..selection import (Selection, SelectionGraphs, invalid_boxes, select_hard_examples,
-                         select_hard_examples_padded, select_hard_examples_ratio)
+from ..selection import (FrontRows, Selection, SelectionGraphs, invalid_boxes, select_hard_examples,
+                         select_hard_examples_front, select_hard_examples_padded, select_hard_examples_ratio)
 from ..selection.select import NONFINITE_SKIP_LIMIT
 from .candidates import CandidateSampler
 from .checks import check_mining_settings
@@ -613,17 +613,30 @@ class OHEMSampler(MinerMixin, CandidateSampler):
                               for b, g, item in zip(boxes.split(n), gt_inds.split(n), pending)])
         rows = BatchRows([item.feats for item in pending], [n] * count, torch.where(bad[:, None], 0.0, boxes),
                          gt_boxes, labels, is_pos)
-        with context:
-            ranking = self.head.readonly_losses_batch(rows, READONLY_PRECISIONS[self.readonly_dtype],
-                                                      self.readonly_batch_rois).ranking(self.ranking_loss)
         per_class = self.nms is not None and self.nms.per_class
         iou = self.nms.iou_threshold if self.nms is not None else None
         grid = (count, n)
-        sels = select_hard_examples_padded(ranking.view(grid), rows.boxes.float().view(grid + (4, )), self.num, iou,
-                                           labels.view(grid) if per_class else None, self.nonfinite,
-                                           is_pos.view(grid), valid=valid.view(grid), graphs=self._graphs)
-        for item, sel, image_losses, b_valid, b_bad in zip(pending, sels, ranking.view(grid), valid.view(grid),
-                                                           bad.view(grid)):
+        dtype = READONLY_PRECISIONS[self.readonly_dtype]
+        if self._graphs is not None and iou is not None:
+            # The forward here; the targets, losses, ranking and selection in one CUDA graph.
+            with context:
+                outputs = self.head.readonly_forward_batch(rows, dtype, self.readonly_batch_rois)
+            front = self.head.row_ranking(self.ranking_loss)
+            front_rows = FrontRows(front, {k: v.view(grid + tuple(v.shape[1:]))
+                                           for k, v in front.rows(*outputs, rows).items()})
+            sels = select_hard_examples_front(front_rows, self.num, iou, per_class, self.nonfinite, True,
+                                              valid=valid.view(grid), graphs=self._graphs)
+            # the losses themselves only where a statistic needs them (the selection's host fallback)
+            ranking = front_rows.losses() if any(sel.mined_loss is None for sel in sels) else None
+        else:
+            with context:
+                ranking = self.head.readonly_losses_batch(rows, dtype, self.readonly_batch_rois).ranking(
+                    self.ranking_loss).view(grid)
+            sels = select_hard_examples_padded(ranking, rows.boxes.float().view(grid + (4, )), self.num, iou,
+                                               labels.view(grid) if per_class else None, self.nonfinite,
+                                               is_pos.view(grid), valid=valid.view(grid))
+        for b, (item, sel, b_valid, b_bad) in enumerate(zip(pending, sels, valid.view(grid), bad.view(grid))):
+            image_losses = ranking[b] if ranking is not None else None
             num_cands = int(sel.num_candidates)
             if sel.nonfinite_kept:
                 self._warn_nonfinite(sel.num_nonfinite, num_cands)

@@ -29,13 +29,16 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 import math
-from typing import Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Hashable, List, Optional, Tuple
 import warnings
 
 import torch
 from torch import Tensor
 
 from .select import DeviceRule
+
+if TYPE_CHECKING:
+    from .select import FrontRows
 
 __all__ = ['BUCKET', 'MAX_GRAPHS', 'MAX_GRAPH_SIZE', 'GraphKey', 'CapturedSelection', 'SelectionGraphs']
 
@@ -52,7 +55,9 @@ WARMUP_RUNS = 2
 
 @dataclass(frozen=True)
 class GraphKey:
-    """What a captured selection is specialised to."""
+    """What a captured selection is specialised to: the shapes, the settings, and the inputs (name, per-row
+    shape, dtype) with what computes the ranking losses from them (``front``: ``None``, the losses are an
+    input; else the front's ``key``)."""
 
     batch: int
     size: int
@@ -62,6 +67,8 @@ class GraphKey:
     with_pos: bool
     skip_limit: float
     device: str
+    inputs: Tuple[Tuple[str, Tuple[int, ...], torch.dtype], ...] = ()
+    front: Hashable = None
 
 
 class CapturedSelection:
@@ -69,38 +76,44 @@ class CapturedSelection:
     reads them.
 
     Args:
-        key: The shapes and settings.
+        key: The shapes, settings and inputs.
         capture: Capture a CUDA graph (the buffers' device must be CUDA); ``False`` runs the rule eagerly
             on the buffers at each call instead (for the CPU).
+        front: Computes the ranking losses from the inputs (see :class:`~mmdet_ohem.selection.select.FrontRows`);
+            ``None``: the losses are the input ``values``.
     """
 
-    def __init__(self, key: GraphKey, capture: bool) -> None:
-        self.key = key
+    def __init__(self, key: GraphKey, capture: bool, front: Optional[Callable[[Dict[str, Tensor]], Tensor]] = None
+                 ) -> None:
+        self.key, self.front = key, front
         dev = torch.device(key.device)
         shape = (key.batch, key.size)
-        self.values = torch.zeros(shape, dtype=torch.float32, device=dev)
-        self.boxes = torch.zeros(shape + (4, ), dtype=torch.float32, device=dev)
+        self.buffers = {name: torch.zeros(shape + tuple(rest), dtype=dtype, device=dev)
+                        for name, rest, dtype in key.inputs}
         self.valid = torch.zeros(shape, dtype=torch.bool, device=dev)
-        self.is_pos = torch.zeros(shape, dtype=torch.bool, device=dev) if key.with_pos else None
-        self.labels = torch.zeros(shape, dtype=torch.long, device=dev) if key.per_class else None
         self.graph: Optional[torch.cuda.CUDAGraph] = None
         self.out: Optional[Tuple[Tensor, Tensor]] = None
         if capture:
             self._capture()
 
     def _rule(self) -> Tuple[Tensor, Tensor]:
-        k = self.key
-        with torch.autocast(device_type=self.values.device.type, enabled=False):
-            return DeviceRule(self.values, self.boxes, k.num, k.iou_threshold, self.labels, self.is_pos,
-                              k.skip_limit, self.valid).readout()
+        k, buf = self.key, self.buffers
+        with torch.autocast(device_type=self.valid.device.type, enabled=False):
+            if self.front is None:
+                values = buf['values']
+            else:
+                values = self.front({name: t.flatten(0, 1) for name, t in buf.items()}).view(k.batch, k.size)
+            return DeviceRule(values, buf['boxes'], k.num, k.iou_threshold, buf['labels'] if k.per_class else None,
+                              buf['is_pos'] if k.with_pos else None, k.skip_limit, self.valid).readout()
 
     def _capture(self) -> None:
-        side = torch.cuda.Stream(self.values.device)
-        side.wait_stream(torch.cuda.current_stream(self.values.device))
+        dev = self.valid.device
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(side):
             for _ in range(WARMUP_RUNS):
                 self._rule()
-        torch.cuda.current_stream(self.values.device).wait_stream(side)
+        torch.cuda.current_stream(dev).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             self.out = self._rule()
@@ -113,22 +126,17 @@ class CapturedSelection:
         self.graph.replay()
         return self.out
 
-    def load(self, values: Tensor, boxes: Tensor, valid: Optional[Tensor], is_pos: Optional[Tensor],
-             labels: Optional[Tensor]) -> None:
-        """Copies ``(B, n)`` rows (``n`` at most the key's size) into the buffers, the rest made padding."""
-        n = values.shape[-1]
-        self.values[:, :n].copy_(values)
-        self.boxes[:, :n].copy_(boxes)
+    def load(self, inputs: Dict[str, Tensor], valid: Optional[Tensor]) -> None:
+        """Copies ``(B, n, ...)`` inputs (``n`` at most the key's size) into the buffers, the rest made padding."""
+        n = valid.shape[-1] if valid is not None else next(iter(inputs.values())).shape[1]
+        for name, t in inputs.items():
+            self.buffers[name][:, :n].copy_(t)
         if valid is None:
             self.valid[:, :n].fill_(True)
         else:
             self.valid[:, :n].copy_(valid)
         if n < self.key.size:
             self.valid[:, n:].fill_(False)
-        if self.is_pos is not None:
-            self.is_pos[:, :n].copy_(is_pos)
-        if self.labels is not None:
-            self.labels[:, :n].copy_(labels)
 
 
 class SelectionGraphs:
@@ -162,22 +170,25 @@ class SelectionGraphs:
         state['_cache'] = OrderedDict()
         return state
 
-    def key(self, values: Tensor, num: int, iou_threshold: float, labels: Optional[Tensor],
-            is_pos: Optional[Tensor], skip_limit: float) -> GraphKey:
-        """The graph that serves these rows."""
-        batch, n = values.shape
+    def key(self, inputs: Dict[str, Tensor], num: int, iou_threshold: float, per_class: bool, with_pos: bool,
+            skip_limit: float, front: Hashable = None) -> GraphKey:
+        """The graph that serves these ``(B, n, ...)`` inputs."""
+        first = next(iter(inputs.values()))
+        batch, n = first.shape[:2]
         size = max(BUCKET, math.ceil(n / BUCKET) * BUCKET)
-        return GraphKey(batch, size, int(num), float(iou_threshold), labels is not None, is_pos is not None,
-                        float(skip_limit), str(values.device))
+        spec = tuple((name, tuple(t.shape[2:]), t.dtype) for name, t in inputs.items())
+        return GraphKey(batch, size, int(num), float(iou_threshold), bool(per_class), bool(with_pos),
+                        float(skip_limit), str(first.device), spec, front)
 
-    def _get(self, key: GraphKey) -> Optional[CapturedSelection]:
+    def _get(self, key: GraphKey, front: Optional[Callable[[Dict[str, Tensor]], Tensor]]
+             ) -> Optional[CapturedSelection]:
         sel = self._cache.get(key)
         if sel is not None:
             self._cache.move_to_end(key)
             return sel
         capture = key.device.startswith('cuda') if self.capture is None else bool(self.capture)
         try:
-            sel = CapturedSelection(key, capture)
+            sel = CapturedSelection(key, capture, front)
         except Exception as e:  # noqa: BLE001 (any capture failure: run eagerly from now on)
             self.failed = f'{type(e).__name__}: {e}'
             (self.on_failure or self._warn)(e)
@@ -200,16 +211,35 @@ class SelectionGraphs:
         :func:`~mmdet_ohem.selection.select._select_padded_on_device`), or ``None`` where the caller must run
         the eager rule: graphs off (a capture failed), rows wider than :data:`MAX_GRAPH_SIZE`, or blind
         fixed-point steps that did not converge. ``chosen`` is the caller's own tensor (not a buffer)."""
-        if self.failed is not None or values.shape[-1] > MAX_GRAPH_SIZE or values.shape[-1] == 0:
+        inputs = {'values': values.float(), 'boxes': boxes.float()}
+        if is_pos is not None:
+            inputs['is_pos'] = is_pos
+        if labels is not None:
+            inputs['labels'] = labels
+        return self._run(inputs, None, None, num, iou_threshold, labels is not None, is_pos is not None,
+                         skip_limit, valid)
+
+    def run_front(self, rows: 'FrontRows', num: int, iou_threshold: float, per_class: bool, with_pos: bool,
+                  skip_limit: float, valid: Optional[Tensor]) -> Optional[Tuple[Tensor, List[float]]]:
+        """:meth:`run` with the ranking losses computed inside the graph by ``rows.front`` from ``rows.inputs``
+        (which hold ``boxes``, and ``is_pos`` / ``labels`` where the rule takes them)."""
+        return self._run(rows.inputs, rows.front, rows.front.key, num, iou_threshold, per_class, with_pos,
+                         skip_limit, valid)
+
+    def _run(self, inputs: Dict[str, Tensor], front: Optional[Callable[[Dict[str, Tensor]], Tensor]],
+             front_key: Hashable, num: int, iou_threshold: float, per_class: bool, with_pos: bool, skip_limit: float,
+             valid: Optional[Tensor]) -> Optional[Tuple[Tensor, List[float]]]:
+        n = inputs['boxes'].shape[1]
+        if self.failed is not None or n > MAX_GRAPH_SIZE or n == 0:
             return None
-        sel = self._get(self.key(values, num, iou_threshold, labels, is_pos, skip_limit))
+        sel = self._get(self.key(inputs, num, iou_threshold, per_class, with_pos, skip_limit, front_key), front)
         if sel is None:
             return None
-        sel.load(values, boxes, valid, is_pos, labels)
+        sel.load(inputs, valid)
         chosen, counts = sel.replay()
         self.replays += 1
         read = counts.tolist()  # the one host read
         if read[-1]:  # not converged within the blind steps: the eager rule iterates on
             self.fallbacks += 1
             return None
-        return chosen[:, :values.shape[-1]].clone(), read
+        return chosen[:, :n].clone(), read

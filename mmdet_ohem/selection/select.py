@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import math
-from typing import TYPE_CHECKING, List, Literal, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Hashable, List, Literal, Optional, Protocol, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -26,8 +26,9 @@ from .nms import GreedyFixedPoint, device_prefix, greedy_loss_nms, rank_by_loss,
 if TYPE_CHECKING:
     from .graph import SelectionGraphs
 
-__all__ = ['Selection', 'NonFinitePolicy', 'NONFINITE_SKIP_LIMIT', 'DeviceRule', 'select_hard_examples',
-           'select_hard_examples_batch', 'select_hard_examples_padded', 'select_hard_examples_ratio']
+__all__ = ['Selection', 'NonFinitePolicy', 'NONFINITE_SKIP_LIMIT', 'DeviceRule', 'FrontRows', 'RankingFront',
+           'select_hard_examples', 'select_hard_examples_batch', 'select_hard_examples_front',
+           'select_hard_examples_padded', 'select_hard_examples_ratio']
 
 NonFinitePolicy = Literal['skip', 'raise']
 
@@ -448,6 +449,82 @@ class DeviceRule:
         return chosen, counts
 
 
+class RankingFront(Protocol):
+    """Computes per-row ranking losses from named per-row tensors (each ``(R, ...)``), with no host read and
+    shapes fixed by the inputs' (so that a CUDA graph can capture it together with the rule); ``key`` names
+    what it bakes in beyond the inputs (a graph is captured per key)."""
+
+    key: Hashable
+
+    def __call__(self, rows: Dict[str, Tensor]) -> Tensor:
+        ...
+
+
+class FrontRows:
+    """``(B, n)`` rows whose ranking losses are computed from ``inputs`` by ``front`` (e.g. a RoI head's
+    targets and losses from its read-only outputs): :func:`select_hard_examples_front` runs both in one CUDA
+    graph, and computes the losses eagerly only where it needs them outside it.
+
+    Args:
+        front: See :class:`RankingFront`.
+        inputs: Named ``(B, n, ...)`` tensors for ``front``; ``boxes`` ``(B, n, 4)`` are also the rule's boxes,
+            and ``is_pos`` / ``labels`` its positives / per-class labels where it takes them.
+    """
+
+    def __init__(self, front: RankingFront, inputs: Dict[str, Tensor]) -> None:
+        if 'boxes' not in inputs:
+            raise ValueError(f'FrontRows: inputs must hold boxes, got {sorted(inputs)}')
+        self.front, self.inputs = front, inputs
+        self._losses: Optional[Tensor] = None
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.inputs['boxes'].shape[:2]
+
+    def losses(self) -> Tensor:
+        """``(B, n)`` ranking losses, computed eagerly (once)."""
+        if self._losses is None:
+            count, n = self.shape
+            self._losses = self.front({k: t.flatten(0, 1) for k, t in self.inputs.items()}).view(count, n)
+        return self._losses
+
+
+def select_hard_examples_front(rows: FrontRows,
+                               num: int,
+                               iou_threshold: Optional[float] = 0.7,
+                               per_class: bool = False,
+                               nonfinite: NonFinitePolicy = 'skip',
+                               with_pos: bool = True,
+                               nonfinite_skip_limit: float = NONFINITE_SKIP_LIMIT,
+                               valid: Optional[Tensor] = None,
+                               graphs: Optional['SelectionGraphs'] = None) -> List[Selection]:
+    """:func:`select_hard_examples_padded` on :class:`FrontRows`: with ``graphs`` (CUDA, loss-NMS on), the
+    ranking losses and the rule run in one captured CUDA graph; else, and where the graph cannot serve, the
+    losses are computed eagerly and the rows selected by :func:`select_hard_examples_padded`. The same result
+    either way.
+
+    Args:
+        per_class: Per-class loss-NMS on ``rows.inputs['labels']``.
+        with_pos: Positives (``rows.inputs['is_pos']``) first in each result.
+        Others: As in :func:`select_hard_examples_padded`.
+    """
+    labels = rows.inputs['labels'] if per_class else None
+    is_pos = rows.inputs['is_pos'].bool() if with_pos else None
+    if valid is not None:
+        valid = valid.bool()
+    count, n = rows.shape
+    if graphs is not None and iou_threshold is not None and count and n \
+            and resolve_method('auto', rows.inputs['boxes'].device, n) == 'device':
+        _check_policy(nonfinite, nonfinite_skip_limit)
+        read = graphs.run_front(rows, num, iou_threshold, per_class, with_pos, nonfinite_skip_limit, valid)
+        if read is not None:
+            return _selections_from_read(read[0], read[1], device_prefix(n, num), [n] * count, num, iou_threshold,
+                                         nonfinite, nonfinite_skip_limit, valid is None, with_pos,
+                                         lambda: (rows.losses(), rows.inputs['boxes'], labels, is_pos, valid))
+    return select_hard_examples_padded(rows.losses(), rows.inputs['boxes'], num, iou_threshold, labels, nonfinite,
+                                       is_pos, 'auto', nonfinite_skip_limit, valid)
+
+
 def _select_padded_on_device(values: Tensor, boxes: Tensor, num: int, iou_threshold: Optional[float],
                              labels: Optional[Tensor], nonfinite: NonFinitePolicy, is_pos: Optional[Tensor],
                              skip_limit: float, valid: Optional[Tensor], sizes: Sequence[int],
@@ -472,17 +549,28 @@ def _select_padded_on_device(values: Tensor, boxes: Tensor, num: int, iou_thresh
             rule.fp.resolve()  # rare: a suppression chain longer than the blind steps
             rule.from_fixed_point()
         covered = rule.covered
-    known_size = valid is None  # every image's number of candidates is its row length
+    return _selections_from_read(chosen, values_read, covered, sizes, num, iou_threshold, nonfinite, skip_limit,
+                                 valid is None, is_pos is not None, lambda: (values, boxes, labels, is_pos, valid))
+
+
+def _selections_from_read(chosen: Tensor, values_read: List[float], covered: int, sizes: Sequence[int], num: int,
+                          iou_threshold: Optional[float], nonfinite: NonFinitePolicy, skip_limit: float,
+                          known_size: bool, with_pos: bool, rows: Callable[[], tuple]) -> List[Selection]:
+    """One :class:`Selection` per image from the device rule's ``chosen`` and read values. ``rows()`` gives
+    ``(values, boxes, labels, is_pos, valid)`` (``(B, n)``) for the rare image that needs them: non-finite
+    losses under ``nonfinite='raise'``, or a ranked prefix with too few survivors (host method)."""
     out = []
     for b, row in enumerate(chosen.unbind(0)):
         num_p, num_kept, bad, kept_bad, enough, num_supp, num_finite, num_cands, cand_loss, mined_loss, _ = \
             values_read[_READ_PER_IMAGE * b:_READ_PER_IMAGE * (b + 1)]
         size = sizes[b]
         if bad and nonfinite == 'raise':
-            rows = values[b, :size] if valid is None else values[b, :size][valid[b, :size]]
-            _raise_nonfinite(rows, torch.isfinite(rows))
+            values, _, _, _, valid = rows()
+            bad_rows = values[b, :size] if valid is None else values[b, :size][valid[b, :size]]
+            _raise_nonfinite(bad_rows, torch.isfinite(bad_rows))
         if size > covered and not enough:
             # rare: this image's ranked prefix holds fewer survivors than the budget
+            values, boxes, labels, is_pos, valid = rows()
             out.append(select_hard_examples(values[b, :size], boxes[b, :size], num, iou_threshold,
                                             labels[b, :size] if labels is not None else None, nonfinite,
                                             is_pos[b, :size] if is_pos is not None else None, 'host', skip_limit,
@@ -490,7 +578,7 @@ def _select_padded_on_device(values: Tensor, boxes: Tensor, num: int, iou_thresh
             continue
         num_p = int(num_p)
         out.append(Selection(row[:int(num_kept)], int(num_supp) if iou_threshold is not None else 0, int(bad),
-                             num_p if is_pos is not None else None, bool(kept_bad), mined_loss, cand_loss,
+                             num_p if with_pos else None, bool(kept_bad), mined_loss, cand_loss,
                              int(num_finite), size if known_size else int(num_cands)))
     return out
 

@@ -71,8 +71,8 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     # the only way); 'ours' mines the batch's images together.
     'ours_per_image': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
                                            batch_images=False)),
-    # cuda_graph=True: the selection replayed as a captured CUDA graph (on the CPU: run eagerly on the graph's
-    # buffers; count_ops counts the replay as one launch).
+    # cuda_graph=True: the read-only targets, losses and the selection replayed as one captured CUDA graph (on
+    # the CPU: run eagerly on the graph's buffers; count_ops counts the replay as one launch).
     'ours_graph': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
                                        cuda_graph=True)),
 }
@@ -121,7 +121,7 @@ def describe_variant(variant: str) -> str:
     return (typ + (' (no loss-NMS)' if extra.get('nms', 1) is None else '')
             + (f', read-only {precision}' if typ == 'OHEMSampler' else '')
             + (', one image at a time' if extra.get('batch_images', True) is False else '')
-            + (', selection as a CUDA graph' if extra.get('cuda_graph') else '')
+            + (', losses and selection as a CUDA graph' if extra.get('cuda_graph') else '')
             + (' + RPN miner (RPNOHEMSampler)' if variant in RPN_MINED else ''))
 
 

@@ -117,7 +117,8 @@ def instrumented_parts(prep: Prepared, wrapper: Callable[[str], Callable[[Callab
 
     ``roi_head``: the RoI head's loss; ``sampler``: the R-CNN sampler's ``sample`` (of a ``WithRPNMiner``
     pair too) and, for ours, ``mine_pending`` (images mined together when the RoI head first reads a
-    result); ``readonly``: our :meth:`RoIHeadAdapter.readonly_losses` / ``readonly_losses_batch`` and mmdet's
+    result); ``readonly``: our :meth:`RoIHeadAdapter.readonly_losses` / ``readonly_losses_batch`` (with
+    ``cuda_graph=True``: ``readonly_forward_batch``, the targets and losses then run in the selection's graph) and mmdet's
     ``OHEMSampler.hard_mining``; ``loss_nms``: the host loss-NMS and, for paper mode's device path, the
     suppression matrix and the fixed-point iteration.
     """
@@ -130,6 +131,7 @@ def instrumented_parts(prep: Prepared, wrapper: Callable[[str], Callable[[Callab
         stack.enter_context(_patched(prep.model.roi_head, 'loss', wrapper('roi_head')))
         stack.enter_context(_patched(RoIHeadAdapter, 'readonly_losses', wrapper('readonly')))
         stack.enter_context(_patched(RoIHeadAdapter, 'readonly_losses_batch', wrapper('readonly')))
+        stack.enter_context(_patched(RoIHeadAdapter, 'readonly_forward_batch', wrapper('readonly')))
         stack.enter_context(_patched(MMDetOwn, 'hard_mining', wrapper('readonly')))
         for name in ('greedy_loss_nms', 'suppression_matrix', 'GreedyFixedPoint'):
             stack.enter_context(_patched(select_mod, name, wrapper('loss_nms')))
