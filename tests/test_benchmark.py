@@ -326,3 +326,14 @@ def test_bf16_benchmark_runs_on_the_cpu(tmp_path):
           '--out', str(out)])
     t = json.loads(out.read_text())['models'][0]['timings']
     assert set(t) == {'random', 'ours'} and t['ours']['parts_median_s']['readonly'] > 0.0
+
+
+def test_graph_memory_estimates_the_captured_regions_temporaries():
+    """The estimate of what a selection graph keeps reserved grows with its width (IoU matrices: squared)."""
+    from ohem_experiments.benchmark.graph_memory import graph_memory
+    small, large = graph_memory('r50_fpn', 100), graph_memory('r50_fpn', 300)
+    assert (small['width'], large['width']) == (128, 384)
+    assert 0 < small['buffers_mib'] < small['temporaries_mib'] < large['temporaries_mib']
+    assert large['temporaries_mib'] > 4 * small['temporaries_mib']  # ~ (384 / 128)^2 for the n x n parts
+    with pytest.raises(ValueError, match='rows and batch must be positive, got rows=0'):
+        graph_memory('r50_fpn', 0)
