@@ -92,7 +92,9 @@ class Progress:
 
 
 def _sync(device: str) -> None:
-    if device.startswith('cuda'):
+    # Not while a CUDA graph is being captured (cuda_graph=True's first call of a new shape inside a timed
+    # part): a synchronisation there would make the capture fail and the variant run eagerly.
+    if device.startswith('cuda') and not torch.cuda.is_current_stream_capturing():
         torch.cuda.synchronize()
 
 
