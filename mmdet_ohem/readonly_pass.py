@@ -563,6 +563,7 @@ class RowRanking:
     def deltas(self, boxes: Tensor, gt_boxes: Tensor) -> Tensor:
         """The box targets, in the boxes' dtype as mmdet's (fp16 proposals under --amp give fp16 targets)."""
         means, stds = _coder_constants(self.head.bbox_coder, boxes.device)
+        self._constants = (means, stds)  # held: a CUDA graph that captured this front reads their memory
         return _bbox2delta(boxes, gt_boxes, means, stds).to(boxes.dtype)
 
     @staticmethod

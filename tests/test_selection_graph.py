@@ -205,3 +205,70 @@ def test_cuda_graph_setting_is_checked():
     with pytest.raises(TypeError, match="cuda_graph must be True or False, got 'yes'"):
         OHEMSampler(num=8, context=model.roi_head, cuda_graph='yes')
     assert 'cuda_graph=False' in OHEMSampler(num=8, context=model.roi_head).describe()
+
+
+def test_the_captured_region_reads_nothing_back_and_copies_nothing_from_the_host():
+    """What a CUDA graph cannot capture: a read of the device (``.item()``, ``.tolist()``, ``nonzero``,
+    ``unique``, ...) or a tensor made from host data (``torch.tensor(...)``: a host-to-device copy). The
+    region ``cuda_graph=True`` captures (the head's targets, losses and ranking, then the selection rule)
+    dispatches none of them, checked operator by operator on the CPU."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from mmdet_ohem.selection.graph import CapturedSelection, GraphKey
+    forbidden = {'_local_scalar_dense', 'nonzero', 'unique', '_unique2', 'unique_dim', 'unique_consecutive',
+                 'masked_select', 'lift_fresh', 'is_nonzero', 'equal', 'item'}
+
+    class Watch(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            self.seen.add(name)
+            if name in ('index', 'index_put', 'index_put_') and any(  # a bool mask: a nonzero inside
+                    isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or [])):
+                self.seen.add('item')
+            return func(*args, **(kwargs or {}))
+
+    def watched(monkeypatch_target, watch):  # reads that dispatch no operator
+        for name in ('tolist', 'numpy'):
+            orig = getattr(torch.Tensor, name)
+
+            def spy(self, *a, _orig=orig, **k):
+                watch.seen.add('item')
+                return _orig(self, *a, **k)
+            monkeypatch_target.setattr(torch.Tensor, name, spy)
+
+    model = build(mmdet_config(FASTER_FPN, sampler=dict(num=48, cuda_graph=True), rpn_max_per_img=200))
+    sampler = model.roi_head.bbox_sampler
+    for mode in ('cls+loc', 'cls', 'loc'):
+        front = sampler.head.row_ranking(mode)
+        inputs = (('cls_score', (81, ), torch.float32), ('bbox_pred', (320, ), torch.float32),
+                  ('boxes', (4, ), torch.float32), ('gt_boxes', (4, ), torch.float32), ('labels', (), torch.long),
+                  ('is_pos', (), torch.bool))
+        for per_class in (False, True):
+            key = GraphKey(2, 256, 48, 0.7, per_class, True, 0.5, 'cpu', inputs, front.key)
+            sel = CapturedSelection(key, capture=False, front=front)
+            sel.buffers['boxes'].copy_(torch.rand(2, 256, 4) * 50 + torch.tensor([0.0, 0.0, 60.0, 60.0]))
+            sel.buffers['gt_boxes'].copy_(sel.buffers['boxes'] + 3)
+            sel.buffers['labels'].random_(0, 81)
+            sel.valid[:, :200] = True
+            sel.replay()  # lazy state (the box coder's constants), as the warm-up before a capture
+            watch = Watch()
+            with pytest.MonkeyPatch.context() as mp:
+                watched(mp, watch)
+                with watch:
+                    chosen, counts = sel.replay()
+            assert not watch.seen & forbidden, (mode, per_class, watch.seen & forbidden)
+            assert chosen.shape == (2, 256) and counts.shape == (2 * 11, )
+    # the watch sees each kind of read (a control)
+    x = torch.rand(6)
+    for read in (lambda: x.sum().item(), lambda: x.tolist(), lambda: x[x > 0.5], lambda: torch.tensor([1.0]),
+                 lambda: x.nonzero()):
+        watch = Watch()
+        with pytest.MonkeyPatch.context() as mp:
+            watched(mp, watch)
+            with watch:
+                read()
+        assert watch.seen & forbidden
