@@ -80,3 +80,13 @@ def mined_selections(model, data) -> list:
         sampler_mod.select_hard_examples, sampler_mod.select_hard_examples_padded = orig_one, orig_padded
         sampler_mod.select_hard_examples_front = orig_front
     return calls
+
+
+def train_three_steps(name: str, sampler: dict):
+    """mmdet config ``name`` with the sampler settings ``sampler`` (200 RPN proposals), three SGD steps on a
+    fixed 2-image batch from seed 0: ``(model, [log vars per step])``."""
+    import torch
+    model = build(mmdet_config(name, sampler=sampler, rpn_max_per_img=200))
+    data = batch(model, num_items=(4, 3), size=96)
+    optim = torch.optim.SGD(model.parameters(), lr=0.01)
+    return model, [train_step(model, data, optim) for _ in range(3)]

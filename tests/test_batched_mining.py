@@ -17,7 +17,7 @@ from mmdet_ohem.samplers import OHEMSampler
 from mmdet_ohem.samplers.ohem_sampler import DeferredSamplingResult
 
 from ._detectors import (CASCADE_FPN, FASTER_FPN, batch, build, mined_selections, mmdet_config, sampler_inputs,
-                         train_step)
+                         train_three_steps)
 
 
 @pytest.fixture(scope='module')
@@ -221,10 +221,7 @@ def test_training_steps_with_images_mined_together_equal_one_at_a_time(name):
     the same weights: the same losses (Shared2FC heads: no dropout, so the read-only pass is deterministic)."""
     logs = {}
     for flag in (True, False):
-        model = build(mmdet_config(name, sampler=dict(num=48, batch_images=flag), rpn_max_per_img=200))
-        data = batch(model, num_items=(4, 3), size=96)
-        optim = torch.optim.SGD(model.parameters(), lr=0.01)
-        logs[flag] = [train_step(model, data, optim) for _ in range(3)]
+        model, logs[flag] = train_three_steps(name, dict(num=48, batch_images=flag))
         samplers = model.roi_head.bbox_sampler
         assert all(s.batched is flag for s in (samplers if isinstance(samplers, list) else [samplers]))
     for a, b in zip(logs[True], logs[False]):

@@ -12,7 +12,7 @@ import torch
 from mmdet_ohem.selection import SelectionGraphs, select_hard_examples, select_hard_examples_padded
 from mmdet_ohem.selection import graph as graph_mod
 
-from ._detectors import FASTER_FPN, batch, build, mmdet_config, train_step
+from ._detectors import FASTER_FPN, batch, build, mmdet_config, train_three_steps
 
 
 def _problem(seed: int, count: int, n: int, nan: bool = False):
@@ -159,20 +159,22 @@ def test_padded_rows_reject_bad_shapes_naming_them():
     assert select_hard_examples_padded(torch.zeros(0, 3), torch.zeros(0, 3, 4), 4) == []
 
 
-def test_sampler_with_cuda_graph_trains_the_same_steps(monkeypatch):
-    """The sampler on the selection's GPU path (forced on the CPU tensors): ``cuda_graph=True`` mines the
-    same RoIs, so three training steps give the same losses; the graph's buffers were used."""
+@pytest.fixture
+def gpu_selection_path(monkeypatch):
+    """The selection takes its CUDA path (device rule, graphs) on the CPU tensors."""
     from mmdet_ohem.selection import select as select_mod
     orig = select_mod.resolve_method
     monkeypatch.setattr(select_mod, 'resolve_method',
                         lambda method, device, n: orig(method, torch.device('cuda'), n) if method == 'auto'
                         else orig(method, device, n))
+
+
+def test_sampler_with_cuda_graph_trains_the_same_steps(gpu_selection_path):
+    """The sampler on the selection's GPU path (forced on the CPU tensors): ``cuda_graph=True`` mines the
+    same RoIs, so three training steps give the same losses; the graph's buffers were used."""
     logs = {}
     for graph in (False, True):
-        model = build(mmdet_config(FASTER_FPN, sampler=dict(num=48, cuda_graph=graph), rpn_max_per_img=200))
-        data = batch(model, num_items=(4, 3), size=96)
-        optim = torch.optim.SGD(model.parameters(), lr=0.01)
-        logs[graph] = [train_step(model, data, optim) for _ in range(3)]
+        model, logs[graph] = train_three_steps(FASTER_FPN, dict(num=48, cuda_graph=graph))
         graphs = model.roi_head.bbox_sampler._graphs
         assert (graphs is not None) == graph
         if graph:
@@ -180,16 +182,10 @@ def test_sampler_with_cuda_graph_trains_the_same_steps(monkeypatch):
     assert logs[True] == logs[False]
 
 
-def test_graph_path_mines_what_the_host_selection_mines_from_the_same_losses(monkeypatch):
+def test_graph_path_mines_what_the_host_selection_mines_from_the_same_losses(gpu_selection_path):
     """With ``cuda_graph=True`` the targets and losses run in the graph with the selection; the losses
     they give, selected by the host reference image by image, give the same RoIs."""
-    from mmdet_ohem.selection import select as select_mod
-
     from ._detectors import mined_selections
-    orig = select_mod.resolve_method
-    monkeypatch.setattr(select_mod, 'resolve_method',
-                        lambda method, device, n: orig(method, torch.device('cuda'), n) if method == 'auto'
-                        else orig(method, device, n))
     model = build(mmdet_config(FASTER_FPN, sampler=dict(num=48, cuda_graph=True), rpn_max_per_img=200))
     data = batch(model, num_items=(4, 3), size=96)
     calls = mined_selections(model, data)
