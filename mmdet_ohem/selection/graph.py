@@ -7,8 +7,15 @@ on a ``(B, n)`` problem of ~2 x 1,000 rows. Nothing in it reads the device and e
 ``(B, n)`` and the settings, so it can be captured once as a CUDA graph and replayed: a handful of launches
 (the input copies, one replay, one copy of the result) instead of about a hundred.
 
+**With a front** (:meth:`SelectionGraphs.run_front`, what ``OHEMSampler(cuda_graph=True)`` uses): the ranking
+losses are computed inside the same graph from the RoI head's read-only outputs by a
+:class:`~mmdet_ohem.selection.select.RankingFront` (the head's box targets, per-row losses and ranking,
+:class:`~mmdet_ohem.readonly_pass.RowRanking`), so the graph replaces about 120 operators; the inputs are
+then the outputs and the rows' boxes, gt boxes, labels and positives.
+
 **Static shapes.** A graph is captured per :class:`GraphKey`: the batch size, ``n`` rounded up to a
-multiple of :data:`BUCKET` (the static input buffers' width), the budget and the loss-NMS settings. Each
+multiple of :data:`BUCKET` (the static input buffers' width), the budget, the loss-NMS settings, the inputs'
+names, per-row shapes and dtypes, and the front's ``key``. Each
 call copies its ``(B, n)`` rows into the first ``n`` columns of the buffers and clears ``valid`` beyond
 them; the rows beyond are padding, inert by construction of the rule (never valid, so never mined, never
 suppressing, never counted, ranked last), whatever stale values they hold. The result is therefore that
@@ -18,7 +25,7 @@ padding). At most :data:`MAX_GRAPHS` graphs are kept (least recently used droppe
 
 **Fallbacks.** The graph runs the blind fixed-point steps only; when they did not converge (a suppression
 chain longer than usual, read back with the counts), :meth:`SelectionGraphs.run` returns ``None`` and the
-caller runs the eager rule, which iterates on. A capture that fails (an operator that cannot be captured
+caller runs the eager rule, which iterates on (with a front, on losses then computed eagerly). A capture that fails (an operator that cannot be captured
 on some PyTorch build) disables graphs for the process with one warning; training goes on eagerly.
 
 **Without CUDA** (``capture=False``, the tests on the CPU): the same buffers and copies, and the rule run
