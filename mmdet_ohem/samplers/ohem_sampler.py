@@ -32,7 +32,7 @@ from torch import Tensor
 from ..readonly_pass import READONLY_BATCH_ROIS, READONLY_PRECISIONS, BatchRows, RoIHeadAdapter
 from ..selection import (FrontRows, Selection, SelectionGraphs, invalid_boxes, select_hard_examples,
                          select_hard_examples_front, select_hard_examples_padded, select_hard_examples_ratio)
-from ..selection.select import NONFINITE_SKIP_LIMIT
+from ..selection.select import NONFINITE_SKIP_LIMIT, pad_rows
 from .candidates import CandidateSampler
 from .checks import check_mining_settings
 from .loss_nms import LossNMS
@@ -591,23 +591,14 @@ class OHEMSampler(MinerMixin, CandidateSampler):
         # unusable boxes, masked, not gathered.
         image_boxes = [get_box_tensor(item.priors) for item in pending]
         count, n = len(pending), max(b.shape[0] for b in image_boxes)
-
-        def padded(parts: List[Tensor], value: float) -> Tensor:
-            pieces = []
-            for part in parts:
-                pieces.append(part)
-                if part.shape[0] < n:
-                    pieces.append(part.new_full((n - part.shape[0], ) + tuple(part.shape[1:]), value))
-            return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
-
-        boxes = padded(image_boxes, 0.0)
+        boxes = pad_rows(image_boxes, 0.0, n)
         extents = {item.extent for item in pending}
         bad = invalid_boxes(boxes, extents.pop()) if len(extents) == 1 else \
             torch.cat([invalid_boxes(b, item.extent) for b, item in zip(boxes.split(n), pending)])
-        gt_inds = padded([item.assign_result.gt_inds for item in pending], -1)
+        gt_inds = pad_rows([item.assign_result.gt_inds for item in pending], -1, n)
         is_pos = gt_inds > 0
         valid = (gt_inds >= 0) & ~bad
-        labels = torch.where(is_pos, padded([item.assign_result.labels for item in pending], -1), num_classes)
+        labels = torch.where(is_pos, pad_rows([item.assign_result.labels for item in pending], -1, n), num_classes)
         gt_boxes = torch.cat([get_box_tensor(item.gt_instances.bboxes)[(g - 1).clamp(min=0)]
                               if len(item.gt_instances.bboxes) else b
                               for b, g, item in zip(boxes.split(n), gt_inds.split(n), pending)])

@@ -213,21 +213,28 @@ def _count(value, like: Tensor) -> Tensor:
     return torch.tensor(int(value), dtype=torch.long, device=like.device)
 
 
-def _pad(rows: Sequence[Tensor], value: float | bool) -> Tensor:
-    """``(B, n_max, ...)``: the rows stacked, each padded at its end with ``value`` (one row: a view).
+def pad_rows(rows: Sequence[Tensor], value: float | bool, length: Optional[int] = None) -> Tensor:
+    """``(B * n, ...)``: the rows concatenated, each padded at its end with ``value`` to ``n`` rows (``length``,
+    default the longest row's), so that a view as ``(B, n, ...)`` gives one row per image.
 
-    One concatenation of the rows and their padding, viewed as ``(B, n_max, ...)``: two operators plus one
-    fill per padded row (``pad_sequence`` dispatches three per row).
+    One concatenation of the rows and their padding: one operator plus one fill per padded row
+    (``pad_sequence`` dispatches three per row); nothing at all for a single row of full length.
     """
-    if len(rows) == 1:
-        return rows[0][None]
-    n = max(r.shape[0] for r in rows)
+    n = max(r.shape[0] for r in rows) if length is None else length
     pieces = []
     for r in rows:
         pieces.append(r)
         if r.shape[0] < n:
             pieces.append(r.new_full((n - r.shape[0], ) + tuple(r.shape[1:]), value))
-    return torch.cat(pieces).view((len(rows), n) + tuple(rows[0].shape[1:]))
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+
+def _pad(rows: Sequence[Tensor], value: float | bool) -> Tensor:
+    """``(B, n_max, ...)``: :func:`pad_rows` viewed with one row per image (one row: a view)."""
+    if len(rows) == 1:
+        return rows[0][None]
+    n = max(r.shape[0] for r in rows)
+    return pad_rows(rows, value, n).view((len(rows), n) + tuple(rows[0].shape[1:]))
 
 
 def select_hard_examples_batch(losses: Sequence[Tensor],
