@@ -148,7 +148,8 @@ def test_a_failed_capture_warns_once_and_the_selection_runs_eagerly():
                                                method='host', valid=valid[b]))
     assert len(seen) == 1 and graphs.failed and not graphs._cache
     with pytest.warns(UserWarning, match='capturing the selection as a CUDA graph failed'):
-        SelectionGraphs(capture=True).run(losses, boxes, 16, 0.7, None, is_pos, 0.5, valid)
+        select_hard_examples_padded(losses, boxes, 16, 0.7, None, 'skip', is_pos, method='device', valid=valid,
+                                    graphs=SelectionGraphs(capture=True))
 
 
 def test_padded_rows_reject_bad_shapes_naming_them():

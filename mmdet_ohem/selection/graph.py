@@ -7,11 +7,12 @@ on a ``(B, n)`` problem of ~2 x 1,000 rows. Nothing in it reads the device and e
 ``(B, n)`` and the settings, so it can be captured once as a CUDA graph and replayed: a handful of launches
 (the input copies, one replay, one copy of the result) instead of about a hundred.
 
-**With a front** (:meth:`SelectionGraphs.run_front`, what ``OHEMSampler(cuda_graph=True)`` uses): the ranking
-losses are computed inside the same graph from the RoI head's read-only outputs by a
-:class:`~mmdet_ohem.selection.select.RankingFront` (the head's box targets, per-row losses and ranking,
-:class:`~mmdet_ohem.readonly_pass.RowRanking`), so the graph replaces about 120 operators; the inputs are
-then the outputs and the rows' boxes, gt boxes, labels and positives.
+**The front.** The ranking losses are computed inside the same graph from the inputs by a
+:class:`~mmdet_ohem.selection.select.RankingFront`: for ``OHEMSampler(cuda_graph=True)`` the RoI head's box
+targets, per-row losses and ranking (:class:`~mmdet_ohem.readonly_pass.RowRanking`) from its read-only
+outputs and the rows' boxes, gt boxes, labels and positives, so the graph replaces about 120 operators;
+for :func:`~mmdet_ohem.selection.select_hard_examples_padded` with given losses,
+:class:`~mmdet_ohem.selection.select.GivenLosses` hands back its input ``values``.
 
 **Static shapes.** A graph is captured per :class:`GraphKey`: the batch size, ``n`` rounded up to a
 multiple of :data:`BUCKET` (the static input buffers' width), the budget, the loss-NMS settings, the inputs'
@@ -25,7 +26,7 @@ padding). At most :data:`MAX_GRAPHS` graphs are kept (least recently used droppe
 
 **Fallbacks.** The graph runs the blind fixed-point steps only; when they did not converge (a suppression
 chain longer than usual, read back with the counts), :meth:`SelectionGraphs.run` returns ``None`` and the
-caller runs the eager rule, which iterates on (with a front, on losses then computed eagerly). A capture that fails (an operator that cannot be captured
+caller runs the eager rule, which iterates on (on losses then computed eagerly). A capture that fails (an operator that cannot be captured
 on some PyTorch build) disables graphs for the process with one warning; training goes on eagerly.
 
 **Without CUDA** (``capture=False``, the tests on the CPU): the same buffers and copies, and the rule run
@@ -42,10 +43,10 @@ import warnings
 import torch
 from torch import Tensor
 
-from .select import DeviceRule
+from .select import DeviceRule, FrontRows
 
 if TYPE_CHECKING:
-    from .select import FrontRows
+    from .select import RankingFront
 
 __all__ = ['BUCKET', 'MAX_GRAPHS', 'MAX_GRAPH_SIZE', 'GraphKey', 'CapturedSelection', 'SelectionGraphs']
 
@@ -74,8 +75,8 @@ class GraphKey:
     with_pos: bool
     skip_limit: float
     device: str
-    inputs: Tuple[Tuple[str, Tuple[int, ...], torch.dtype], ...] = ()
-    front: Hashable = None
+    inputs: Tuple[Tuple[str, Tuple[int, ...], torch.dtype], ...]
+    front: Hashable
 
 
 class CapturedSelection:
@@ -86,12 +87,10 @@ class CapturedSelection:
         key: The shapes, settings and inputs.
         capture: Capture a CUDA graph (the buffers' device must be CUDA); ``False`` runs the rule eagerly
             on the buffers at each call instead (for the CPU).
-        front: Computes the ranking losses from the inputs (see :class:`~mmdet_ohem.selection.select.FrontRows`);
-            ``None``: the losses are the input ``values``.
+        front: Computes the ranking losses from the inputs (a :class:`~mmdet_ohem.selection.select.RankingFront`).
     """
 
-    def __init__(self, key: GraphKey, capture: bool, front: Optional[Callable[[Dict[str, Tensor]], Tensor]] = None
-                 ) -> None:
+    def __init__(self, key: GraphKey, capture: bool, front: 'RankingFront') -> None:
         self.key, self.front = key, front
         dev = torch.device(key.device)
         shape = (key.batch, key.size)
@@ -106,11 +105,7 @@ class CapturedSelection:
     def _rule(self) -> Tuple[Tensor, Tensor]:
         k, buf = self.key, self.buffers
         with torch.autocast(device_type=self.valid.device.type, enabled=False):
-            if self.front is None:
-                values = buf['values']
-            else:
-                values = self.front({name: t.flatten(0, 1) for name, t in buf.items()}).view(k.batch, k.size)
-            return DeviceRule(values, buf['boxes'], k.num, k.iou_threshold, buf['labels'] if k.per_class else None,
+            return DeviceRule(FrontRows.evaluate(self.front, buf), buf['boxes'], k.num, k.iou_threshold, buf['labels'] if k.per_class else None,
                               buf['is_pos'] if k.with_pos else None, k.skip_limit, self.valid).readout()
 
     def _capture(self) -> None:
@@ -187,8 +182,7 @@ class SelectionGraphs:
         return GraphKey(batch, size, int(num), float(iou_threshold), bool(per_class), bool(with_pos),
                         float(skip_limit), str(first.device), spec, front)
 
-    def _get(self, key: GraphKey, front: Optional[Callable[[Dict[str, Tensor]], Tensor]]
-             ) -> Optional[CapturedSelection]:
+    def _get(self, key: GraphKey, front: 'RankingFront') -> Optional[CapturedSelection]:
         sel = self._cache.get(key)
         if sel is not None:
             self._cache.move_to_end(key)
@@ -211,35 +205,18 @@ class SelectionGraphs:
         warnings.warn(f'mmdet_ohem: capturing the selection as a CUDA graph failed ({type(e).__name__}: {e}); '
                       f'it runs eagerly from now on (the same result, more kernel launches)')
 
-    def run(self, values: Tensor, boxes: Tensor, num: int, iou_threshold: float, labels: Optional[Tensor],
-            is_pos: Optional[Tensor], skip_limit: float,
-            valid: Optional[Tensor]) -> Optional[Tuple[Tensor, List[float]]]:
-        """The device rule's ``(chosen, read values)`` for ``(B, n)`` rows (see
-        :func:`~mmdet_ohem.selection.select._select_padded_on_device`), or ``None`` where the caller must run
-        the eager rule: graphs off (a capture failed), rows wider than :data:`MAX_GRAPH_SIZE`, or blind
-        fixed-point steps that did not converge. ``chosen`` is the caller's own tensor (not a buffer)."""
-        inputs = {'values': values.float(), 'boxes': boxes.float()}
-        if is_pos is not None:
-            inputs['is_pos'] = is_pos
-        if labels is not None:
-            inputs['labels'] = labels
-        return self._run(inputs, None, None, num, iou_threshold, labels is not None, is_pos is not None,
-                         skip_limit, valid)
-
-    def run_front(self, rows: 'FrontRows', num: int, iou_threshold: float, per_class: bool, with_pos: bool,
-                  skip_limit: float, valid: Optional[Tensor]) -> Optional[Tuple[Tensor, List[float]]]:
-        """:meth:`run` with the ranking losses computed inside the graph by ``rows.front`` from ``rows.inputs``
-        (which hold ``boxes``, and ``is_pos`` / ``labels`` where the rule takes them)."""
-        return self._run(rows.inputs, rows.front, rows.front.key, num, iou_threshold, per_class, with_pos,
-                         skip_limit, valid)
-
-    def _run(self, inputs: Dict[str, Tensor], front: Optional[Callable[[Dict[str, Tensor]], Tensor]],
-             front_key: Hashable, num: int, iou_threshold: float, per_class: bool, with_pos: bool, skip_limit: float,
-             valid: Optional[Tensor]) -> Optional[Tuple[Tensor, List[float]]]:
+    def run(self, rows: 'FrontRows', num: int, iou_threshold: float, per_class: bool, with_pos: bool,
+            skip_limit: float, valid: Optional[Tensor]) -> Optional[Tuple[Tensor, List[float]]]:
+        """The device rule's ``(chosen, read values)`` for :class:`~mmdet_ohem.selection.select.FrontRows`
+        (``(B, n)``; the ranking losses computed inside the graph by ``rows.front`` from ``rows.inputs``, which
+        hold ``boxes``, and ``is_pos`` / ``labels`` where the rule takes them), or ``None`` where the caller
+        must run the eager rule: graphs off (a capture failed), rows wider than :data:`MAX_GRAPH_SIZE`, or
+        blind fixed-point steps that did not converge. ``chosen`` is the caller's own tensor (not a buffer)."""
+        inputs, front = rows.inputs, rows.front
         n = inputs['boxes'].shape[1]
         if self.failed is not None or n > MAX_GRAPH_SIZE or n == 0:
             return None
-        sel = self._get(self.key(inputs, num, iou_threshold, per_class, with_pos, skip_limit, front_key), front)
+        sel = self._get(self.key(inputs, num, iou_threshold, per_class, with_pos, skip_limit, front.key), front)
         if sel is None:
             return None
         sel.load(inputs, valid)

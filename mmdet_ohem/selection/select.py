@@ -26,8 +26,8 @@ from .nms import GreedyFixedPoint, device_prefix, greedy_loss_nms, rank_by_loss,
 if TYPE_CHECKING:
     from .graph import SelectionGraphs
 
-__all__ = ['Selection', 'NonFinitePolicy', 'NONFINITE_SKIP_LIMIT', 'DeviceRule', 'FrontRows', 'RankingFront',
-           'select_hard_examples', 'select_hard_examples_batch', 'select_hard_examples_front',
+__all__ = ['Selection', 'NonFinitePolicy', 'NONFINITE_SKIP_LIMIT', 'DeviceRule', 'FrontRows', 'GivenLosses',
+           'RankingFront', 'select_hard_examples', 'select_hard_examples_batch', 'select_hard_examples_front',
            'select_hard_examples_padded', 'select_hard_examples_ratio']
 
 NonFinitePolicy = Literal['skip', 'raise']
@@ -355,9 +355,17 @@ def select_hard_examples_padded(losses: Tensor,
                                      is_pos[b] if is_pos is not None else None, method, nonfinite_skip_limit,
                                      valid[b] if valid is not None else None)
                 for b in range(count)]
+    if graphs is not None and iou_threshold is not None:  # the rule in a graph, on the given losses
+        inputs = {'values': losses.float(), 'boxes': boxes.float()}
+        if is_pos is not None:
+            inputs['is_pos'] = is_pos
+        if labels is not None:
+            inputs['labels'] = labels
+        return select_hard_examples_front(FrontRows(GIVEN_LOSSES, inputs), num, iou_threshold, labels is not None,
+                                          nonfinite, is_pos is not None, nonfinite_skip_limit, valid, graphs, method)
     return _select_padded_on_device(losses, boxes, num, iou_threshold, labels, nonfinite,
                                     is_pos.bool() if is_pos is not None else None, nonfinite_skip_limit,
-                                    valid.bool() if valid is not None else None, [n] * count, graphs)
+                                    valid.bool() if valid is not None else None, [n] * count)
 
 
 #: Values per image in the device method's one read: mined positives, mined, non-finite, non-finite kept,
@@ -488,12 +496,30 @@ class FrontRows:
     def shape(self) -> torch.Size:
         return self.inputs['boxes'].shape[:2]
 
+    @staticmethod
+    def evaluate(front: RankingFront, inputs: Dict[str, Tensor]) -> Tensor:
+        """``(B, n)``: ``front`` on ``(B, n, ...)`` inputs (flattened to rows and back)."""
+        count, n = inputs['boxes'].shape[:2]
+        return front({k: t.flatten(0, 1) for k, t in inputs.items()}).view(count, n)
+
     def losses(self) -> Tensor:
         """``(B, n)`` ranking losses, computed eagerly (once)."""
         if self._losses is None:
-            count, n = self.shape
-            self._losses = self.front({k: t.flatten(0, 1) for k, t in self.inputs.items()}).view(count, n)
+            self._losses = self.evaluate(self.front, self.inputs)
         return self._losses
+
+
+class GivenLosses:
+    """The :class:`RankingFront` of rows whose ranking losses are given (input ``values``): how
+    :func:`select_hard_examples_padded` runs on a CUDA graph."""
+
+    key = 'GivenLosses'
+
+    def __call__(self, rows: Dict[str, Tensor]) -> Tensor:
+        return rows['values']
+
+
+GIVEN_LOSSES = GivenLosses()
 
 
 def select_hard_examples_front(rows: FrontRows,
@@ -504,7 +530,8 @@ def select_hard_examples_front(rows: FrontRows,
                                with_pos: bool = True,
                                nonfinite_skip_limit: float = NONFINITE_SKIP_LIMIT,
                                valid: Optional[Tensor] = None,
-                               graphs: Optional['SelectionGraphs'] = None) -> List[Selection]:
+                               graphs: Optional['SelectionGraphs'] = None,
+                               method: str = 'auto') -> List[Selection]:
     """:func:`select_hard_examples_padded` on :class:`FrontRows`: with ``graphs`` (CUDA, loss-NMS on), the
     ranking losses and the rule run in one captured CUDA graph; else, and where the graph cannot serve, the
     losses are computed eagerly and the rows selected by :func:`select_hard_examples_padded`. The same result
@@ -521,42 +548,32 @@ def select_hard_examples_front(rows: FrontRows,
         valid = valid.bool()
     count, n = rows.shape
     if graphs is not None and iou_threshold is not None and count and n \
-            and resolve_method('auto', rows.inputs['boxes'].device, n) == 'device':
+            and resolve_method(method, rows.inputs['boxes'].device, n) == 'device':
         _check_policy(nonfinite, nonfinite_skip_limit)
-        read = graphs.run_front(rows, num, iou_threshold, per_class, with_pos, nonfinite_skip_limit, valid)
+        read = graphs.run(rows, num, iou_threshold, per_class, with_pos, nonfinite_skip_limit, valid)
         if read is not None:
             return _selections_from_read(read[0], read[1], device_prefix(n, num), [n] * count, num, iou_threshold,
                                          nonfinite, nonfinite_skip_limit, valid is None, with_pos,
                                          lambda: (rows.losses(), rows.inputs['boxes'], labels, is_pos, valid))
     return select_hard_examples_padded(rows.losses(), rows.inputs['boxes'], num, iou_threshold, labels, nonfinite,
-                                       is_pos, 'auto', nonfinite_skip_limit, valid)
+                                       is_pos, method, nonfinite_skip_limit, valid)
 
 
 def _select_padded_on_device(values: Tensor, boxes: Tensor, num: int, iou_threshold: Optional[float],
                              labels: Optional[Tensor], nonfinite: NonFinitePolicy, is_pos: Optional[Tensor],
-                             skip_limit: float, valid: Optional[Tensor], sizes: Sequence[int],
-                             graphs: Optional['SelectionGraphs'] = None) -> List[Selection]:
+                             skip_limit: float, valid: Optional[Tensor], sizes: Sequence[int]) -> List[Selection]:
     """Paper mode for ``B`` images padded to ``(B, n)`` (image ``b``'s rows are the first ``sizes[b]`` of
     row ``b``) with one host read, the same result as the host path per image (see the module docstring
-    and :class:`DeviceRule`). With ``graphs``, the rule runs as a captured CUDA graph; the rare image that
-    needs more (a suppression chain longer than the blind fixed-point steps, a ranked prefix with too few
-    survivors) takes the eager path below, which handles it."""
-    read = graphs.run(values, boxes, num, iou_threshold, labels, is_pos, skip_limit, valid) \
-        if graphs is not None and iou_threshold is not None else None
-    if read is not None:
-        chosen, values_read = read
-        covered = device_prefix(values.shape[-1], num)
-    else:
-        rule = DeviceRule(values, boxes, num, iou_threshold, labels, is_pos, skip_limit, valid)
-        while True:
-            chosen, counts = rule.readout()
-            values_read = counts.tolist()  # the one host read, for all images
-            if rule.fp is None or not values_read[-1]:
-                break
-            rule.fp.resolve()  # rare: a suppression chain longer than the blind steps
-            rule.from_fixed_point()
-        covered = rule.covered
-    return _selections_from_read(chosen, values_read, covered, sizes, num, iou_threshold, nonfinite, skip_limit,
+    and :class:`DeviceRule`); the rule iterates on where the blind fixed-point steps did not converge."""
+    rule = DeviceRule(values, boxes, num, iou_threshold, labels, is_pos, skip_limit, valid)
+    while True:
+        chosen, counts = rule.readout()
+        values_read = counts.tolist()  # the one host read, for all images
+        if rule.fp is None or not values_read[-1]:
+            break
+        rule.fp.resolve()  # rare: a suppression chain longer than the blind steps
+        rule.from_fixed_point()
+    return _selections_from_read(chosen, values_read, rule.covered, sizes, num, iou_threshold, nonfinite, skip_limit,
                                  valid is None, is_pos is not None, lambda: (values, boxes, labels, is_pos, valid))
 
 
