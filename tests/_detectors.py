@@ -22,63 +22,63 @@ def sampler_inputs(model, data):
 
 def mined_selections(model, data) -> list:
     """Runs ``model.loss`` once and records, per image, the inputs and result of the sampler's selection
-    (moved to the CPU): the images of a batch are mined together (``select_hard_examples_batch``, the
-    default, on ``(B, n)`` rows: ``select_hard_examples_padded``) or one at a time (``select_hard_examples``: ``batch_images=False`` and heads mined per image)."""
+    (moved to the CPU): the images of a batch are mined together (the default: ``select_hard_examples_padded``
+    on ``(B, n)`` rows, or ``select_hard_examples_front`` with ``cuda_graph=True``, whose losses are recorded
+    from an eager evaluation) or one at a time (``select_hard_examples``: ``batch_images=False`` and heads
+    mined per image)."""
     import inspect
 
     import torch
 
     import mmdet_ohem.samplers.ohem_sampler as sampler_mod
-    orig_one, orig_padded = sampler_mod.select_hard_examples, sampler_mod.select_hard_examples_padded
+    names = ('select_hard_examples', 'select_hard_examples_padded', 'select_hard_examples_front')
+    origs = {name: getattr(sampler_mod, name) for name in names}
     calls = []
 
     def cpu(v):
         return v.cpu() if torch.is_tensor(v) else v
 
     def one(losses, boxes, *args, **kwargs):
-        sel = orig_one(losses, boxes, *args, **kwargs)
+        sel = origs['select_hard_examples'](losses, boxes, *args, **kwargs)
         calls.append((losses.cpu(), boxes.cpu(), tuple(map(cpu, args)),
                       {k: cpu(v) for k, v in kwargs.items()}, sel.indices.cpu(), losses.device))
         return sel
 
-    def padded(*args, **kwargs):
-        sels = orig_padded(*args, **kwargs)
-        bound = inspect.signature(orig_padded).bind(*args, **kwargs)
-        bound.apply_defaults()
-        a = bound.arguments
-        for b, sel in enumerate(sels):  # (B, n) rows: row b is image b's select_hard_examples call
-            one_image = {k: None if v is None else v[b].cpu() for k, v in a.items()
-                         if k in ('labels', 'is_pos', 'valid')}
-            calls.append((a['losses'][b].cpu(), a['boxes'][b].cpu(), (a['num'], a['iou_threshold']),
-                          dict(one_image, nonfinite=a['nonfinite'], nonfinite_skip_limit=a['nonfinite_skip_limit']),
-                          sel.indices.cpu(), a['losses'].device))
-        return sels
+    def per_row(name, rows_of):
+        """A spy on the (B, n) function ``name``: row b of its rows is image b's select_hard_examples call;
+        ``rows_of(arguments)`` gives ``(losses, boxes, labels, is_pos, valid)``, each ``(B, n, ...)`` or None."""
+        def spy(*args, **kwargs):
+            sels = origs[name](*args, **kwargs)
+            bound = inspect.signature(origs[name]).bind(*args, **kwargs)
+            bound.apply_defaults()
+            a = bound.arguments
+            losses, boxes, labels, is_pos, valid = rows_of(a)
+            for b, sel in enumerate(sels):
+                one_image = {k: None if v is None else v[b].cpu()
+                             for k, v in (('labels', labels), ('is_pos', is_pos), ('valid', valid))}
+                calls.append((losses[b].cpu(), boxes[b].float().cpu(), (a['num'], a['iou_threshold']),
+                              dict(one_image, nonfinite=a['nonfinite'], nonfinite_skip_limit=a['nonfinite_skip_limit']),
+                              sel.indices.cpu(), losses.device))
+            return sels
+        return spy
 
-    orig_front = sampler_mod.select_hard_examples_front
+    def front_rows(a):
+        rows = a['rows']
+        return (rows.losses(), rows.inputs['boxes'], rows.inputs['labels'] if a['per_class'] else None,
+                rows.inputs['is_pos'] if a['with_pos'] else None, a['valid'])
 
-    def front(*args, **kwargs):  # the losses computed inside the graph: recorded from an eager evaluation
-        sels = orig_front(*args, **kwargs)
-        bound = inspect.signature(orig_front).bind(*args, **kwargs)
-        bound.apply_defaults()
-        a = bound.arguments
-        rows, losses = a['rows'], a['rows'].losses()
-        for b, sel in enumerate(sels):
-            one_image = {'labels': rows.inputs['labels'][b].cpu() if a['per_class'] else None,
-                         'is_pos': rows.inputs['is_pos'][b].cpu() if a['with_pos'] else None,
-                         'valid': a['valid'][b].cpu() if a['valid'] is not None else None}
-            calls.append((losses[b].cpu(), rows.inputs['boxes'][b].float().cpu(), (a['num'], a['iou_threshold']),
-                          dict(one_image, nonfinite=a['nonfinite'], nonfinite_skip_limit=a['nonfinite_skip_limit']),
-                          sel.indices.cpu(), losses.device))
-        return sels
-
-    sampler_mod.select_hard_examples, sampler_mod.select_hard_examples_padded = one, padded
-    sampler_mod.select_hard_examples_front = front
+    spies = {'select_hard_examples': one,
+             'select_hard_examples_padded': per_row('select_hard_examples_padded', lambda a: (
+                 a['losses'], a['boxes'], a['labels'], a['is_pos'], a['valid'])),
+             'select_hard_examples_front': per_row('select_hard_examples_front', front_rows)}
+    for name, spy in spies.items():
+        setattr(sampler_mod, name, spy)
     try:
         with torch.no_grad():
             model.loss(data['inputs'], data['data_samples'])
     finally:
-        sampler_mod.select_hard_examples, sampler_mod.select_hard_examples_padded = orig_one, orig_padded
-        sampler_mod.select_hard_examples_front = orig_front
+        for name, orig in origs.items():
+            setattr(sampler_mod, name, orig)
     return calls
 
 
