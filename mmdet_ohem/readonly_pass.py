@@ -771,9 +771,7 @@ class RoIHeadAdapter:
         Raises:
             TypeError: If the head is not :attr:`batchable`.
         """
-        if not self.batchable:
-            raise TypeError(f'readonly_losses_batch: {type(self.roi_head).__name__} / '
-                            f'{type(self.bbox_head).__name__} is mined one image at a time')
+        self._require_batchable('readonly_losses_batch')
         front = RowRanking(self, 'cls+loc')
         with torch.no_grad(), frozen_buffers(self.roi_head):
             # Targets first (no host reads): the host then queues the losses and the selection while the
@@ -792,11 +790,14 @@ class RoIHeadAdapter:
         Raises:
             TypeError: If the head is not :attr:`batchable`.
         """
-        if not self.batchable:
-            raise TypeError(f'readonly_forward_batch: {type(self.roi_head).__name__} / '
-                            f'{type(self.bbox_head).__name__} is mined one image at a time')
+        self._require_batchable('readonly_forward_batch')
         with torch.no_grad(), frozen_buffers(self.roi_head):
             return self._readonly_outputs(batch, autocast_dtype, max_rois)
+
+    def _require_batchable(self, caller: str) -> None:
+        if not self.batchable:
+            raise TypeError(f'{caller}: {type(self.roi_head).__name__} / {type(self.bbox_head).__name__} is mined '
+                            f'one image at a time')
 
     def _readonly_outputs(self, batch: BatchRows, autocast_dtype: Optional[Union[torch.dtype, str]],
                           max_rois: int) -> Tuple[Optional[Tensor], Optional[Tensor]]:
