@@ -9,7 +9,7 @@ import torch
 from ohem_experiments.benchmark import report
 from ohem_experiments.benchmark.nms_timing import proposal_like_boxes, time_loss_nms
 from ohem_experiments.benchmark.detectors import base_sampler_settings, load_config, prepare, sampler_cfg, train_step
-from ohem_experiments.benchmark.timing import VariantTiming, _StateRestorer, paired_ratio
+from ohem_experiments.benchmark.timing import VariantTiming, _StateRestorer, median_ci, paired_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,6 +103,44 @@ def test_paired_ratio_takes_each_round_against_the_same_round():
     assert paired_ratio(ours, None) is None and paired_ratio(VariantTiming(times=[1.0]), random) is None
 
 
+def test_median_ci_is_the_distribution_free_order_statistic_interval():
+    """The textbook ranks (n = 6: x1..x6, 10: x2..x9, 20: x6..x15, 30: x10..x21 at 95%), whatever the
+    values' order; none below 6 values; over many samples it covers the median at least 95% of the time."""
+    import random
+    assert median_ci([3.0, 1.0, 2.0, 5.0, 4.0]) is None
+    for n, (lo, hi) in {6: (1, 6), 10: (2, 9), 20: (6, 15), 30: (10, 21)}.items():
+        values = list(range(n, 0, -1))
+        assert median_ci(values) == (lo, hi)
+    assert median_ci(list(range(1, 31)), 0.5) == (13, 18)
+    rng = random.Random(0)
+    covered = sum(lo <= 0.0 <= hi for lo, hi in (median_ci([rng.gauss(0, 1) ** 3 for _ in range(30)])
+                                                  for _ in range(2000)))
+    assert covered / 2000 >= 0.94
+    with pytest.raises(ValueError, match='confidence must be in \\(0, 1\\), got 1.5'):
+        median_ci([1.0] * 10, 1.5)
+
+
+def test_time_targets_are_decided_by_the_paired_ratios_interval():
+    """30 rounds of ours at 1.00-1.06× RandomSampler (limit 1.03 for R50-FPN AMP): the interval holds the
+    limit, so the run cannot decide; at 0.99-1.03× it is met, at 1.04-1.08× missed, whatever the round-to-round
+    drift that both variants share. The interval is in the check and in the tables."""
+    def run(lo, hi):
+        drift = [1.0 + 0.5 * (i % 3) for i in range(30)]
+        ours = [d * (lo + (hi - lo) * ((7 * i) % 30) / 29) for i, d in enumerate(drift)]
+        return {'random': VariantTiming(times=drift), 'mmdet_ohem': VariantTiming(times=[d * 1.2 for d in drift]),
+                'ours': VariantTiming(times=ours)}
+    memory = {'random': {'peak_mb': 1000}, 'ours': {'peak_mb': 1000}}
+    for (lo, hi), status in {(1.0, 1.06): 'undecided', (0.99, 1.03): 'met', (1.04, 1.08): 'MISSED'}.items():
+        checks = report.check_targets('r50_fpn', run(lo, hi), memory, 'cuda', 'fp16')
+        time_check = next(c for c in checks if c['target'].endswith('time ours / RandomSampler'))
+        assert time_check['status'] == status
+        assert lo <= time_check['ci'][0] < time_check['value'] < time_check['ci'][1] <= hi
+        assert next(c for c in checks if 'mmdet OHEM' in c['target'])['status'] == 'met'
+        table = report.targets_table(checks)
+        assert f"{time_check['ci'][0]:.3f}–{time_check['ci'][1]:.3f}" in table and '| 95% CI |' in table
+    assert f"({time_check['ci'][0]:.3f}–{time_check['ci'][1]:.3f})" in report.model_table(run(1.04, 1.08), memory)
+
+
 def test_rerender_rebuilds_a_saved_runs_tables_from_its_samples(tmp_path, capsys):
     """``--rerender``: an older run's JSON (no paired column) gets the current tables; samples untouched."""
     from ohem_experiments.benchmark import cli
@@ -126,7 +164,7 @@ def test_rerender_rebuilds_a_saved_runs_tables_from_its_samples(tmp_path, capsys
     got = json.loads(path.read_text())
     row = got['models'][0]
     assert row['timings'] == saved['models'][0]['timings'] and row['memory'] == memory
-    assert '× Random (paired)' in row['table'] and '| 1.200× | 1.200× |' in row['table']
+    assert '× Random (paired, 95% CI)' in row['table'] and '| 1.200× | 1.200× |' in row['table']
     assert {c['target'].split(': ', 1)[1]: c['status'] for c in row['targets']} == {
         'time ours / RandomSampler': 'MISSED', 'time ours / mmdet OHEM (must be < 1)': 'n/a',
         'peak memory ours / RandomSampler': 'met'}

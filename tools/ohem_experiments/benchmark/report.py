@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import os
+import statistics
 import platform
 import subprocess
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
 from .detectors import describe_variant
-from .timing import VariantTiming, paired_ratio, ratio
+from .timing import VariantTiming, median_ci, paired_ratios, ratio
 
-__all__ = ['machine_info', 'model_table', 'nms_table', 'check_targets', 'targets_table']
+__all__ = ['machine_info', 'model_table', 'nms_table', 'check_targets', 'targets_table', 'time_ratio']
+
+CONFIDENCE = 0.95  # of the intervals on time ratios (:func:`time_ratio`)
 
 # Targets of issue 6 (CPU; ratios from one run).
 SPEED_TARGET_VS_RANDOM = {'vgg16': 1.35, 'r50_fpn': 1.08}
@@ -58,17 +61,35 @@ def _fmt(x: Optional[float], spec: str = '.3f', suffix: str = '') -> str:
     return '–' if x is None else f'{x:{spec}}{suffix}'
 
 
+def _fmt_ci(ci: Optional[Tuple[float, float]]) -> str:
+    return '' if ci is None else f' ({ci[0]:.3f}–{ci[1]:.3f})'
+
+
+def time_ratio(num: Optional[VariantTiming], den: Optional[VariantTiming]
+               ) -> Tuple[Optional[float], Optional[Tuple[float, float]]]:
+    """``num``'s iteration time over ``den``'s, and its confidence interval.
+
+    The median of the per-round (paired) ratios, with a distribution-free interval for it
+    (:func:`~.timing.median_ci`, :data:`CONFIDENCE`; none below 6 rounds). Where the two variants were
+    not timed in the same rounds, the ratio of their medians, without an interval.
+    """
+    ratios = paired_ratios(num, den)
+    if ratios is not None:
+        return statistics.median(ratios), median_ci(ratios, CONFIDENCE)
+    return ratio(num.median if num and num.times else None, den.median if den and den.times else None), None
+
+
 def model_table(timings: Dict[str, VariantTiming], memory: Dict[str, dict]) -> str:
     """One markdown table: a row per variant with time, ratios, breakdown and peak memory.
 
-    Two time ratios: of the medians (``× RandomSampler``, what the targets use) and the median of the
-    per-round ratios (``× Random (paired)``, :func:`~.timing.paired_ratio`), which cancels drift between
-    rounds; where they differ by more than a few points the run is too noisy to decide a target.
+    Two time ratios: of the medians (``× RandomSampler``) and the median of the per-round ratios
+    (``× Random (paired)``, :func:`time_ratio`, what the targets use), which cancels drift between rounds,
+    with its 95% confidence interval in brackets where there are 6 rounds or more.
     """
     base = timings.get('random')
     base_mem = memory.get('random', {})
-    head = ('| variant | sampler | s/iter (median) | min–max | × RandomSampler | × Random (paired) | sampler s '
-            '| read-only s '
+    head = ('| variant | sampler | s/iter (median) | min–max | × RandomSampler | × Random (paired, 95% CI) '
+            '| sampler s | read-only s '
             '| loss-NMS ms | cand./img | syncs/iter | peak mem MB | × Random (peak) | iter peak MB '
             '| × Random (iter peak) |')
     rows = [head, '|' + '---|' * (head.count('|') - 1)]
@@ -76,10 +97,13 @@ def model_table(timings: Dict[str, VariantTiming], memory: Dict[str, dict]) -> s
         desc = describe_variant(v)
         mem = memory.get(v, {})
         cand = f'{sorted(t.candidates)[len(t.candidates) // 2]}' if t.candidates else '–'
+        pairs = paired_ratios(t, base)
+        paired = statistics.median(pairs) if pairs else None
+        ci = median_ci(pairs, CONFIDENCE) if pairs and t is not base else None
         rows.append(
             f'| {v} | {desc} | {t.median:.3f} | {min(t.times):.3f}–{max(t.times):.3f} '
             f'| {_fmt(ratio(t.median, base.median if base else None), ".3f", "×")} '
-            f'| {_fmt(paired_ratio(t, base), ".3f", "×")} '
+            f'| {_fmt(paired, ".3f", "×")}{_fmt_ci(ci)} '
             f'| {t.part_median("sampler"):.3f} | {t.part_median("readonly"):.3f} '
             f'| {t.part_median("loss_nms") * 1e3:.1f} | {cand} | {t.syncs[-1] if t.syncs else "–"} '
             f'| {_fmt(mem.get("peak_mb"), ".0f")} | {_fmt(ratio(mem.get("peak_mb"), base_mem.get("peak_mb")), ".3f", "×")} '
@@ -95,46 +119,61 @@ def nms_table(rows: List[Dict[str, object]]) -> str:
     return '\n'.join(out)
 
 
-def _check(name: str, value: Optional[float], limit: float) -> Dict[str, object]:
-    return {'target': name, 'value': value, 'limit': limit,
-            'status': 'n/a' if value is None else ('met' if value <= limit else 'MISSED')}
+def _check(name: str, value: Optional[float], limit: float,
+           ci: Optional[Tuple[float, float]] = None) -> Dict[str, object]:
+    """One target: ``met`` / ``MISSED`` by the value, or, where it has a confidence interval, by the
+    interval: ``met`` when all of it is within the limit, ``MISSED`` when none of it is, and ``undecided``
+    when it holds the limit (the run cannot tell; time more rounds)."""
+    if value is None:
+        status = 'n/a'
+    elif ci is None:
+        status = 'met' if value <= limit else 'MISSED'
+    else:
+        status = 'met' if ci[1] <= limit else ('MISSED' if ci[0] > limit else 'undecided')
+    return {'target': name, 'value': value, 'limit': limit, 'status': status, 'ci': None if ci is None else list(ci)}
+
+
+def _time_check(name: str, num: Optional[VariantTiming], den: Optional[VariantTiming], limit: float) -> Dict[str, object]:
+    value, ci = time_ratio(num, den)
+    return _check(name, value, limit, ci)
 
 
 def check_targets(model: str, timings: Dict[str, VariantTiming], memory: Dict[str, dict], device: str = 'cpu',
                   precision: str = 'fp32') -> List[dict]:
-    """The targets for one model, evaluated on this run's measurements: issue 10's on CUDA, issue 6's on CPU."""
+    """The targets for one model, evaluated on this run's measurements: issue 10's on CUDA, issue 6's on CPU.
+
+    Time targets take the paired ratio and its confidence interval (:func:`time_ratio`, :func:`_check`).
+    """
     t = timings
-    med = {v: x.median for v, x in t.items()}
     if device.startswith('cuda'):
-        return _gpu_targets(model, med, memory, precision != 'fp32')
+        return _gpu_targets(model, t, memory, precision != 'fp32')
     out = []
     if model in SPEED_TARGET_VS_RANDOM:
-        out.append(_check(f'{model}: time ours / RandomSampler', ratio(med.get('ours'), med.get('random')),
-                          SPEED_TARGET_VS_RANDOM[model]))
-    out.append(_check(f'{model}: time ours / mmdet OHEM', ratio(med.get('ours'), med.get('mmdet_ohem')),
-                      SPEED_TARGET_VS_MMDET))
+        out.append(_time_check(f'{model}: time ours / RandomSampler', t.get('ours'), t.get('random'),
+                               SPEED_TARGET_VS_RANDOM[model]))
+    out.append(_time_check(f'{model}: time ours / mmdet OHEM', t.get('ours'), t.get('mmdet_ohem'),
+                           SPEED_TARGET_VS_MMDET))
     for key, what in (('peak_mb', 'peak memory'), ('iter_peak_mb', 'iteration peak memory (strict)')):
         out.append(_check(f'{model}: {what} ours / RandomSampler',
                           ratio(memory.get('ours', {}).get(key), memory.get('random', {}).get(key)),
                           MEMORY_TARGET_VS_RANDOM))
     if 'ours' in t:
         out.append(_check(f'{model}: loss-NMS share of an OHEM iteration',
-                          ratio(t['ours'].part_median('loss_nms'), med['ours']), NMS_SHARE_TARGET))
+                          ratio(t['ours'].part_median('loss_nms'), t['ours'].median), NMS_SHARE_TARGET))
     return out
 
 
-def _gpu_targets(model: str, med: Dict[str, float], memory: Dict[str, dict], amp: bool) -> List[dict]:
+def _gpu_targets(model: str, t: Dict[str, VariantTiming], memory: Dict[str, dict], amp: bool) -> List[dict]:
     """Issue 10's checks for the default (``ours``) and, where it was run, the selection as a CUDA graph
     (``ours_graph``, a candidate default)."""
     out = []
     for v in ('ours', 'ours_graph'):
-        if v != 'ours' and v not in med:
+        if v != 'ours' and v not in t:
             continue
         if (model, amp) in GPU_SPEED_TARGET_VS_RANDOM:
-            out.append(_check(f'{model}: time {v} / RandomSampler', ratio(med.get(v), med.get('random')),
-                              GPU_SPEED_TARGET_VS_RANDOM[(model, amp)]))
-        out.append(_check(f'{model}: time {v} / mmdet OHEM (must be < 1)', ratio(med.get(v), med.get('mmdet_ohem')),
-                          1.0))
+            out.append(_time_check(f'{model}: time {v} / RandomSampler', t.get(v), t.get('random'),
+                                   GPU_SPEED_TARGET_VS_RANDOM[(model, amp)]))
+        out.append(_time_check(f'{model}: time {v} / mmdet OHEM (must be < 1)', t.get(v), t.get('mmdet_ohem'), 1.0))
         if model in GPU_MEMORY_TARGET_VS_RANDOM:
             out.append(_check(f'{model}: peak memory {v} / RandomSampler',
                               ratio(memory.get(v, {}).get('peak_mb'), memory.get('random', {}).get('peak_mb')),
@@ -144,10 +183,12 @@ def _gpu_targets(model: str, med: Dict[str, float], memory: Dict[str, dict], amp
 
 def targets_table(checks: List[dict]) -> str:
     """Markdown table of target checks."""
-    out = ['| target | measured | limit | status |', '|---|---|---|---|']
+    out = [f'| target | measured | {CONFIDENCE:.0%} CI | limit | status |', '|---|---|---|---|---|']
     for c in checks:
         pct = 'share' in c['target']
         val = '–' if c['value'] is None else (f"{c['value'] * 100:.2f}%" if pct else f"{c['value']:.3f}×")
+        ci = c.get('ci')
+        ci = '–' if not ci else f'{ci[0]:.3f}–{ci[1]:.3f}'
         lim = f"{c['limit'] * 100:.0f}%" if pct else f"{c['limit']:.2f}×"
-        out.append(f"| {c['target']} | {val} | {lim} | {c['status']} |")
+        out.append(f"| {c['target']} | {val} | {ci} | {lim} | {c['status']} |")
     return '\n'.join(out)

@@ -19,14 +19,15 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from math import comb
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
 from .detectors import Prepared, swap_sampler, train_step
 
 __all__ = ['VariantTiming', 'time_variants', 'profile_variants', 'breakdown_timers', 'instrumented_parts',
-           'count_syncs', 'Progress', 'ratio', 'paired_ratio']
+           'count_syncs', 'Progress', 'ratio', 'paired_ratios', 'paired_ratio', 'median_ci']
 
 BREAKDOWN_KEYS = ('roi_head', 'sampler', 'readonly', 'loss_nms')
 
@@ -318,8 +319,8 @@ def ratio(num: Optional[float], den: Optional[float]) -> Optional[float]:
     return num / den
 
 
-def paired_ratio(num: Optional[VariantTiming], den: Optional[VariantTiming]) -> Optional[float]:
-    """The median over timed rounds of ``num``'s iteration time / ``den``'s in the same round.
+def paired_ratios(num: Optional[VariantTiming], den: Optional[VariantTiming]) -> Optional[List[float]]:
+    """Per timed round, ``num``'s iteration time / ``den``'s in the same round.
 
     :func:`time_variants` runs one iteration of every variant per round, so the ``i``-th times of two
     variants were taken moments apart; their ratio cancels what drifts from round to round (the
@@ -329,4 +330,37 @@ def paired_ratio(num: Optional[VariantTiming], den: Optional[VariantTiming]) -> 
     if num is None or den is None or not num.times or len(num.times) != len(den.times) \
             or min(den.times) <= 0:
         return None
-    return statistics.median(a / b for a, b in zip(num.times, den.times))
+    return [a / b for a, b in zip(num.times, den.times)]
+
+
+def paired_ratio(num: Optional[VariantTiming], den: Optional[VariantTiming]) -> Optional[float]:
+    """The median of :func:`paired_ratios`, or ``None`` where there are none."""
+    ratios = paired_ratios(num, den)
+    return None if ratios is None else statistics.median(ratios)
+
+
+def median_ci(values: Sequence[float], confidence: float = 0.95) -> Optional[Tuple[float, float]]:
+    """Distribution-free confidence interval for the median of ``values`` (independent samples).
+
+    The order statistics ``x_(k)`` and ``x_(n+1-k)`` of the sorted values, with ``k`` the largest rank
+    for which ``P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2``: the interval holds the population's
+    median with probability at least ``confidence`` whatever the distribution (no normality, robust to
+    the occasional slow iteration). Used on per-round paired ratios, which :func:`time_variants` takes in
+    independent rounds.
+
+    Returns:
+        ``(low, high)``, or ``None`` when ``values`` are too few for any such ``k`` (fewer than 6 at 95%).
+
+    Raises:
+        ValueError: ``confidence`` outside (0, 1).
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f'median_ci: confidence must be in (0, 1), got {confidence!r}')
+    xs, n = sorted(values), len(values)
+    tail, k, below = (1.0 - confidence) / 2, 0, 0.0  # below: P(Binomial(n, 1/2) < k + 1)
+    while k < n // 2:
+        below += comb(n, k) / 2 ** n
+        if below > tail:
+            break
+        k += 1
+    return (xs[k - 1], xs[n - k]) if k else None
