@@ -12,9 +12,12 @@
 #         dropout masks (VGG16's head drops half of fc6/fc7), so only the precision differs; rows are
 #         written as they finish;
 # vgg16, r50_fpn  the benchmark in issue 10's settings: VGG16 600x1000 and R50-FPN 800x1333, batch 2, fp32
-#         and fp16 AMP (+ bf16 for VGG16), variants random / mmdet_ohem / ours / ours_exact / ours_bf16 /
-#         ours_per_image (images mined one at a time, to show what mining them together saves) / ours_graph
-#         (cuda_graph=True: read-only targets, losses and selection replayed as one CUDA graph; opt-in), interleaved;
+#         and fp16 AMP (+ bf16 for VGG16), variants BENCH_VARIANTS interleaved: by default the four the
+#         targets compare, random / mmdet_ohem / ours / ours_graph (cuda_graph=True: read-only targets,
+#         losses and selection replayed as one CUDA graph; opt-in, a candidate default), with ITERS rounds;
+#         the H100 run of the sixth session measured ours_exact, ours_bf16 and ours_per_image already, and
+#         the rounds decide more: the targets take the paired ratio's 95% interval, which at 30 rounds
+#         spanned 2-8 points on the H100 (name them in BENCH_VARIANTS to time them again);
 # configs one fp16 and one bf16 AMP step of every config in configs/ (one per distinct model);
 # profile a torch.profiler view of one AMP iteration per variant (host vs device time, kernel launches);
 # sweep   issue 13: the restartable sweep tool on the GPU, SMOKE=1 of tools/gpu_sweep.sh (table1 rows
@@ -28,15 +31,17 @@
 # Only 8 files come back from $OUT: the markdown tables, the agreement JSON and progress log come back as
 # files, everything (logs, JSON, the sweep's cells and table) also in gpu_check.tgz. Each step has its own
 # time limit, cut to what is left before DEADLINE, so a cut-off run still returns the earlier results.
-# ITERS/WARMUP (default 30/3) set the benchmarks' length; the RPN-miner step uses them too. The H100
-# times above are with 10 iterations; with 30 the two benchmarks take ~60 s each and the last steps
-# (sweep, rpn: issues 13 and 14, resolved) may be cut by the default DEADLINE.
+# ITERS/WARMUP (default 50/3) set the benchmarks' length; the RPN-miner step uses them too. The H100
+# times above are with 10 iterations and 6 variants; with 30 and 6 the two benchmarks took ~60 s each,
+# so 50 rounds of 4 take about as long; the last steps (sweep, rpn: issues 13 and 14, resolved) may be
+# cut by the default DEADLINE.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 FINAL=${OUT:-results/gpu}
 OUT=$(mktemp -d)  # working folder; packed into $FINAL at the end
 LABEL=gpu_check
-ITERS=${ITERS:-30}  # 30, as run 2 of the sixth session: with 10, R50-FPN's ratios moved by points
+ITERS=${ITERS:-50}  # run 2 of the sixth session had 30 (with 10, R50-FPN's ratios moved by points)
+BENCH_VARIANTS=${BENCH_VARIANTS:-random mmdet_ohem ours ours_graph}
 WARMUP=${WARMUP:-3}
 . tools/gpu_device_setup.sh
 DEADLINE=${DEADLINE:-540}  # seconds after START by which everything is packed (call with timeout_s >= +40)
@@ -76,10 +81,10 @@ if want agreement; then
         --device cuda --train-steps $TRAIN_STEPS --seeds $SEEDS --dtypes tf32 fp16 bf16 fp32_reordered --out '$OUT/readonly_agreement.json' > '$OUT/readonly_agreement.log' 2>&1"
 fi
 want vgg16 && run_step 120 'benchmark VGG16 600x1000' bash -c "python3 tools/benchmark.py --device cuda --models vgg16 \
-    --size 600 1000 --batch 2 --precision fp32 fp16 bf16 --iters $ITERS --warmup $WARMUP --nms-sizes 2000 \
+    --size 600 1000 --batch 2 --precision fp32 fp16 bf16 --variants $BENCH_VARIANTS --iters $ITERS --warmup $WARMUP --nms-sizes 2000 \
     --nms-repeats 10 --out '$OUT/bench_vgg16.json' > '$OUT/bench_vgg16.log' 2>&1"
 want r50_fpn && run_step 95 'benchmark R50-FPN 800x1333' bash -c "python3 tools/benchmark.py --device cuda --models r50_fpn \
-    --size 800 1333 --batch 2 --precision fp32 fp16 --iters $ITERS --warmup $WARMUP --no-nms \
+    --size 800 1333 --batch 2 --precision fp32 fp16 --variants $BENCH_VARIANTS --iters $ITERS --warmup $WARMUP --no-nms \
     --out '$OUT/bench_r50_fpn.json' > '$OUT/bench_r50_fpn.log' 2>&1"
 if want configs; then
     run_step 220 'every config: fp16 and bf16 AMP steps' bash -c "python3 -m pytest tests/test_cuda.py -m cuda \
