@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import os
-import statistics
 import platform
+import statistics
 import subprocess
 from typing import Dict, List, Optional, Tuple
 
@@ -83,8 +83,8 @@ def model_table(timings: Dict[str, VariantTiming], memory: Dict[str, dict]) -> s
     """One markdown table: a row per variant with time, ratios, breakdown and peak memory.
 
     Two time ratios: of the medians (``× RandomSampler``) and the median of the per-round ratios
-    (``× Random (paired)``, :func:`time_ratio`, what the targets use), which cancels drift between rounds,
-    with its 95% confidence interval in brackets where there are 6 rounds or more.
+    (``× Random (paired, 95% CI)``, :func:`time_ratio`, what the targets use), which cancels drift
+    between rounds, with its 95% confidence interval in brackets where there are 6 rounds or more.
     """
     base = timings.get('random')
     base_mem = memory.get('random', {})
