@@ -391,6 +391,38 @@ def test_intact_checkpoint_errors_are_not_relabelled(tmp_path):
     assert not isinstance(err.value, CorruptCheckpointError)
 
 
+def test_auto_resume_falls_back_to_the_newest_intact_checkpoint_when_last_checkpoint_is_unusable(tmp_path, caplog):
+    """A run killed while saving leaves ``last_checkpoint`` empty (mmengine rewrites it in place) or naming a
+    file that is gone (``max_keep_ckpts`` deletes before saving): ``--resume`` then takes the newest intact
+    ``iter_N.pth``, skipping a truncated one and ``best_*.pth``, and says so; with a usable or no
+    ``last_checkpoint`` it leaves mmengine's auto-resume alone; with nothing intact left it names the file."""
+    from mmdet_ohem.reliability import auto_resume_fallback
+    record = tmp_path / 'last_checkpoint'
+    assert auto_resume_fallback(str(tmp_path)) is None  # nothing to resume: mmengine starts afresh
+    for i, name in enumerate(['iter_2.pth', 'iter_4.pth', 'iter_6.pth', 'best_coco_bbox_mAP_iter_6.pth']):
+        _save_runner_style_checkpoint(tmp_path / name)
+        os.utime(tmp_path / name, (1000 + i, 1000 + i))
+    (tmp_path / 'iter_6.pth').write_bytes((tmp_path / 'iter_6.pth').read_bytes()[:100])  # killed mid-save
+    os.utime(tmp_path / 'iter_6.pth', (1002, 1002))
+    record.write_text(str(tmp_path / 'iter_4.pth'))
+    assert auto_resume_fallback(str(tmp_path)) is None  # it names an existing file: mmengine's path
+
+    record.write_text('')
+    assert auto_resume_fallback(str(tmp_path)) == str(tmp_path / 'iter_4.pth')
+    record.write_text(str(tmp_path / 'iter_8.pth') + '\n')
+    assert auto_resume_fallback(str(tmp_path)) == str(tmp_path / 'iter_4.pth')
+    with open(record) as f:  # the record is left as it was: nothing is lost
+        assert f.read().strip() == str(tmp_path / 'iter_8.pth')
+
+    for name in ('iter_2.pth', 'iter_4.pth'):
+        (tmp_path / name).unlink()
+    with pytest.raises(FileNotFoundError) as err:
+        auto_resume_fallback(str(tmp_path))
+    msg = str(err.value)
+    assert str(record) in msg and 'iter_8.pth, which does not exist' in msg and 'iter_6.pth: ' in msg \
+        and 'delete' in msg
+
+
 def test_mined_rois_keep_their_own_boxes_with_ignored_candidates(frcnn):
     """Every mined RoI's box is the one the assigner labelled: fg overlaps its gt >= 0.5, bg < 0.5.
 

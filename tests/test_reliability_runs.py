@@ -109,6 +109,28 @@ def test_sigkill_then_resume_ends_with_the_same_weights_as_an_uninterrupted_run(
     _assert_same_weights(_weights(broken / final), _weights(straight / final))
 
 
+@pytest.mark.slow
+def test_resume_after_last_checkpoint_was_left_empty_continues_from_the_newest_intact_checkpoint(toy_root, tmp_path):
+    """A kill while mmengine rewrites ``last_checkpoint`` leaves it empty, and one during ``torch.save`` of a
+    checkpoint whose predecessor ``max_keep_ckpts`` deleted leaves it stale; ``--resume`` then continues
+    from the newest intact checkpoint (here ``iter_{MAX_ITERS - 4}.pth``, the last one being gone) and says
+    so, where mmengine alone fails with "``  can not be found``". It ends with the uninterrupted run's
+    weights."""
+    straight, work = tmp_path / 'straight', tmp_path / 'work'
+    _run(_train_cmd(straight, toy_root))
+    _run(_train_cmd(work, toy_root))
+    final, previous = f'iter_{MAX_ITERS}.pth', f'iter_{MAX_ITERS - 2}.pth'
+    (work / final).unlink()
+    (work / previous).write_bytes((work / previous).read_bytes()[:1000])  # cut short while being written
+    (work / 'last_checkpoint').write_text('')
+    out = _run(_train_cmd(work, toy_root, '--resume'))
+    log = out.stdout + out.stderr
+    assert 'last_checkpoint is empty (a run stopped while saving a checkpoint); resuming from' in log
+    assert f'iter_{MAX_ITERS - 4}.pth, the newest intact checkpoint' in log and f'{previous}: ' in log
+    assert f'resumed epoch: 0, iter: {MAX_ITERS - 4}' in log
+    _assert_same_weights(_weights(work / final), _weights(straight / final))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))

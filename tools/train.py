@@ -1,9 +1,11 @@
 """Train a detector: mmdet 3.3's ``tools/train.py``, same flags, plus ``mmdet_ohem``.
 
 Copied from mmdet 3.3.0 (Apache-2.0, Copyright (c) OpenMMLab) so that users' habits and scripts carry
-over unchanged; the only change is that it imports ``mmdet_ohem`` itself (registering ``OHEMSampler``,
+over unchanged. The changes: it imports ``mmdet_ohem`` itself (registering ``OHEMSampler``,
 ``LossNMS``, ``UniformSampler``, ``VGG16``, ``FRCNBBoxHead``, ``VGG16Pretrained`` and the torch>=2.6
-checkpoint allow-list), so configs work even without ``custom_imports``.
+checkpoint allow-list), so configs work even without ``custom_imports``, and ``mmdet_ohem.reliability``
+(CPU gloo for ``--launcher pytorch`` without a GPU; ``--resume`` without a file falls back to the newest
+intact checkpoint where ``last_checkpoint`` was left empty or stale by a run killed while saving).
 """
 import argparse
 import os
@@ -111,7 +113,8 @@ def main():
     # resume is determined in this priority: resume from > auto_resume
     if args.resume == 'auto':
         cfg.resume = True
-        cfg.load_from = None
+        # None: mmengine's own auto-resume (last_checkpoint); a path where that file was left unusable
+        cfg.load_from = mmdet_ohem.reliability.auto_resume_fallback(cfg.work_dir)
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume

@@ -7,6 +7,9 @@ tools do). It then
 * makes mmengine's loader for local checkpoint paths raise
   :class:`~mmdet_ohem.reliability.checkpoint.CorruptCheckpointError` (naming the file) for a truncated or
   corrupt checkpoint instead of a bare zip/pickle error (``weights_only`` loading is unchanged);
+* provides :func:`~mmdet_ohem.reliability.checkpoint.auto_resume_fallback` (``tools/train.py --resume``
+  without a file): the newest intact checkpoint where ``last_checkpoint`` was left empty or stale by a
+  run killed while saving;
 * registers :class:`~mmdet_ohem.reliability.rng_state.RNGStateHook`
   (``custom_hooks=[dict(type='RNGStateHook')]``), which stores every rank's RNG state in checkpoints so
   that a killed-and-resumed run continues with the same random numbers as an uninterrupted one;
@@ -22,8 +25,8 @@ tools do). It then
 """
 from .amp import AmpOptimWrapper
 from .checked_voc import AnnotationError, CheckedVOCDataset, MissingImageError
-from .checkpoint import (CorruptCheckpointError, checkpoint_damage, load_from_local_checked,
-                         register_checked_local_loader)
+from .checkpoint import (CorruptCheckpointError, auto_resume_fallback, checkpoint_damage,
+                         load_from_local_checked, register_checked_local_loader)
 from .distributed import prepare_cpu_distributed
 from .rank_check import WeightsDigestHook, weights_digest
 from .rng_state import RNGStateHook, get_rng_state, set_rng_state
@@ -31,6 +34,6 @@ from .rng_state import RNGStateHook, get_rng_state, set_rng_state
 register_checked_local_loader()
 
 __all__ = ['CorruptCheckpointError', 'checkpoint_damage', 'load_from_local_checked',
-           'register_checked_local_loader', 'RNGStateHook', 'get_rng_state', 'set_rng_state',
+           'register_checked_local_loader', 'auto_resume_fallback', 'RNGStateHook', 'get_rng_state', 'set_rng_state',
            'prepare_cpu_distributed', 'WeightsDigestHook', 'weights_digest', 'AmpOptimWrapper',
            'AnnotationError', 'CheckedVOCDataset', 'MissingImageError']

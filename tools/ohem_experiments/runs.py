@@ -149,6 +149,9 @@ def train_and_evaluate(cfg: Config, work_dir: Union[str, Path], name: Optional[s
     from mmengine.runner import Runner
 
     cfg, digest, name = _run_config(cfg, Path(work_dir), name, quiet)
+    if cfg.get('resume') and not cfg.get('load_from'):  # an interrupted run (sweeps): as tools/train.py --resume
+        from mmdet_ohem.reliability import auto_resume_fallback
+        cfg.load_from = auto_resume_fallback(cfg.work_dir)
     runner = Runner.from_cfg(cfg)
     runner.register_hook(ProgressHook(name, interval_s=progress_interval_s, clock=clock))
     if probe:
