@@ -82,12 +82,14 @@ def test_sigkill_then_resume_ends_with_the_same_weights_as_an_uninterrupted_run(
     assert (straight / final).is_file()
 
     # Same run, killed hard as soon as its first checkpoint is complete (last_checkpoint is written
-    # after the .pth), i.e. somewhere in the middle of the run.
+    # after the .pth), i.e. somewhere in the middle of the run. Its content, not the file: mmengine creates
+    # the file, then writes it (a kill in between is the next test's case).
     proc = subprocess.Popen(_train_cmd(broken, toy_root), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    record = broken / 'last_checkpoint'
     try:
         deadline = time.monotonic() + RUN_TIMEOUT
-        while not (broken / 'last_checkpoint').is_file():
+        while not (record.is_file() and record.read_text().strip()):
             assert proc.poll() is None, f'training exited ({proc.returncode}) before its first checkpoint'
             assert time.monotonic() < deadline, 'no checkpoint within the time limit'
             time.sleep(0.02)
