@@ -406,6 +406,8 @@ def test_auto_resume_falls_back_to_the_newest_intact_checkpoint_when_last_checkp
     os.utime(tmp_path / 'iter_6.pth', (1002, 1002))
     record.write_text(str(tmp_path / 'iter_4.pth'))
     assert auto_resume_fallback(str(tmp_path)) is None  # it names an existing file: mmengine's path
+    record.write_text('s3://bucket/run/iter_4.pth')
+    assert auto_resume_fallback(str(tmp_path)) is None  # remote: mmengine's file backends
 
     record.write_text('')
     assert auto_resume_fallback(str(tmp_path)) == str(tmp_path / 'iter_4.pth')

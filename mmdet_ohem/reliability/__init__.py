@@ -34,6 +34,6 @@ from .rng_state import RNGStateHook, get_rng_state, set_rng_state
 register_checked_local_loader()
 
 __all__ = ['CorruptCheckpointError', 'checkpoint_damage', 'load_from_local_checked',
-           'register_checked_local_loader', 'auto_resume_fallback', 'RNGStateHook', 'get_rng_state', 'set_rng_state',
-           'prepare_cpu_distributed', 'WeightsDigestHook', 'weights_digest', 'AmpOptimWrapper',
+           'register_checked_local_loader', 'auto_resume_fallback', 'RNGStateHook', 'get_rng_state',
+           'set_rng_state', 'prepare_cpu_distributed', 'WeightsDigestHook', 'weights_digest', 'AmpOptimWrapper',
            'AnnotationError', 'CheckedVOCDataset', 'MissingImageError']

@@ -143,7 +143,8 @@ def auto_resume_fallback(work_dir: str) -> Optional[str]:
 
     mmengine's auto-resume loads the path written in ``work_dir/last_checkpoint``. This returns ``None``
     when it can do so: the file is absent (nothing to resume, mmengine starts afresh as before) or names
-    an existing file (which the checked loader still verifies). Otherwise, when ``last_checkpoint`` is
+    an existing file (which the checked loader still verifies) or a remote one (``s3://...``, left to
+    mmengine's file backends). Otherwise, when ``last_checkpoint`` is
     empty or names a file that is gone (a run killed while saving), it returns the newest intact
     ``iter_N.pth`` / ``epoch_N.pth`` in the folder ``last_checkpoint`` points to (``work_dir`` when it is
     empty), skipping truncated ones, and logs a warning naming what was wrong and what is used.
@@ -163,7 +164,7 @@ def auto_resume_fallback(work_dir: str) -> Optional[str]:
         return None
     with open(record) as f:
         recorded = f.read().strip()
-    if recorded and osp.isfile(recorded):
+    if recorded and (osp.isfile(recorded) or '://' in recorded):  # remote (s3://...): mmengine's backends
         return None
     problem = ('is empty' if not recorded else f'names {recorded}, which does not exist')
     folder = osp.dirname(recorded) if recorded else work_dir
