@@ -26,8 +26,9 @@ padding). At most :data:`MAX_GRAPHS` graphs are kept (least recently used droppe
 
 **Fallbacks.** The graph runs the blind fixed-point steps only; when they did not converge (a suppression
 chain longer than usual, read back with the counts), :meth:`SelectionGraphs.run` returns ``None`` and the
-caller runs the eager rule, which iterates on (on losses then computed eagerly). A capture that fails (an operator that cannot be captured
-on some PyTorch build) disables graphs for the process with one warning; training goes on eagerly.
+caller runs the eager rule, which iterates on (on losses then computed eagerly). A capture that fails (an
+operator that cannot be captured on some PyTorch build) disables graphs for the process with one warning;
+training goes on eagerly.
 
 **Without CUDA** (``capture=False``, the tests on the CPU): the same buffers and copies, and the rule run
 eagerly on the buffers in place of a replay, so everything but the capture itself is exercised.
@@ -105,8 +106,9 @@ class CapturedSelection:
     def _rule(self) -> Tuple[Tensor, Tensor]:
         k, buf = self.key, self.buffers
         with torch.autocast(device_type=self.valid.device.type, enabled=False):
-            return DeviceRule(FrontRows.evaluate(self.front, buf), buf['boxes'], k.num, k.iou_threshold, buf['labels'] if k.per_class else None,
-                              buf['is_pos'] if k.with_pos else None, k.skip_limit, self.valid).readout()
+            return DeviceRule(FrontRows.evaluate(self.front, buf), buf['boxes'], k.num, k.iou_threshold,
+                              buf['labels'] if k.per_class else None, buf['is_pos'] if k.with_pos else None,
+                              k.skip_limit, self.valid).readout()
 
     def _capture(self) -> None:
         dev = self.valid.device

@@ -61,8 +61,8 @@ def _fmt(x: Optional[float], spec: str = '.3f', suffix: str = '') -> str:
     return '–' if x is None else f'{x:{spec}}{suffix}'
 
 
-def _fmt_ci(ci: Optional[Tuple[float, float]]) -> str:
-    return '' if ci is None else f' ({ci[0]:.3f}–{ci[1]:.3f})'
+def _interval(ci: Tuple[float, float]) -> str:
+    return f'{ci[0]:.3f}–{ci[1]:.3f}'
 
 
 def time_ratio(num: Optional[VariantTiming], den: Optional[VariantTiming]
@@ -103,7 +103,7 @@ def model_table(timings: Dict[str, VariantTiming], memory: Dict[str, dict]) -> s
         rows.append(
             f'| {v} | {desc} | {t.median:.3f} | {min(t.times):.3f}–{max(t.times):.3f} '
             f'| {_fmt(ratio(t.median, base.median if base else None), ".3f", "×")} '
-            f'| {_fmt(paired, ".3f", "×")}{_fmt_ci(ci)} '
+            f'| {_fmt(paired, ".3f", "×")}{"" if ci is None else f" ({_interval(ci)})"} '
             f'| {t.part_median("sampler"):.3f} | {t.part_median("readonly"):.3f} '
             f'| {t.part_median("loss_nms") * 1e3:.1f} | {cand} | {t.syncs[-1] if t.syncs else "–"} '
             f'| {_fmt(mem.get("peak_mb"), ".0f")} | {_fmt(ratio(mem.get("peak_mb"), base_mem.get("peak_mb")), ".3f", "×")} '
@@ -133,7 +133,8 @@ def _check(name: str, value: Optional[float], limit: float,
     return {'target': name, 'value': value, 'limit': limit, 'status': status, 'ci': None if ci is None else list(ci)}
 
 
-def _time_check(name: str, num: Optional[VariantTiming], den: Optional[VariantTiming], limit: float) -> Dict[str, object]:
+def _time_check(name: str, num: Optional[VariantTiming], den: Optional[VariantTiming],
+                limit: float) -> Dict[str, object]:
     value, ci = time_ratio(num, den)
     return _check(name, value, limit, ci)
 
@@ -187,8 +188,7 @@ def targets_table(checks: List[dict]) -> str:
     for c in checks:
         pct = 'share' in c['target']
         val = '–' if c['value'] is None else (f"{c['value'] * 100:.2f}%" if pct else f"{c['value']:.3f}×")
-        ci = c.get('ci')
-        ci = '–' if not ci else f'{ci[0]:.3f}–{ci[1]:.3f}'
+        ci = _interval(c['ci']) if c.get('ci') else '–'
         lim = f"{c['limit'] * 100:.0f}%" if pct else f"{c['limit']:.2f}×"
         out.append(f"| {c['target']} | {val} | {ci} | {lim} | {c['status']} |")
     return '\n'.join(out)
