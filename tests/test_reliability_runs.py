@@ -57,6 +57,16 @@ def _run(cmd: list, timeout: int = RUN_TIMEOUT, **kw) -> subprocess.CompletedPro
     return proc
 
 
+@pytest.fixture(scope='module')
+def straight_run(toy_root, tmp_path_factory) -> Path:
+    """The uninterrupted run's final checkpoint, which every interrupted-and-resumed run must reproduce."""
+    straight = tmp_path_factory.mktemp('straight')
+    _run(_train_cmd(straight, toy_root))
+    final = straight / f'iter_{MAX_ITERS}.pth'
+    assert final.is_file()
+    return final
+
+
 def _weights(ckpt: Path) -> dict:
     return torch.load(ckpt, map_location='cpu')['state_dict']
 
@@ -75,11 +85,9 @@ def _json_log_records(work_dir: Path) -> list:
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_ends_with_the_same_weights_as_an_uninterrupted_run(toy_root, tmp_path):
-    straight, broken = tmp_path / 'straight', tmp_path / 'broken'
-    _run(_train_cmd(straight, toy_root))
-    final = f'iter_{MAX_ITERS}.pth'
-    assert (straight / final).is_file()
+def test_sigkill_then_resume_ends_with_the_same_weights_as_an_uninterrupted_run(toy_root, straight_run, tmp_path):
+    broken = tmp_path / 'broken'
+    final = straight_run.name
 
     # Same run, killed hard as soon as its first checkpoint is complete (last_checkpoint is written
     # after the .pth), i.e. somewhere in the middle of the run. Its content, not the file: mmengine creates
@@ -108,18 +116,18 @@ def test_sigkill_then_resume_ends_with_the_same_weights_as_an_uninterrupted_run(
     log = out.stdout + out.stderr
     resumed_iter = int(Path(resumed_from).stem.split('_')[1])
     assert f'resumed epoch: 0, iter: {resumed_iter}' in log
-    _assert_same_weights(_weights(broken / final), _weights(straight / final))
+    _assert_same_weights(_weights(broken / final), _weights(straight_run))
 
 
 @pytest.mark.slow
-def test_resume_after_last_checkpoint_was_left_empty_continues_from_the_newest_intact_checkpoint(toy_root, tmp_path):
+def test_resume_after_last_checkpoint_was_left_empty_continues_from_the_newest_intact_checkpoint(toy_root, straight_run,
+                                                                                                  tmp_path):
     """A kill while mmengine rewrites ``last_checkpoint`` leaves it empty, and one during ``torch.save`` of a
     checkpoint whose predecessor ``max_keep_ckpts`` deleted leaves it stale; ``--resume`` then continues
     from the newest intact checkpoint (here ``iter_{MAX_ITERS - 4}.pth``, the last one being gone) and says
     so, where mmengine alone fails with "``  can not be found``". It ends with the uninterrupted run's
     weights."""
-    straight, work = tmp_path / 'straight', tmp_path / 'work'
-    _run(_train_cmd(straight, toy_root))
+    work = tmp_path / 'work'
     _run(_train_cmd(work, toy_root))
     final, previous = f'iter_{MAX_ITERS}.pth', f'iter_{MAX_ITERS - 2}.pth'
     (work / final).unlink()
@@ -130,7 +138,7 @@ def test_resume_after_last_checkpoint_was_left_empty_continues_from_the_newest_i
     assert 'last_checkpoint is empty (a run stopped while saving a checkpoint); resuming from' in log
     assert f'iter_{MAX_ITERS - 4}.pth, the newest intact checkpoint' in log and f'{previous}: ' in log
     assert f'resumed epoch: 0, iter: {MAX_ITERS - 4}' in log
-    _assert_same_weights(_weights(work / final), _weights(straight / final))
+    _assert_same_weights(_weights(work / final), _weights(straight_run))
 
 
 def _free_port() -> int:
