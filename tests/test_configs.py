@@ -10,6 +10,8 @@ import copy
 import importlib.util
 import os
 import pickle
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -409,6 +411,29 @@ def test_tools_train_then_test_with_the_documented_roi_align_switch(voc_root, tm
     with open(out, 'rb') as f:
         preds = pickle.load(f)
     assert len(preds) == 2 and all('pred_instances' in p for p in preds)
+
+    # The same evaluation with 2 processes (tools/dist_test.sh; gloo on CPU): one image each, gathered back
+    # in order, so the same mAP; it exits cleanly (tools/test.py destroys the process group before exit).
+    dist_out = tmp_path / 'preds_dist.pkl'
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    dist_env = dict(env, PYTHON=PY, MASTER_ADDR='127.0.0.1', PORT=str(port), OMP_NUM_THREADS='1')
+    run_dist = subprocess.run(['bash', str(ROOT / 'tools/dist_test.sh'), str(cfg_file), str(ckpt), '2',
+                               '--work-dir', str(tmp_path / 'work_dist'), '--out', str(dist_out), *switch],
+                              cwd=tmp_path, env=dist_env, capture_output=True, text=True, timeout=300)
+    assert run_dist.returncode == 0, run_dist.stderr[-3000:]
+    assert 'gloo threads outlived' not in run_dist.stdout + run_dist.stderr
+
+    def map_value(text: str) -> str:
+        return re.findall(r'pascal_voc/mAP: ([0-9.]+)', text)[-1]
+    assert map_value(run_dist.stdout + run_dist.stderr) == map_value(run.stdout + run.stderr)
+    with open(dist_out, 'rb') as f:
+        preds_dist = pickle.load(f)
+    assert [p['img_id'] for p in preds_dist] == [p['img_id'] for p in preds]
+    for one, two in zip(preds, preds_dist):
+        for key in ('bboxes', 'scores', 'labels'):
+            assert torch.allclose(one['pred_instances'][key].float(), two['pred_instances'][key].float()), key
 
 
 @pytest.mark.slow

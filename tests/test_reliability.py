@@ -467,3 +467,50 @@ def test_cpu_distributed_setup_refuses_launchers_it_cannot_start():
             prepare_cpu_distributed(cfg, 'pytorch')
     finally:
         os.environ.update(env)
+
+
+_SHUTDOWN_SCRIPT = r'''
+import gc, sys, tempfile
+import torch, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from mmdet_ohem.reliability import gloo_worker_threads, shutdown_distributed
+keep = sys.argv[1] == 'keep'
+assert shutdown_distributed() is False  # no process group: nothing to do
+dist.init_process_group('gloo', init_method=f'file://{tempfile.mkstemp()[1]}', rank=0, world_size=1)
+model = DistributedDataParallel(torch.nn.Linear(4, 2))
+model(torch.randn(3, 4)).sum().backward()
+gathered = [None]
+dist.all_gather_object(gathered, {'rank': 0})  # as mmengine's hooks do at the end of a run
+print('before', gloo_worker_threads(), flush=True)
+if not keep:
+    del model
+print('shutdown', shutdown_distributed(), 'after', gloo_worker_threads(), flush=True)
+del model  # (keep) the group goes with it, its threads idle
+gc.collect()
+'''
+
+
+@pytest.mark.parametrize('release', ['release', 'keep'])
+def test_shutdown_distributed_joins_gloo_threads_before_exit_or_warns(tmp_path, release):
+    """``tools/train.py`` and ``tools/test.py`` end distributed runs with ``shutdown_distributed``: gloo's
+    worker threads, which could abort the exit by releasing a collective's tensors while Python finalizes,
+    are joined (0 left) once the DDP wrapper is released; when something still holds the group it says so."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=f'{root}{os.pathsep}{os.environ.get("PYTHONPATH", "")}', OMP_NUM_THREADS='1')
+    for k in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'):
+        env.pop(k, None)
+    out = subprocess.run([sys.executable, '-c', _SHUTDOWN_SCRIPT, release], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = dict(line.split(' ', 1) for line in out.stdout.splitlines())
+    assert int(lines['before']) >= 2, out.stdout  # gloo's worker threads and its transport loop
+    if release == 'release':
+        assert lines['shutdown'] == 'True after 0', out.stdout
+        assert 'outlived' not in out.stdout + out.stderr
+    else:
+        assert lines['shutdown'].startswith('True after ') and lines['shutdown'] != 'True after 0', out.stdout
+        assert 'gloo threads outlived destroy_process_group(): something still holds the process group' in (
+            out.stdout + out.stderr)

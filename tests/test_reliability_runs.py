@@ -161,6 +161,8 @@ def test_two_process_gloo_run_completes_with_identical_weights_and_logs_mining_s
                     'mmdet_ohem.reliability.prepare_cpu_distributed(cfg, args.launcher) before building the '
                     'Runner')
     assert proc.returncode == 0, f'{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}'
+    # tools/train.py destroyed the process group (joining gloo's threads) before exiting
+    assert 'gloo threads outlived' not in proc.stdout + proc.stderr
     digests = [(work / f'weights_digest_rank{r}.txt').read_text().strip() for r in (0, 1)]
     assert digests[0] == digests[1], digests
     # The digest is of the real weights: it matches the final checkpoint rank 0 saved.

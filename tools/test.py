@@ -1,9 +1,10 @@
 """Test (and evaluate) a detector: mmdet 3.3's ``tools/test.py``, same flags, plus ``mmdet_ohem``.
 
 Copied from mmdet 3.3.0 (Apache-2.0, Copyright (c) OpenMMLab) so that users' habits and scripts carry
-over unchanged; the only change is that it imports ``mmdet_ohem`` itself (registering ``OHEMSampler``,
-``LossNMS``, ``UniformSampler``, ``VGG16``, ``FRCNBBoxHead``, ``VGG16Pretrained`` and the torch>=2.6
-checkpoint allow-list), so configs work even without ``custom_imports``.
+over unchanged. The changes: it imports ``mmdet_ohem`` itself (registering ``OHEMSampler``, ``LossNMS``,
+``UniformSampler``, ``VGG16``, ``FRCNBBoxHead``, ``VGG16Pretrained`` and the torch>=2.6 checkpoint
+allow-list), so configs work even without ``custom_imports``, and ``mmdet_ohem.reliability`` (CPU gloo for
+``--launcher pytorch`` without a GPU; the process group destroyed before exit).
 """
 import argparse
 import os
@@ -156,6 +157,11 @@ def main():
 
     # start testing
     runner.test()
+
+    # Destroy the process group while Python is alive (gloo's threads could abort the exit otherwise);
+    # the runner goes first: its DDP wrapper holds the group.
+    del runner
+    mmdet_ohem.reliability.shutdown_distributed()
 
 
 if __name__ == '__main__':

@@ -5,7 +5,8 @@ over unchanged. The changes: it imports ``mmdet_ohem`` itself (registering ``OHE
 ``LossNMS``, ``UniformSampler``, ``VGG16``, ``FRCNBBoxHead``, ``VGG16Pretrained`` and the torch>=2.6
 checkpoint allow-list), so configs work even without ``custom_imports``, and ``mmdet_ohem.reliability``
 (CPU gloo for ``--launcher pytorch`` without a GPU; ``--resume`` without a file falls back to the newest
-intact checkpoint where ``last_checkpoint`` was left empty or stale by a run killed while saving).
+intact checkpoint where ``last_checkpoint`` was left empty or stale by a run killed while saving; the
+process group destroyed before exit, where a gloo run could otherwise abort after training finished).
 """
 import argparse
 import os
@@ -130,6 +131,11 @@ def main():
 
     # start training
     runner.train()
+
+    # Destroy the process group while Python is alive (gloo's threads could abort the exit otherwise);
+    # the runner goes first: its DDP wrapper holds the group.
+    del runner
+    mmdet_ohem.reliability.shutdown_distributed()
 
 
 if __name__ == '__main__':

@@ -14,7 +14,9 @@ tools do). It then
   (``custom_hooks=[dict(type='RNGStateHook')]``), which stores every rank's RNG state in checkpoints so
   that a killed-and-resumed run continues with the same random numbers as an uninterrupted one;
 * provides :func:`~mmdet_ohem.reliability.distributed.prepare_cpu_distributed` (gloo distributed training
-  on CPU-only machines, called by ``tools/train.py``) and
+  on CPU-only machines, called by ``tools/train.py``),
+  :func:`~mmdet_ohem.reliability.distributed.shutdown_distributed` (destroys the process group before the
+  interpreter exits, so that a gloo run cannot abort at exit after training finished) and
   :class:`~mmdet_ohem.reliability.rank_check.WeightsDigestHook` (checks that all ranks hold the same
   weights);
 * makes ``--amp`` (mmengine's ``AmpOptimWrapper``) run on CPU-only machines with bfloat16 autocast
@@ -27,7 +29,7 @@ from .amp import AmpOptimWrapper
 from .checked_voc import AnnotationError, CheckedVOCDataset, MissingImageError
 from .checkpoint import (CorruptCheckpointError, auto_resume_fallback, checkpoint_damage,
                          load_from_local_checked, register_checked_local_loader)
-from .distributed import prepare_cpu_distributed
+from .distributed import gloo_worker_threads, prepare_cpu_distributed, shutdown_distributed
 from .rank_check import WeightsDigestHook, weights_digest
 from .rng_state import RNGStateHook, get_rng_state, set_rng_state
 
@@ -35,5 +37,5 @@ register_checked_local_loader()
 
 __all__ = ['CorruptCheckpointError', 'checkpoint_damage', 'load_from_local_checked',
            'register_checked_local_loader', 'auto_resume_fallback', 'RNGStateHook', 'get_rng_state',
-           'set_rng_state', 'prepare_cpu_distributed', 'WeightsDigestHook', 'weights_digest', 'AmpOptimWrapper',
+           'set_rng_state', 'prepare_cpu_distributed', 'shutdown_distributed', 'gloo_worker_threads', 'WeightsDigestHook', 'weights_digest', 'AmpOptimWrapper',
            'AnnotationError', 'CheckedVOCDataset', 'MissingImageError']

@@ -7,17 +7,33 @@ for a CPU model. :func:`prepare_cpu_distributed` fixes both before the ``Runner`
 gloo process group from torchrun's environment (mmengine then sees it initialised and skips its own
 ``init_dist``) and sets ``model_wrapper_cfg`` so that DDP gets ``device_ids=None``. On a machine with CUDA
 it does nothing: mmengine's own NCCL path is used unchanged.
+
+:func:`shutdown_distributed` ends a distributed run (CPU or GPU) before the interpreter exits. Without it
+a gloo run could abort at exit, after training had finished ("terminate called without an active
+exception", SIGABRT): a gloo worker thread that still held the last collective's work (mmengine's
+``all_gather_object``) released its tensors while Python was finalizing; their Python objects need the
+GIL, CPython ends a thread that asks for it then, and that thread exit unwinds through a C++ destructor.
+Destroying the process group joins those threads while Python is alive.
 """
 from __future__ import annotations
 
 import datetime
+import gc
+import logging
 import os
-from typing import Any, MutableMapping
+from typing import Any, MutableMapping, Optional
 
 import torch
 import torch.distributed as torch_dist
+from mmengine.logging import print_log
 
-__all__ = ['prepare_cpu_distributed']
+# Imported before any process group exists: its functions' ``group=group.WORLD`` defaults are evaluated at
+# import, and imported after ``init_process_group`` they would keep the default group alive for good, so
+# that destroy_process_group could not join its threads (mmengine.runner imports it early too).
+if torch_dist.is_available():
+    import torch.distributed.nn.functional  # noqa: F401
+
+__all__ = ['prepare_cpu_distributed', 'shutdown_distributed', 'gloo_worker_threads']
 
 _TORCHRUN_VARS = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 
@@ -64,4 +80,51 @@ def prepare_cpu_distributed(cfg: MutableMapping, launcher: str) -> bool:
     if dist_cfg.get('timeout') is not None:
         kwargs['timeout'] = datetime.timedelta(seconds=dist_cfg['timeout'])
     torch_dist.init_process_group(backend=dist_cfg['backend'], **kwargs)
+    return True
+
+
+def gloo_worker_threads() -> Optional[int]:
+    """How many of this process's threads are gloo's (``pt_gloo_runloop`` workers, ``gloo_tcp_loop``).
+
+    Returns None where thread names cannot be read (no ``/proc/self/task``, i.e. not Linux).
+    """
+    try:
+        tids = os.listdir('/proc/self/task')
+    except OSError:
+        return None
+    count = 0
+    for tid in tids:
+        try:
+            with open(f'/proc/self/task/{tid}/comm') as f:
+                name = f.read().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        count += name.startswith(('pt_gloo', 'gloo_'))
+    return count
+
+
+def shutdown_distributed() -> bool:
+    """Ends a distributed run: a barrier, then destroys every process group, while Python is alive.
+
+    Call it after the last collective, with the model wrapper (DDP, which holds the process group)
+    released, e.g. after ``del runner`` (``tools/train.py`` and ``tools/test.py`` do). A no-op without
+    an initialised process group.
+
+    Returns:
+        True if it destroyed a process group, False if there was none.
+
+    Logs a warning if gloo's threads outlive the group (something still holds it, e.g. a model wrapper
+    that was not released): the exit may then abort as described in this module's docstring.
+    """
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return False
+    gc.collect()  # the DDP wrapper and its reducer, which hold the group, sit in reference cycles
+    torch_dist.barrier()  # no rank tears down while another is still in a collective
+    torch_dist.destroy_process_group()
+    gc.collect()
+    left = gloo_worker_threads()
+    if left:
+        print_log(f'[mmdet_ohem] {left} gloo threads outlived destroy_process_group(): something still holds '
+                  f'the process group (a DDP-wrapped model not released?); the exit may abort', logger='current',
+                  level=logging.WARNING)
     return True
