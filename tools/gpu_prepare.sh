@@ -13,5 +13,6 @@ mkdir -p .gpu-test
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d .gpu-test \
     pytest==9.2.0 hypothesis==6.170.17 iniconfig pluggy pygments sortedcontainers
 exclude="$(git rev-parse --git-path info/exclude)"
-for p in /.gpu/ /.gpu-test/; do grep -qx "$p" "$exclude" || echo "$p" >> "$exclude"; done
+mkdir -p "$(dirname "$exclude")"
+for p in /.gpu/ /.gpu-test/; do grep -qsx "$p" "$exclude" || echo "$p" >> "$exclude"; done
 du -sh .gpu .gpu-test
