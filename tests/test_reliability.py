@@ -473,7 +473,7 @@ _SHUTDOWN_SCRIPT = r'''
 import gc, sys, tempfile
 import torch, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from mmdet_ohem.reliability import gloo_worker_threads, shutdown_distributed
+from mmdet_ohem.reliability import gloo_threads, shutdown_distributed
 keep = sys.argv[1] == 'keep'
 assert shutdown_distributed() is False  # no process group: nothing to do
 dist.init_process_group('gloo', init_method=f'file://{tempfile.mkstemp()[1]}', rank=0, world_size=1)
@@ -481,12 +481,13 @@ model = DistributedDataParallel(torch.nn.Linear(4, 2))
 model(torch.randn(3, 4)).sum().backward()
 gathered = [None]
 dist.all_gather_object(gathered, {'rank': 0})  # as mmengine's hooks do at the end of a run
-print('before', gloo_worker_threads(), flush=True)
+print('before', gloo_threads(), flush=True)
 if not keep:
     del model
-print('shutdown', shutdown_distributed(), 'after', gloo_worker_threads(), flush=True)
-del model  # (keep) the group goes with it, its threads idle
-gc.collect()
+print('shutdown', shutdown_distributed(), 'after', gloo_threads(), flush=True)
+if keep:
+    del model  # the group goes with it, its threads idle
+    gc.collect()
 '''
 
 

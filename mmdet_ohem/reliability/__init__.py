@@ -29,7 +29,7 @@ from .amp import AmpOptimWrapper
 from .checked_voc import AnnotationError, CheckedVOCDataset, MissingImageError
 from .checkpoint import (CorruptCheckpointError, auto_resume_fallback, checkpoint_damage,
                          load_from_local_checked, register_checked_local_loader)
-from .distributed import gloo_worker_threads, prepare_cpu_distributed, shutdown_distributed
+from .distributed import gloo_threads, prepare_cpu_distributed, shutdown_distributed
 from .rank_check import WeightsDigestHook, weights_digest
 from .rng_state import RNGStateHook, get_rng_state, set_rng_state
 
@@ -37,5 +37,5 @@ register_checked_local_loader()
 
 __all__ = ['CorruptCheckpointError', 'checkpoint_damage', 'load_from_local_checked',
            'register_checked_local_loader', 'auto_resume_fallback', 'RNGStateHook', 'get_rng_state',
-           'set_rng_state', 'prepare_cpu_distributed', 'shutdown_distributed', 'gloo_worker_threads', 'WeightsDigestHook', 'weights_digest', 'AmpOptimWrapper',
-           'AnnotationError', 'CheckedVOCDataset', 'MissingImageError']
+           'set_rng_state', 'prepare_cpu_distributed', 'shutdown_distributed', 'gloo_threads', 'WeightsDigestHook',
+           'weights_digest', 'AmpOptimWrapper', 'AnnotationError', 'CheckedVOCDataset', 'MissingImageError']

@@ -33,7 +33,7 @@ from mmengine.logging import print_log
 if torch_dist.is_available():
     import torch.distributed.nn.functional  # noqa: F401
 
-__all__ = ['prepare_cpu_distributed', 'shutdown_distributed', 'gloo_worker_threads']
+__all__ = ['prepare_cpu_distributed', 'shutdown_distributed', 'gloo_threads']
 
 _TORCHRUN_VARS = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 
@@ -83,8 +83,8 @@ def prepare_cpu_distributed(cfg: MutableMapping, launcher: str) -> bool:
     return True
 
 
-def gloo_worker_threads() -> Optional[int]:
-    """How many of this process's threads are gloo's (``pt_gloo_runloop`` workers, ``gloo_tcp_loop``).
+def gloo_threads() -> Optional[int]:
+    """The number of this process's threads that are gloo's (``pt_gloo_runloop`` workers, ``gloo_tcp_loop``).
 
     Returns None where thread names cannot be read (no ``/proc/self/task``, i.e. not Linux).
     """
@@ -122,7 +122,7 @@ def shutdown_distributed() -> bool:
     torch_dist.barrier()  # no rank tears down while another is still in a collective
     torch_dist.destroy_process_group()
     gc.collect()
-    left = gloo_worker_threads()
+    left = gloo_threads()
     if left:
         print_log(f'[mmdet_ohem] {left} gloo threads outlived destroy_process_group(): something still holds '
                   f'the process group (a DDP-wrapped model not released?); the exit may abort', logger='current',
