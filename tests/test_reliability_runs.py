@@ -2,7 +2,8 @@
 
 * killed with SIGKILL mid-run, resumed with ``--resume``: same final weights as an uninterrupted run;
 * two processes on gloo through ``tools/dist_train.sh``: completes, both ranks end with identical
-  weights, the mining statistics are in the json log;
+  weights, the mining statistics are in the json log; stopped halfway and resumed with ``--resume``, it
+  ends with the weights of a 2-process run that was never stopped;
 * ``--amp``: bfloat16 autocast on CPU.
 
 All runs use ``tests/configs/reliability_tiny.py`` (the paper's OHEM config shrunk to seconds).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -147,14 +149,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_process_gloo_run_completes_with_identical_weights_and_logs_mining_stats(toy_root, tmp_path):
-    work = tmp_path / 'dist'
+def _dist_train(work: Path, toy_root: Path, *extra: str) -> subprocess.CompletedProcess:
+    """``tools/dist_train.sh`` with 2 processes (gloo on CPU); extra ``--cfg-options`` after the data root."""
     env = _env()
     env.update(PORT=str(_free_port()), MASTER_ADDR='127.0.0.1', PYTHON=sys.executable)
-    cmd = ['bash', str(DIST_TRAIN), str(CONFIG), '2', '--work-dir', str(work), '--cfg-options',
-           f'train_dataloader.dataset.data_root={toy_root}/', 'train_cfg.max_iters=6',
-           'param_scheduler.0.end=6']
+    flags = [x for x in extra if x.startswith('--')]
+    options = [x for x in extra if not x.startswith('--')]
+    cmd = ['bash', str(DIST_TRAIN), str(CONFIG), '2', '--work-dir', str(work), *flags, '--cfg-options',
+           f'train_dataloader.dataset.data_root={toy_root}/', *options]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     if proc.returncode != 0 and '_cuda_setDevice' in proc.stderr:
         pytest.fail('mmengine tried torch.cuda.set_device on a CPU-only torch: tools/train.py must call '
@@ -163,18 +165,52 @@ def test_two_process_gloo_run_completes_with_identical_weights_and_logs_mining_s
     assert proc.returncode == 0, f'{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}'
     # tools/train.py destroyed the process group (joining gloo's threads) before exiting
     assert 'gloo threads outlived' not in proc.stdout + proc.stderr
-    digests = [(work / f'weights_digest_rank{r}.txt').read_text().strip() for r in (0, 1)]
+    return proc
+
+
+def _digests(work: Path) -> list:
+    return [(work / f'weights_digest_rank{r}.txt').read_text().strip() for r in (0, 1)]
+
+
+@pytest.fixture(scope='module')
+def dist_first_half(toy_root, tmp_path_factory) -> Path:
+    """A 2-process run stopped after 6 of the config's 12 iterations (same schedule as the full run)."""
+    work = tmp_path_factory.mktemp('dist_half') / 'work'
+    _dist_train(work, toy_root, f'train_cfg.max_iters={MAX_ITERS // 2}')
+    return work
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_completes_with_identical_weights_and_logs_mining_stats(dist_first_half):
+    work = dist_first_half
+    digests = _digests(work)
     assert digests[0] == digests[1], digests
     # The digest is of the real weights: it matches the final checkpoint rank 0 saved.
     from mmdet_ohem.reliability import weights_digest
-    assert weights_digest(_weights(work / 'iter_6.pth')) == digests[0]
+    assert weights_digest(_weights(work / f'iter_{MAX_ITERS // 2}.pth')) == digests[0]
     records = _json_log_records(work)
     train = [r for r in records if 'loss' in r]
-    assert len(train) == 6
+    assert len(train) == MAX_ITERS // 2
     for key in ('ohem_cands', 'ohem_nms_supp', 'ohem_fg_share', 'ohem_mined_rl', 'ohem_cand_rl',
                 'ohem_nonfinite'):
         assert all(key in r for r in train), (key, train[0])
     assert all(r['ohem_cands'] > 0 for r in train)
+
+
+@pytest.mark.slow
+def test_two_process_gloo_resume_ends_with_the_uninterrupted_two_process_runs_weights(toy_root, dist_first_half,
+                                                                                      tmp_path):
+    """``dist_train.sh --resume`` continues the stopped 2-process run to the end; both ranks then hold the
+    weights of a 2-process run that was never stopped, bit for bit (each rank's RNG state and data position
+    come back from the checkpoint)."""
+    straight = tmp_path / 'straight'
+    _dist_train(straight, toy_root)
+    resumed = tmp_path / 'resumed'
+    shutil.copytree(dist_first_half, resumed)
+    out = _dist_train(resumed, toy_root, '--resume')
+    assert f'resumed epoch: 0, iter: {MAX_ITERS // 2}' in out.stdout + out.stderr
+    assert _digests(resumed) == _digests(straight)
+    _assert_same_weights(_weights(resumed / f'iter_{MAX_ITERS}.pth'), _weights(straight / f'iter_{MAX_ITERS}.pth'))
 
 
 @pytest.mark.slow
