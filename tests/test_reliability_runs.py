@@ -207,6 +207,7 @@ def test_two_process_gloo_resume_ends_with_the_uninterrupted_two_process_runs_we
     _dist_train(straight, toy_root)
     resumed = tmp_path / 'resumed'
     shutil.copytree(dist_first_half, resumed)
+    (resumed / 'last_checkpoint').write_text(str(resumed / f'iter_{MAX_ITERS // 2}.pth'))  # the copy's own
     out = _dist_train(resumed, toy_root, '--resume')
     assert f'resumed epoch: 0, iter: {MAX_ITERS // 2}' in out.stdout + out.stderr
     assert _digests(resumed) == _digests(straight)
