@@ -11,7 +11,6 @@ import importlib.util
 import os
 import pickle
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -436,11 +435,9 @@ def test_tools_train_then_test_with_the_documented_roi_align_switch(voc_root, tm
 
     # The same evaluation with 2 processes (tools/dist_test.sh; gloo on CPU): one image each, gathered back
     # in order, so the same mAP; it exits cleanly (tools/test.py destroys the process group before exit).
+    from .test_reliability_runs import _free_port
     dist_out = tmp_path / 'preds_dist.pkl'
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    dist_env = dict(env, PYTHON=PY, MASTER_ADDR='127.0.0.1', PORT=str(port), OMP_NUM_THREADS='1')
+    dist_env = dict(env, PYTHON=PY, MASTER_ADDR='127.0.0.1', PORT=str(_free_port()), OMP_NUM_THREADS='1')
     run_dist = subprocess.run(['bash', str(ROOT / 'tools/dist_test.sh'), str(cfg_file), str(ckpt), '2',
                                '--work-dir', str(tmp_path / 'work_dist'), '--out', str(dist_out), *switch],
                               cwd=tmp_path, env=dist_env, capture_output=True, text=True, timeout=300)

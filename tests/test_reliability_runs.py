@@ -149,14 +149,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _dist_train(work: Path, toy_root: Path, *extra: str) -> subprocess.CompletedProcess:
-    """``tools/dist_train.sh`` with 2 processes (gloo on CPU); extra ``--cfg-options`` after the data root."""
+def _dist_train(work: Path, toy_root: Path, *options: str, resume: bool = False) -> subprocess.CompletedProcess:
+    """``tools/dist_train.sh`` with 2 processes (gloo on CPU); ``options`` go after the data root in
+    ``--cfg-options``; ``resume``: ``--resume`` (auto)."""
     env = _env()
     env.update(PORT=str(_free_port()), MASTER_ADDR='127.0.0.1', PYTHON=sys.executable)
-    flags = [x for x in extra if x.startswith('--')]
-    options = [x for x in extra if not x.startswith('--')]
-    cmd = ['bash', str(DIST_TRAIN), str(CONFIG), '2', '--work-dir', str(work), *flags, '--cfg-options',
-           f'train_dataloader.dataset.data_root={toy_root}/', *options]
+    cmd = ['bash', str(DIST_TRAIN), str(CONFIG), '2', '--work-dir', str(work), *(['--resume'] if resume else []),
+           '--cfg-options', f'train_dataloader.dataset.data_root={toy_root}/', *options]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     if proc.returncode != 0 and '_cuda_setDevice' in proc.stderr:
         pytest.fail('mmengine tried torch.cuda.set_device on a CPU-only torch: tools/train.py must call '
@@ -208,7 +207,7 @@ def test_two_process_gloo_resume_ends_with_the_uninterrupted_two_process_runs_we
     resumed = tmp_path / 'resumed'
     shutil.copytree(dist_first_half, resumed)
     (resumed / 'last_checkpoint').write_text(str(resumed / f'iter_{MAX_ITERS // 2}.pth'))  # the copy's own
-    out = _dist_train(resumed, toy_root, '--resume')
+    out = _dist_train(resumed, toy_root, resume=True)
     assert f'resumed epoch: 0, iter: {MAX_ITERS // 2}' in out.stdout + out.stderr
     assert _digests(resumed) == _digests(straight)
     _assert_same_weights(_weights(resumed / f'iter_{MAX_ITERS}.pth'), _weights(straight / f'iter_{MAX_ITERS}.pth'))
