@@ -149,12 +149,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _dist_train(work: Path, toy_root: Path, *options: str, resume: bool = False) -> subprocess.CompletedProcess:
-    """``tools/dist_train.sh`` with 2 processes (gloo on CPU); ``options`` go after the data root in
-    ``--cfg-options``; ``resume``: ``--resume`` (auto)."""
+def _dist_train(work: Path, toy_root: Path, *options: str, resume: bool = False,
+                procs: int = 2) -> subprocess.CompletedProcess:
+    """``tools/dist_train.sh`` with ``procs`` processes (gloo on CPU); ``options`` go after the data root
+    in ``--cfg-options``; ``resume``: ``--resume`` (auto)."""
     env = _env()
     env.update(PORT=str(_free_port()), MASTER_ADDR='127.0.0.1', PYTHON=sys.executable)
-    cmd = ['bash', str(DIST_TRAIN), str(CONFIG), '2', '--work-dir', str(work), *(['--resume'] if resume else []),
+    cmd = ['bash', str(DIST_TRAIN), str(CONFIG), str(procs), '--work-dir', str(work), *(['--resume'] if resume else []),
            '--cfg-options', f'train_dataloader.dataset.data_root={toy_root}/', *options]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     if proc.returncode != 0 and '_cuda_setDevice' in proc.stderr:
@@ -228,3 +229,18 @@ def test_amp_flag_trains_with_bf16_autocast_on_cpu(toy_root, tmp_path):
     ckpt = torch.load(work / 'iter_4.pth', map_location='cpu')
     assert 'loss_scaler' not in ckpt['optimizer']  # bf16: no loss scaling
     assert all(v.dtype == torch.float32 for v in ckpt['state_dict'].values() if v.is_floating_point())
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+def test_one_gpu_nccl_run_through_dist_train_ends_cleanly(toy_root, tmp_path):
+    """On a GPU, ``tools/dist_train.sh CONFIG 1`` trains on NCCL and ``tools/train.py`` ends it with
+    ``shutdown_distributed`` (a barrier, then ``destroy_process_group``): exit status 0, the rank's weights
+    digest written by the last collective (``all_gather_object``), no warning of a group left held."""
+    work = tmp_path / 'work'
+    proc = _dist_train(work, toy_root, 'env_cfg.dist_cfg.backend=nccl', 'randomness.deterministic=False',
+                       f'train_cfg.max_iters={MAX_ITERS // 3}', procs=1)
+    assert (work / 'weights_digest_rank0.txt').read_text().strip()
+    logs = proc.stdout + proc.stderr + ''.join(p.read_text() for p in work.glob('*/*.log'))
+    assert "'backend': 'nccl'" in logs or '"backend": "nccl"' in logs or "backend='nccl'" in logs, logs[-3000:]
+    assert 'Distributed training: True' in logs, logs[-3000:]

@@ -5,7 +5,8 @@
 # Steps, in the order they run (issue 10's open questions first; 13 and 14 are resolved):
 # tests   the `cuda` tests (AMP training steps of the VGG16 OHEM config at 600 px in fp16/bf16 with every
 #         readonly_dtype, fp32 steps with the default TF32 read-only pass, GPU-vs-CPU selection, host-sync
-#         count, benchmark path, the selection as a captured CUDA graph; issue 14's RPN miner on the GPU);
+#         count, benchmark path, the selection as a captured CUDA graph; issue 14's RPN miner on the GPU;
+#         a 1-GPU NCCL run through tools/dist_train.sh, ended by shutdown_distributed);
 # agreement  the read-only precision agreement (tf32/fp16/bf16 vs exact fp32 mined sets, and exact fp32 summed
 #         in another order, the noise floor), at random init and after TRAIN_STEPS float32 SGD steps on the
 #         batch (a trained head's loss spread), seeds SEEDS; every pass of an image replays the exact pass's
@@ -26,7 +27,9 @@
 #         VGG16's ~20,000 candidate anchors now take the device loss-NMS's ranked prefix).
 # STEPS picks the steps of a call. The step limits add up to ~17 minutes, but they are upper bounds: on
 # the H100 (2026-11-26, sixth session) all steps took 463 s together with the set-up (tests 44 s, sweep
-# 95 s, rpn 42 s, benchmarks 70 s, configs 89 s, agreement 57 s, profile 41 s). A step cut off by the
+# 95 s, rpn 42 s, benchmarks 70 s, configs 89 s, agreement 57 s, profile 41 s).
+# On 2026-11-27 (H100) STEPS='tests agreement vgg16 r50_fpn configs profile' took 464 s: set-up 26 s, tests 87 s
+# (the NCCL run 30 s of it), agreement 57 s, VGG16 54 s and R50-FPN 61 s (50 rounds of 4), configs 122 s, profile 57 s. A step cut off by the
 # DEADLINE can be rerun alone on the warm machine, e.g. STEPS='configs' DEADLINE=240.
 # Only 8 files come back from $OUT: the markdown tables, the agreement JSON and progress log come back as
 # files, everything (logs, JSON, the sweep's cells and table) also in gpu_check.tgz. Each step has its own
@@ -72,7 +75,7 @@ TRAIN_STEPS=${TRAIN_STEPS:-0 100}  # agreement: measured at random init and afte
 SEEDS=${SEEDS:-0 1}  # agreement: one batch of 2 images per seed
 
 if want tests; then
-    run_step 120 'cuda tests' bash -c "python3 -m pytest tests/test_cuda.py tests/test_rpn_ohem.py -m cuda \
+    run_step 160 'cuda tests' bash -c "python3 -m pytest tests/test_cuda.py tests/test_rpn_ohem.py tests/test_reliability_runs.py -m cuda \
         -k 'not every_config' -q -rA -s -p no:cacheprovider --durations=10 > '$OUT/cuda_tests.log' 2>&1"
     tail -3 "$OUT/cuda_tests.log"
 fi
