@@ -176,6 +176,30 @@ def test_rerender_rebuilds_a_saved_runs_tables_from_its_samples(tmp_path, capsys
             cli.main(['--rerender', str(path)])
 
 
+def test_compare_prints_one_variant_over_another_from_saved_runs(tmp_path, capsys):
+    """``--compare A B JSON...``: A's time over B's per model and precision, paired per round with its
+    interval from 6 rounds, and the medians' difference; nothing rewritten; a missing variant is named."""
+    from ohem_experiments.benchmark import cli
+    drift = [1.0 + 0.5 * (i % 3) for i in range(12)]
+    timings = {'random': VariantTiming(times=drift).as_dict(),
+               'ours': VariantTiming(times=[d * 1.10 for d in drift]).as_dict(),
+               'ours_eager': VariantTiming(times=[d * 1.21 for d in drift]).as_dict()}
+    path = tmp_path / 'bench.json'
+    path.write_text(json.dumps({'models': [{'model': 'vgg16', 'precision': 'fp16', 'timings': timings}]}))
+    before = path.read_text()
+    got = cli.main(['--compare', 'ours', 'ours_eager', str(path)])
+    row = got[str(path)][0]
+    assert row['ratio'] == pytest.approx(1.10 / 1.21) and row['ci'] == pytest.approx((1.10 / 1.21, 1.10 / 1.21))
+    assert row['saved_ms'] == pytest.approx((1.21 - 1.10) * 1.5 * 1e3)
+    out = capsys.readouterr().out
+    assert '| ours / ours_eager (paired, 95% CI) |' in out and f'| vgg16 | fp16 | 12 | 0.909× (0.909–0.909) |' in out
+    assert path.read_text() == before
+    with pytest.raises(ValueError, match=r"\(vgg16, fp16\) has no variant \['mmdet_ohem'\]"):
+        cli.main(['--compare', 'mmdet_ohem', 'ours', str(path)])
+    with pytest.raises(SystemExit):
+        cli.main(['--compare', 'ours', str(path)])
+
+
 @pytest.mark.slow
 def test_tool_end_to_end_tiny(tmp_path):
     """The real command line: R50-FPN at 64 px, 1 iteration per variant, memory in fresh processes."""

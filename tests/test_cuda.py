@@ -234,13 +234,16 @@ def test_every_config_in_configs_trains_amp_steps():
 
 
 def test_captured_selection_graph_mines_the_cpu_references_rois():
-    """The selection as a captured CUDA graph (``cuda_graph=True``): one capture per width bucket, replays of
-    narrower rows over stale buffer columns, and per image the host reference's RoIs on the CPU."""
+    """The selection as a captured CUDA graph (``cuda_graph=True``): a capture only for rows wider than every
+    graph kept, replays of narrower rows over stale buffer columns (in the narrowest graph wide enough), and
+    per image the host reference's RoIs on the CPU."""
     from ohem_experiments.benchmark.nms_timing import proposal_like_boxes
 
     from mmdet_ohem.selection import SelectionGraphs, select_hard_examples_padded
     graphs = SelectionGraphs()
-    for seed, n in enumerate((1000, 990, 1010, 1024, 700)):  # 1024 (x4) and 768: two captures
+    # widths 768 then 1024 for each budget: four captures (the fourth drops the least recently used, 768 for
+    # budget 64); 990-1024 replay the 1024 graph over stale columns, 500 the narrowest graph kept for its budget
+    for seed, n in enumerate((700, 1000, 990, 1010, 1024, 500)):
         rows = [proposal_like_boxes(n, seed=2 * seed + b) for b in range(2)]
         boxes = torch.stack([r[0] for r in rows]).float()
         losses = torch.stack([r[1] for r in rows]).float()
@@ -258,7 +261,7 @@ def test_captured_selection_graph_mines_the_cpu_references_rois():
                 assert got[b].indices.tolist() == cpu.indices.tolist(), (seed, num, b)
                 assert got[b].num_pos == cpu.num_pos and int(got[b].num_suppressed) == int(cpu.num_suppressed)
     assert graphs.failed is None, graphs.failed
-    assert graphs.captures == 4 and graphs.replays == 10  # (1024, 768) x (64, 512)
+    assert graphs.captures == 4 and graphs.replays == 12  # (768, 1024) x (64, 512)
     print(f'selection graphs: {graphs.captures} captures, {graphs.replays} replays, {graphs.fallbacks} fallbacks')
 
 

@@ -88,10 +88,30 @@ def test_graphs_per_bucket_and_least_recently_used_dropped():
         losses, boxes, valid, is_pos, _ = _problem(n, 2, n)
         select_hard_examples_padded(losses, boxes, 8, 0.7, None, 'skip', is_pos, method='device', valid=valid,
                                     graphs=graphs)
-    assert [k.size for k in graphs._cache] == [512, 128]  # 128 (100, 120), 384, 512 drops 128, 110 drops 384
+    # 128 (100, 120), 384, 512 drops 128; 110 is served by 384, the narrowest kept, which becomes the latest
+    assert [k.size for k in graphs._cache] == [512, 384]
     assert graphs.key({'boxes': torch.zeros(3, 1, 4)}, 8, 0.7, False, False, 0.5).size == graph_mod.BUCKET
     with pytest.raises(ValueError, match='max_graphs must be a positive int, got 0'):
         SelectionGraphs(max_graphs=0)
+
+
+def test_rows_are_served_by_the_narrowest_graph_kept_that_is_wide_enough():
+    """Training's candidate counts move across width buckets from batch to batch; a graph is made only for
+    rows wider than every graph kept (one per bucket would recapture in turn), narrower rows run in the
+    narrowest wide-enough graph, and the result is the eager rule's. Another budget is another graph."""
+    graphs = SelectionGraphs(capture=False)
+    for n, num, size in ((300, 16, 384), (100, 16, 384), (250, 16, 384), (500, 16, 512), (260, 16, 384),
+                         (400, 16, 512), (100, 32, 128)):
+        losses, boxes, valid, is_pos, _ = _problem(n, 2, n)
+        got = select_hard_examples_padded(losses, boxes, num, 0.7, None, 'skip', is_pos, method='device',
+                                          valid=valid, graphs=graphs)
+        eager = select_hard_examples_padded(losses, boxes, num, 0.7, None, 'skip', is_pos, method='device',
+                                            valid=valid)
+        for b in range(2):
+            _same(got[b], eager[b])
+        assert next(reversed(graphs._cache)).size == size, (n, num)  # the graph that served it
+    assert sorted((k.num, k.size) for k in graphs._cache) == [(16, 384), (16, 512), (32, 128)]
+    assert graphs.replays == 7 and graphs.fallbacks == 0
 
 
 def test_copies_of_the_cache_keep_the_settings_not_the_graphs():

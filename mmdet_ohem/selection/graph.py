@@ -16,7 +16,9 @@ for :func:`~mmdet_ohem.selection.select_hard_examples_padded` with given losses,
 
 **Static shapes.** A graph is captured per :class:`GraphKey`: the batch size, ``n`` rounded up to a
 multiple of :data:`BUCKET` (the static input buffers' width), the budget, the loss-NMS settings, the inputs'
-names, per-row shapes and dtypes, and the front's ``key``. Each
+names, per-row shapes and dtypes, and the front's ``key``. Rows are served by the narrowest graph kept that is
+at least as wide, so a capture happens only for rows wider than every graph kept (in training the candidate
+count moves from batch to batch across buckets; with one graph per bucket they would recapture in turn). Each
 call copies its ``(B, n)`` rows into the first ``n`` columns of the buffers and clears ``valid`` beyond
 them; the rows beyond are padding, inert by construction of the rule (never valid, so never mined, never
 suppressing, never counted, ranked last), whatever stale values they hold. The result is therefore that
@@ -36,7 +38,7 @@ eagerly on the buffers in place of a replay, so everything but the capture itsel
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import math
 from typing import TYPE_CHECKING, Callable, Dict, Hashable, List, Optional, Tuple
 import warnings
@@ -185,10 +187,14 @@ class SelectionGraphs:
                         float(skip_limit), str(first.device), spec, front)
 
     def _get(self, key: GraphKey, front: 'RankingFront') -> Optional[CapturedSelection]:
-        sel = self._cache.get(key)
-        if sel is not None:
+        # The narrowest graph kept that is at least as wide (padding columns are inert): rows whose count
+        # moves between width buckets from batch to batch (proposals + gt boxes) capture only when they
+        # are wider than every graph kept, not at each new bucket, which would recapture in turn.
+        served = [k for k in self._cache if k.size >= key.size and replace(k, size=key.size) == key]
+        if served:
+            key = min(served, key=lambda k: k.size)
             self._cache.move_to_end(key)
-            return sel
+            return self._cache[key]
         capture = key.device.startswith('cuda') if self.capture is None else bool(self.capture)
         try:
             sel = CapturedSelection(key, capture, front)

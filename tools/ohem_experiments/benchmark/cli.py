@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .report import check_targets, machine_info, model_table, nms_table, targets_table
+from .report import CONFIDENCE, check_targets, machine_info, model_table, nms_table, targets_table
 from .detectors import DEFAULT_VARIANTS, GPU_VARIANTS, MODELS, PRECISIONS, VARIANTS, prepare, set_threads
 
 __all__ = ['main', 'parse_args']
@@ -53,7 +53,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="measure nothing: rebuild a saved run's tables and target checks from its raw "
                         'per-iteration samples with this version of the report (new columns), and rewrite '
                         'that JSON and its markdown')
+    p.add_argument('--compare', nargs='+', metavar=('A B', 'JSON'), default=None,
+                   help='measure nothing: print variant A\'s time over variant B\'s (paired per round, with its '
+                        '95%% CI) for every model and precision of the saved runs JSON..., e.g. '
+                        '--compare ours_eager ours results/gpu/.../bench_vgg16.json')
     args = p.parse_args(argv)
+    if args.compare is not None and len(args.compare) < 3:
+        p.error('--compare takes two variant names and at least one benchmark JSON')
     if args.variants is None:
         args.variants = list(GPU_VARIANTS if args.device.startswith('cuda') else DEFAULT_VARIANTS)
     if 'random' not in args.variants:
@@ -182,6 +188,40 @@ def rerender(path: str) -> dict:
     return result
 
 
+def compare(a: str, b: str, paths: Sequence[str]) -> dict:
+    """Prints (and returns, by file) a markdown table of ``a``'s iteration time over ``b``'s in saved runs:
+    the median of the per-round ratios with its 95% interval (:func:`~.report.time_ratio`), and the two
+    medians' difference in ms. Nothing is measured or rewritten.
+
+    Raises:
+        ValueError: If a file is not a benchmark JSON, or a model record lacks ``a`` or ``b``.
+    """
+    from .report import time_ratio
+    from .timing import VariantTiming
+    rows = [f'| run | model | precision | rounds | {a} / {b} (paired, {CONFIDENCE:.0%} CI) | {b} − {a} (medians) |',
+            '|---|---|---|---|---|---|']
+    out: dict = {}
+    for path in paths:
+        result = json.loads(Path(path).read_text())
+        models = result.get('models') if isinstance(result, dict) else None
+        if not models or not all(isinstance(r, dict) and 'timings' in r for r in models):
+            raise ValueError(f'--compare: {path} is not a benchmark JSON with raw timings per model')
+        for r in models:
+            missing = [v for v in (a, b) if v not in r['timings']]
+            if missing:
+                raise ValueError(f"--compare: {path} ({r['model']}, {r['precision']}) has no variant {missing}; "
+                                 f"it has {sorted(r['timings'])}")
+            ta, tb = (VariantTiming.from_dict(r['timings'][v]) for v in (a, b))
+            value, ci = time_ratio(ta, tb)
+            out.setdefault(path, []).append({'model': r['model'], 'precision': r['precision'], 'ratio': value,
+                                             'ci': ci, 'saved_ms': (tb.median - ta.median) * 1e3})
+            interval = f' ({ci[0]:.3f}–{ci[1]:.3f})' if ci else ''
+            rows.append(f"| {path} | {r['model']} | {r['precision']} | {len(ta.times)} | {value:.3f}×{interval} "
+                        f"| {(tb.median - ta.median) * 1e3:+.2f} ms |")
+    print('\n'.join(rows))
+    return out
+
+
 def write_report(result: dict, out: Path) -> None:
     """Prints the markdown report of ``result`` and writes ``out`` (JSON) and the markdown beside it."""
     report = render(result)
@@ -196,6 +236,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     if args.rerender:
         return rerender(args.rerender)
+    if args.compare:
+        return compare(*args.compare[:2], args.compare[2:])
     threads = set_threads(args.threads)
     os.environ.setdefault('OMP_NUM_THREADS', str(threads))  # memory children use the same count
     t0 = time.perf_counter()
