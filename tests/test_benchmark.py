@@ -168,8 +168,13 @@ def test_rerender_rebuilds_a_saved_runs_tables_from_its_samples(tmp_path, capsys
     assert {c['target'].split(': ', 1)[1]: c['status'] for c in row['targets']} == {
         'time ours / RandomSampler': 'MISSED', 'time ours / mmdet OHEM (must be < 1)': 'n/a',
         'peak memory ours / RandomSampler': 'met'}
+    assert '| ours | OHEMSampler, read-only tf32 (default), eager selection |' in row['table']  # the default then
     md = path.with_suffix('.md').read_text()
     assert '--rerender' in md and 'old table' not in md and 'GPU NVIDIA H100' in md
+    saved['models'][0]['samplers'] = {'random': 'RandomSampler', 'ours': 'as it was run'}  # runs since: their own
+    path.write_text(json.dumps(saved))
+    cli.main(['--rerender', str(path)])
+    assert '| ours | as it was run |' in json.loads(path.read_text())['models'][0]['table']
     for bad in ('[1, 2]', '{"models": []}', '{"models": [{"memory": {}}]}'):
         path.write_text(bad)
         with pytest.raises(ValueError, match='bench.json is not a benchmark JSON'):
@@ -235,7 +240,7 @@ def test_size_is_height_width_and_cuda_gets_the_issue_variants():
     assert a.variants == ['random', 'mmdet_ohem', 'ours_nonms', 'ours']
     assert parse_args(['--size', '320']).size == [320, 320]
     assert parse_args(['--device', 'cuda']).variants == ['random', 'mmdet_ohem', 'ours', 'ours_exact', 'ours_bf16',
-                                                         'ours_per_image', 'ours_graph']
+                                                         'ours_per_image', 'ours_eager']
     with pytest.raises(SystemExit):
         parse_args(['--size', '600', '1000', '10'])
     prep = prepare('r50_fpn', ['random'], (64, 96), batch_size=1, num_items=(2, ))
@@ -252,12 +257,14 @@ def test_gpu_targets_use_issue_10_limits():
     assert got == {'time ours / RandomSampler': (1.03, 'MISSED'),
                    'time ours / mmdet OHEM (must be < 1)': (1.0, 'met'),
                    'peak memory ours / RandomSampler': (1.05, 'MISSED')}
-    timings['ours_graph'], memory['ours_graph'] = timing(1.02), {'peak_mb': 1010}  # checked too, where run
+    timings['ours_eager'], memory['ours_eager'] = timing(1.02), {'peak_mb': 1010}  # checked too, where run
+    timings['ours_graph'], memory['ours_graph'] = timing(1.09), {'peak_mb': 1000}  # runs of before 2026-11-27
     got = {c['target'].split(': ', 1)[1]: (c['limit'], c['status'])
            for c in report.check_targets('r50_fpn', timings, memory, 'cuda', 'fp16')}
-    assert got['time ours_graph / RandomSampler'] == (1.03, 'met')
-    assert got['time ours_graph / mmdet OHEM (must be < 1)'] == (1.0, 'met')
-    assert got['peak memory ours_graph / RandomSampler'] == (1.05, 'met')
+    assert got['time ours_eager / RandomSampler'] == (1.03, 'met')
+    assert got['time ours_eager / mmdet OHEM (must be < 1)'] == (1.0, 'met')
+    assert got['peak memory ours_eager / RandomSampler'] == (1.05, 'met')
+    assert got['time ours_graph / mmdet OHEM (must be < 1)'] == (1.0, 'MISSED')
 
 
 def test_profile_iteration_marks_the_samplers_parts():
@@ -276,23 +283,25 @@ def test_profile_iteration_marks_the_samplers_parts():
 def test_count_ops_shows_fewer_operators_when_images_are_mined_together():
     """The operator counter (a GPU-cost proxy on the CPU), with the selection on its CUDA path."""
     from ohem_experiments.benchmark.count_ops import count_ops, source_table, table
-    res = count_ops('r50_fpn', [96], ['random', 'ours', 'ours_per_image', 'ours_graph'], by_source=True)
+    res = count_ops('r50_fpn', [96], ['random', 'ours', 'ours_eager', 'ours_per_image'], by_source=True)
     assert res['random']['extra_per_image'] == 0
-    assert 0 < res['ours']['extra_per_image'] < res['ours_per_image']['extra_per_image']
-    # the selection as a CUDA graph: its replay counts as one operator, its input copies as they come
-    graph_sources = dict(res['ours_graph']['added_by_source'])
+    assert 0 < res['ours_eager']['extra_per_image'] < res['ours_per_image']['extra_per_image']
+    # the default, the selection as a CUDA graph: its replay counts as one operator, its input copies as they come
+    graph_sources = dict(res['ours']['added_by_source'])
     assert graph_sources['mmdet_ohem/selection/graph.py:replay'] == 1
-    assert 'mmdet_ohem/selection/select.py:readout' not in res['ours_graph']['sources']
-    assert 0 < res['ours_graph']['extra_per_image'] < res['ours']['extra_per_image'] - 25
+    assert 'mmdet_ohem/selection/select.py:readout' not in res['ours']['sources']
+    assert 0 < res['ours']['extra_per_image'] < res['ours_eager']['extra_per_image'] - 25
     assert res['ours']['candidates_last_image'] > 0
-    assert '| ours_per_image | OHEMSampler, read-only tf32 (default), one image at a time |' in table(res, 'random')
+    rows = table(res, 'random')
+    assert '| ours_per_image | OHEMSampler, read-only tf32 (default), one image at a time |' in rows
+    assert '| ours_eager | OHEMSampler, read-only tf32 (default), eager selection |' in rows
     # --by-source: every operator has a source; the sources' differences add up to the total difference
-    for v in ('random', 'ours'):
+    for v in ('random', 'ours', 'ours_eager'):
         assert sum(res[v]['sources'].values()) == res[v]['ops']
-    added = dict(res['ours']['added_by_source'])
-    assert sum(added.values()) == res['ours']['ops'] - res['random']['ops']
+    added = dict(res['ours_eager']['added_by_source'])
+    assert sum(added.values()) == res['ours_eager']['ops'] - res['random']['ops']
     assert added['mmdet_ohem/selection/select.py:readout'] > 0
-    assert '| `mmdet_ohem/' in source_table(res, 'ours', 'random', 5)
+    assert '| `mmdet_ohem/' in source_table(res, 'ours_eager', 'random', 5)
 
 
 def test_round_to_tf32_keeps_ten_mantissa_bits_ties_to_even():

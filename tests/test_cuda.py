@@ -128,8 +128,8 @@ def test_gpu_mines_the_cpu_references_rois():
 
 
 def test_sampler_on_gpu_mines_what_the_cpu_selection_mines(vgg_ohem):
-    """A real read-only pass on the GPU (both images mined together, the default); its losses, on the CPU,
-    give the same RoIs through the host path, image by image."""
+    """A real read-only pass on the GPU (both images mined together and the selection as a CUDA graph, the
+    defaults); its losses, on the CPU, give the same RoIs through the host path, image by image."""
     model, data = vgg_ohem
     calls = mined_selections(model, data)
     assert len(calls) == 2  # one selection per image
@@ -147,13 +147,15 @@ def _count_syncs(fn, where=None) -> int:
     return n[0]
 
 
-def test_sample_makes_no_more_host_syncs_than_random_sampler(vgg_ohem):
+@pytest.mark.parametrize('cuda_graph', [True, False])
+def test_sample_makes_no_more_host_syncs_than_random_sampler(vgg_ohem, cuda_graph):
     """VGG16 (one feature level, so mmdet's RoI extractor makes no syncs of its own), both images of the
-    batch: ours samples both and mines them together when the RoI head reads a result."""
+    batch: ours samples both and mines them together when the RoI head reads a result; with the selection
+    as a CUDA graph (the default; captured in the warm-up) and eager."""
     from mmdet.models.task_modules.samplers import RandomSampler
     model, data = vgg_ohem
     _, images = sampler_inputs(model, data)
-    ours = OHEMSampler(num=64, context=model.roi_head)
+    ours = OHEMSampler(num=64, context=model.roi_head, cuda_graph=cuda_graph)
     theirs = RandomSampler(num=64, pos_fraction=0.25, context=model.roi_head)
     assign = model.roi_head.bbox_assigner.assign
 
@@ -173,9 +175,11 @@ def test_sample_makes_no_more_host_syncs_than_random_sampler(vgg_ohem):
     where_ours, where_theirs = [], []
     n_ours = _count_syncs(lambda: ours_step(a1), where_ours)
     n_theirs = _count_syncs(lambda: theirs_step(a2), where_theirs)
-    print(f'host syncs for the 2 images of a batch: OHEMSampler {n_ours} at {where_ours}; RandomSampler '
-          f'{n_theirs} at {where_theirs}')
+    print(f'host syncs for the 2 images of a batch: OHEMSampler (cuda_graph={cuda_graph}) {n_ours} at {where_ours}; '
+          f'RandomSampler {n_theirs} at {where_theirs}')
     assert n_ours <= n_theirs
+    if cuda_graph:
+        assert ours._graphs.captures == 1 and ours._graphs.replays == 3 and ours._graphs.failed is None
 
 
 def test_benchmark_code_path_on_cuda(tmp_path):

@@ -203,6 +203,15 @@ def test_sampler_with_cuda_graph_trains_the_same_steps(gpu_selection_path):
     assert logs[True] == logs[False]
 
 
+def test_default_cuda_graph_changes_nothing_on_the_cpu():
+    """``cuda_graph=True`` is the default; on the CPU the selection runs on the host and the graphs are never
+    used, so training is that of ``cuda_graph=False``."""
+    model, default = train_three_steps(FASTER_FPN, dict(num=48))
+    sampler = model.roi_head.bbox_sampler
+    assert sampler.cuda_graph is True and sampler._graphs.replays == 0 and not sampler._graphs._cache
+    assert default == train_three_steps(FASTER_FPN, dict(num=48, cuda_graph=False))[1]
+
+
 def test_graph_path_mines_what_the_host_selection_mines_from_the_same_losses(gpu_selection_path):
     """With ``cuda_graph=True`` the targets and losses run in the graph with the selection; the losses
     they give, selected by the host reference image by image, give the same RoIs."""
@@ -221,7 +230,7 @@ def test_cuda_graph_setting_is_checked():
     from mmdet_ohem.samplers import OHEMSampler
     with pytest.raises(TypeError, match="cuda_graph must be True or False, got 'yes'"):
         OHEMSampler(num=8, context=model.roi_head, cuda_graph='yes')
-    assert 'cuda_graph=False' in OHEMSampler(num=8, context=model.roi_head).describe()
+    assert 'cuda_graph=True' in OHEMSampler(num=8, context=model.roi_head).describe()  # the default
 
 
 def test_the_captured_region_reads_nothing_back_and_copies_nothing_from_the_host():

@@ -14,8 +14,9 @@
 #         written as they finish;
 # vgg16, r50_fpn  the benchmark in issue 10's settings: VGG16 600x1000 and R50-FPN 800x1333, batch 2, fp32
 #         and fp16 AMP (+ bf16 for VGG16), variants BENCH_VARIANTS interleaved: by default the four the
-#         targets compare, random / mmdet_ohem / ours / ours_graph (cuda_graph=True: read-only targets,
-#         losses and selection replayed as one CUDA graph; opt-in, a candidate default), with ITERS rounds;
+#         targets compare, random / mmdet_ohem / ours (the default: read-only targets, losses and selection
+#         replayed as one CUDA graph) / ours_eager (cuda_graph=False, the default before 2026-11-27), with
+#         ITERS rounds;
 #         the H100 run of the sixth session measured ours_exact, ours_bf16 and ours_per_image already, and
 #         the rounds decide more: the targets take the paired ratio's 95% interval, which at 30 rounds
 #         spanned 2-8 points on the H100 (name them in BENCH_VARIANTS to time them again);
@@ -44,7 +45,7 @@ FINAL=${OUT:-results/gpu}
 OUT=$(mktemp -d)  # working folder; packed into $FINAL at the end
 LABEL=gpu_check
 ITERS=${ITERS:-50}  # run 2 of the sixth session had 30 (with 10, R50-FPN's ratios moved by points)
-BENCH_VARIANTS=${BENCH_VARIANTS:-random mmdet_ohem ours ours_graph}
+BENCH_VARIANTS=${BENCH_VARIANTS:-random mmdet_ohem ours ours_eager}
 WARMUP=${WARMUP:-3}
 . tools/gpu_device_setup.sh
 DEADLINE=${DEADLINE:-540}  # seconds after START by which everything is packed (call with timeout_s >= +40)
@@ -97,7 +98,7 @@ fi
 want profile && for spec in 'r50_fpn 800 1333' 'vgg16 600 1000'; do
     set -- $spec
     run_step 35 "profile one AMP iteration per variant, $1" bash -c "python3 -m ohem_experiments.benchmark.profile_iteration \
-        $1 --size $2 $3 --precision fp16 --variants random mmdet_ohem ours ours_graph --out '$OUT/profile_$1.json' \
+        $1 --size $2 $3 --precision fp16 --variants random mmdet_ohem ours ours_eager --out '$OUT/profile_$1.json' \
         > '$OUT/profile_$1.log' 2>&1"
 done
 if want sweep; then

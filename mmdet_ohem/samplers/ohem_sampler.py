@@ -32,7 +32,7 @@ from torch import Tensor
 from ..readonly_pass import READONLY_BATCH_ROIS, READONLY_PRECISIONS, BatchRows, RoIHeadAdapter
 from ..selection import (FrontRows, Selection, SelectionGraphs, invalid_boxes, select_hard_examples,
                          select_hard_examples_front, select_hard_examples_padded, select_hard_examples_ratio)
-from ..selection.select import NONFINITE_SKIP_LIMIT, pad_rows
+from ..selection.select import NONFINITE_SKIP_LIMIT, pad_rows, runs_on_device
 from .candidates import CandidateSampler
 from .checks import check_mining_settings
 from .loss_nms import LossNMS
@@ -378,11 +378,13 @@ class OHEMSampler(MinerMixin, CandidateSampler):
         readonly_batch_rois: At most this many RoIs per read-only forward when images are mined together
             (bounds the pass's transient memory; default
             :data:`~mmdet_ohem.readonly_pass.READONLY_BATCH_ROIS`).
-        cuda_graph: On a GPU, with images mined together and loss-NMS on, run the selection (ranking,
-            loss-NMS, counts: about a hundred small kernels) as a captured CUDA graph, one launch plus the
-            input copies (:mod:`~mmdet_ohem.selection.graph`); the same RoIs. Off by default: it has not
-            been timed or run on a GPU yet (docs/gpu.md). A capture that fails logs a warning and the
-            selection runs eagerly.
+        cuda_graph: On a GPU (default ``True``), with images mined together and loss-NMS on, run the
+            read-only pass's box targets, per-row losses and the selection (ranking, loss-NMS, counts:
+            about 120 small kernels) as a captured CUDA graph, one launch plus the input copies
+            (:mod:`~mmdet_ohem.selection.graph`); the same RoIs. On an H100 it was as fast or faster in
+            every setting timed (docs/benchmark.md). A capture that fails logs a warning and the selection
+            runs eagerly. On the CPU it changes nothing (the selection runs on the host there). ``False``:
+            the eager selection on the GPU too.
         pos_sampler, neg_sampler: Libra R-CNN's ``CombinedSampler`` settings; accepted so that its
             config can switch ``type`` alone, and ignored (the build log says so).
 
@@ -409,7 +411,7 @@ class OHEMSampler(MinerMixin, CandidateSampler):
                  log_stats: bool = True,
                  batch_images: bool = True,
                  readonly_batch_rois: int = READONLY_BATCH_ROIS,
-                 cuda_graph: bool = False,
+                 cuda_graph: bool = True,
                  **kwargs: Any) -> None:
         check_mining_settings('OHEMSampler', 'RoIs', num, ranking_loss, pos_fraction, neg_pos_ub, nonfinite,
                               add_gt_as_proposals=add_gt_as_proposals, keep_ratio=keep_ratio, log_stats=log_stats)
@@ -608,7 +610,7 @@ class OHEMSampler(MinerMixin, CandidateSampler):
         iou = self.nms.iou_threshold if self.nms is not None else None
         grid = (count, n)
         dtype = READONLY_PRECISIONS[self.readonly_dtype]
-        if self._graphs is not None and iou is not None:
+        if self._graphs is not None and iou is not None and runs_on_device(boxes.device, n):
             # The forward here; the targets, losses, ranking and selection in one CUDA graph.
             with context:
                 outputs = self.head.readonly_forward_batch(rows, dtype, self.readonly_batch_rois)

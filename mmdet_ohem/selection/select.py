@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ['Selection', 'NonFinitePolicy', 'NONFINITE_SKIP_LIMIT', 'DeviceRule', 'FrontRows', 'GivenLosses',
            'RankingFront', 'select_hard_examples', 'select_hard_examples_batch', 'select_hard_examples_front',
-           'select_hard_examples_padded', 'select_hard_examples_ratio']
+           'select_hard_examples_padded', 'select_hard_examples_ratio', 'runs_on_device']
 
 NonFinitePolicy = Literal['skip', 'raise']
 
@@ -522,6 +522,12 @@ class GivenLosses:
 GIVEN_LOSSES = GivenLosses()
 
 
+def runs_on_device(device: torch.device, n: int, method: str = 'auto') -> bool:
+    """Whether rows of ``n`` candidates on ``device`` are selected by the device rule (CUDA, for ``'auto'``),
+    the only path :class:`~mmdet_ohem.selection.graph.SelectionGraphs` can serve."""
+    return resolve_method(method, device, n) == 'device'
+
+
 def select_hard_examples_front(rows: FrontRows,
                                num: int,
                                iou_threshold: Optional[float] = 0.7,
@@ -548,7 +554,7 @@ def select_hard_examples_front(rows: FrontRows,
         valid = valid.bool()
     count, n = rows.shape
     if graphs is not None and iou_threshold is not None and count and n \
-            and resolve_method(method, rows.inputs['boxes'].device, n) == 'device':
+            and runs_on_device(rows.inputs['boxes'].device, n, method):
         _check_policy(nonfinite, nonfinite_skip_limit)
         read = graphs.run(rows, num, iou_threshold, per_class, with_pos, nonfinite_skip_limit, valid)
         if read is not None:

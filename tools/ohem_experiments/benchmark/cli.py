@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .report import CONFIDENCE, check_targets, machine_info, model_table, nms_table, targets_table
-from .detectors import DEFAULT_VARIANTS, GPU_VARIANTS, MODELS, PRECISIONS, VARIANTS, prepare, set_threads
+from .detectors import (DEFAULT_VARIANTS, GPU_VARIANTS, LEGACY_CUDA_GRAPH_DEFAULT, MODELS, PRECISIONS, VARIANTS,
+                        describe_variant, prepare, set_threads)
 
 __all__ = ['main', 'parse_args']
 
@@ -110,16 +111,19 @@ def run_model(args: argparse.Namespace, model: str, precision: str = 'fp32') -> 
     del prep
     memory = _memory(args, model, timings, precision)
     spec = MODELS[model]
+    samplers = {v: describe_variant(v) for v in timings}
     return {'model': model, 'precision': precision, 'label': f'{spec.label}, {precision}', 'config': spec.config,
             'notes': load_notes(model, args.device), 'sampler_budget': sampler_budget(model, args.device),
-            'timings': {v: t.as_dict() for v, t in timings.items()}, 'memory': memory,
-            **derived(model, precision, timings, memory, args.device)}
+            'samplers': samplers, 'timings': {v: t.as_dict() for v, t in timings.items()}, 'memory': memory,
+            **derived(model, precision, timings, memory, args.device, samplers)}
 
 
-def derived(model: str, precision: str, timings: Dict, memory: Dict[str, dict], device: str) -> dict:
-    """What the report derives from one model's measurements: target checks and the two tables."""
+def derived(model: str, precision: str, timings: Dict, memory: Dict[str, dict], device: str,
+            samplers: Dict[str, str]) -> dict:
+    """What the report derives from one model's measurements: target checks and the two tables
+    (``samplers``: each variant's description as run)."""
     checks = check_targets(model, timings, memory, device, precision)
-    return {'targets': checks, 'table': model_table(timings, memory), 'targets_table': targets_table(checks)}
+    return {'targets': checks, 'table': model_table(timings, memory, samplers), 'targets_table': targets_table(checks)}
 
 
 def load_notes(model: str, device: str) -> List[str]:
@@ -182,7 +186,9 @@ def rerender(path: str) -> dict:
         raise ValueError(f'--rerender: {path} is not a benchmark JSON with raw timings per model')
     for r in models:
         timings = {v: VariantTiming.from_dict(d) for v, d in r['timings'].items()}
-        r.update(derived(r['model'], r['precision'], timings, r['memory'], result['machine']['device']))
+        # runs saved before the descriptions were: OHEMSampler's defaults of then (the selection eager)
+        samplers = r.get('samplers') or {v: describe_variant(v, LEGACY_CUDA_GRAPH_DEFAULT) for v in timings}
+        r.update(derived(r['model'], r['precision'], timings, r['memory'], result['machine']['device'], samplers))
     result['rerendered'] = f'python tools/benchmark.py --rerender {path}'
     write_report(result, out)
     return result

@@ -8,8 +8,9 @@ the same budget) with a ``TorchDispatchMode``, once per variant on the same weig
 
 By default the selection takes the path it takes on CUDA (device loss-NMS, batched selection) although
 the tensors are on the CPU, so the counts are those a GPU run dispatches; ``--cpu-path`` counts the CPU
-path (host loss-NMS) instead. A variant whose selection is a CUDA graph (``ours_graph``) counts the
-graph's replay as one operator (``cuda_graph_replay``), and its input copies as they come.
+path (host loss-NMS) instead. A variant whose selection is a CUDA graph (``ours``, the default since
+2026-11-27; ``ours_eager`` is without) counts the graph's replay as one operator (``cuda_graph_replay``),
+and its input copies as they come.
 
 ``--by-source N`` also attributes every operator to the innermost frame of ``mmdet_ohem`` (else of
 mmdet/mmcv) that dispatched it, and prints, per variant, the N sources that add the most operators over
@@ -172,7 +173,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('model', choices=sorted(MODELS))
     p.add_argument('--size', type=int, nargs='+', default=[320])
-    p.add_argument('--variants', nargs='+', default=['random', 'mmdet_ohem', 'ours', 'ours_per_image', 'ours_graph'],
+    p.add_argument('--variants', nargs='+', default=['random', 'mmdet_ohem', 'ours', 'ours_eager', 'ours_per_image'],
                    choices=sorted(VARIANTS))
     p.add_argument('--cpu-path', action='store_true', help="count the CPU selection path (host loss-NMS)")
     p.add_argument('--by-source', type=int, default=0, metavar='N',

@@ -14,7 +14,8 @@ from torch import nn
 from mmdet_ohem.config_tools import config_path, drop_pretrained, rcnn_train_cfgs, set_rcnn_sampler, use_roi_align
 from ..quick_detectors import build_detector, synthetic_batch
 
-__all__ = ['MODELS', 'VARIANTS', 'PRECISIONS', 'GPU_VARIANTS', 'RPN_MINED', 'ModelSpec', 'Prepared', 'WithRPNMiner',
+__all__ = ['MODELS', 'VARIANTS', 'PRECISIONS', 'GPU_VARIANTS', 'RPN_MINED', 'LEGACY_CUDA_GRAPH_DEFAULT', 'ModelSpec',
+           'Prepared', 'WithRPNMiner',
            'base_sampler_settings', 'describe_variant', 'load_config', 'prepare', 'sampler_cfg', 'swap_sampler']
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -71,11 +72,18 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     # the only way); 'ours' mines the batch's images together.
     'ours_per_image': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
                                            batch_images=False)),
-    # cuda_graph=True: the read-only targets, losses and the selection replayed as one captured CUDA graph (on
-    # the CPU: run eagerly on the graph's buffers; count_ops counts the replay as one launch).
+    # cuda_graph=False: the read-only targets, losses and the selection run eagerly on the GPU too ('ours', the
+    # default, replays them as one captured CUDA graph there; on the CPU both select on the host).
+    'ours_eager': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
+                                       cuda_graph=False)),
+    # cuda_graph=True named: 'ours' since 2026-11-27, when it became the default; kept so that the runs of
+    # before (where 'ours' was the eager selection) and their commands still read.
     'ours_graph': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
                                        cuda_graph=True)),
 }
+#: The default of OHEMSampler's cuda_graph before 2026-11-27: saved runs without their samplers'
+#: descriptions are from then, and --rerender describes their variants with it.
+LEGACY_CUDA_GRAPH_DEFAULT = False
 # Variants that also mine the RPN's anchors (issue 14): the R-CNN sampler as named, plus RPNOHEMSampler with
 # the RPN's budget (256 anchors/image), loss-NMS 0.7, no ratio. Their cost minus that of the variant without
 # RPN mining ('random' / 'ours') is the RPN miner's cost per iteration.
@@ -85,7 +93,7 @@ RPN_MINED = {'rpn_ohem': 'random', 'ours_rpn_ohem': 'ours'}
 RPN_MINER = dict(type='RPNOHEMSampler', nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False)
 DEFAULT_VARIANTS = ('random', 'mmdet_ohem', 'ours_nonms', 'ours')
 GPU_VARIANTS = ('random', 'mmdet_ohem', 'ours', 'ours_exact', 'ours_bf16', 'ours_per_image',
-                'ours_graph')  # issue 10's table
+                'ours_eager')  # issue 10's table
 # --precision: autocast dtype of the training forward, and whether the loss is scaled (GradScaler), as
 # mmengine's AmpOptimWrapper does for `tools/train.py --amp` (fp16); bf16 needs no scaling.
 PRECISIONS: Dict[str, Tuple[Optional[torch.dtype], bool]] = {
@@ -113,15 +121,19 @@ def base_sampler_settings(cfg) -> Dict[str, Any]:
     return base
 
 
-def describe_variant(variant: str) -> str:
+def describe_variant(variant: str, cuda_graph_default: bool = True) -> str:
     """The samplers a variant uses, for the tables: the R-CNN sampler with its settings, and the RPN miner
-    where the variant mines anchors too."""
+    where the variant mines anchors too. ``cuda_graph_default``: OHEMSampler's default at the time of the
+    run (:data:`LEGACY_CUDA_GRAPH_DEFAULT` before 2026-11-27)."""
     typ, extra = VARIANTS[variant]
     precision = extra.get('readonly_dtype', 'tf32 (default)') or 'exact (None)'
+    graph = extra.get('cuda_graph', cuda_graph_default)
+    ohem_rcnn = typ == 'OHEMSampler' and extra.get('batch_images', True) and extra.get('nms', 1) is not None
     return (typ + (' (no loss-NMS)' if extra.get('nms', 1) is None else '')
             + (f', read-only {precision}' if typ == 'OHEMSampler' else '')
             + (', one image at a time' if extra.get('batch_images', True) is False else '')
-            + (', losses and selection as a CUDA graph' if extra.get('cuda_graph') else '')
+            + ((', losses and selection as a CUDA graph on a GPU' if graph else ', eager selection') if ohem_rcnn
+               else '')
             + (' + RPN miner (RPNOHEMSampler)' if variant in RPN_MINED else ''))
 
 

@@ -67,8 +67,8 @@ def graph_memory(model: str, rows: int, batch: int = 2) -> dict:
     from mmdet_ohem.selection.graph import BUCKET, CapturedSelection, GraphKey
     if rows <= 0 or batch <= 0:
         raise ValueError(f'graph_memory: rows and batch must be positive, got rows={rows}, batch={batch}')
-    prep = prepare(model, ['ours_graph'], 64, batch_size=2, device='cpu')
-    sampler = prep.samplers['ours_graph']
+    prep = prepare(model, ['ours'], 64, batch_size=2, device='cpu')
+    sampler = prep.samplers['ours']
     front = sampler.head.row_ranking(sampler.ranking_loss)
     head = sampler.head.bbox_head
     classes = head.num_classes

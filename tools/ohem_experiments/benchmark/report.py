@@ -79,12 +79,14 @@ def time_ratio(num: Optional[VariantTiming], den: Optional[VariantTiming]
     return ratio(num.median if num and num.times else None, den.median if den and den.times else None), None
 
 
-def model_table(timings: Dict[str, VariantTiming], memory: Dict[str, dict]) -> str:
+def model_table(timings: Dict[str, VariantTiming], memory: Dict[str, dict],
+                samplers: Optional[Dict[str, str]] = None) -> str:
     """One markdown table: a row per variant with time, ratios, breakdown and peak memory.
 
     Two time ratios: of the medians (``× RandomSampler``) and the median of the per-round ratios
     (``× Random (paired, 95% CI)``, :func:`time_ratio`, what the targets use), which cancels drift
     between rounds, with its 95% confidence interval in brackets where there are 6 rounds or more.
+    ``samplers``: each variant's description as it was run (default: as the variant is described now).
     """
     base = timings.get('random')
     base_mem = memory.get('random', {})
@@ -94,7 +96,7 @@ def model_table(timings: Dict[str, VariantTiming], memory: Dict[str, dict]) -> s
             '| × Random (iter peak) |')
     rows = [head, '|' + '---|' * (head.count('|') - 1)]
     for v, t in timings.items():
-        desc = describe_variant(v)
+        desc = (samplers or {}).get(v) or describe_variant(v)
         mem = memory.get(v, {})
         cand = f'{sorted(t.candidates)[len(t.candidates) // 2]}' if t.candidates else '–'
         pairs = paired_ratios(t, base)
@@ -165,10 +167,10 @@ def check_targets(model: str, timings: Dict[str, VariantTiming], memory: Dict[st
 
 
 def _gpu_targets(model: str, t: Dict[str, VariantTiming], memory: Dict[str, dict], amp: bool) -> List[dict]:
-    """Issue 10's checks for the default (``ours``) and, where it was run, the selection as a CUDA graph
-    (``ours_graph``, a candidate default)."""
+    """Issue 10's checks for the default (``ours``) and, where they were run, the selection named as a CUDA
+    graph (``ours_graph``: the default since 2026-11-27, a candidate before) and eager (``ours_eager``)."""
     out = []
-    for v in ('ours', 'ours_graph'):
+    for v in ('ours', 'ours_graph', 'ours_eager'):
         if v != 'ours' and v not in t:
             continue
         if (model, amp) in GPU_SPEED_TARGET_VS_RANDOM:
