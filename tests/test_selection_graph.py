@@ -203,6 +203,24 @@ def test_sampler_with_cuda_graph_trains_the_same_steps(gpu_selection_path):
     assert logs[True] == logs[False]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['cascade', 'double_head'])
+def test_graph_path_trains_multi_stage_and_other_heads_the_same_steps(gpu_selection_path, name):
+    """On the selection's GPU path (forced on the CPU tensors), Cascade R-CNN (one sampler, and its graphs, per
+    stage) and Double-Head R-CNN train three steps to the same losses with the graph as without; every
+    stage's sampler replayed its graph."""
+    from ._detectors import CASCADE_FPN, DOUBLE_HEAD
+    config = {'cascade': CASCADE_FPN, 'double_head': DOUBLE_HEAD}[name]
+    logs = {}
+    for graph in (False, True):
+        model, logs[graph] = train_three_steps(config, dict(num=48, cuda_graph=graph))
+    samplers = model.roi_head.bbox_sampler
+    samplers = samplers if isinstance(samplers, list) else [samplers]
+    assert len(samplers) == (3 if name == 'cascade' else 1)
+    assert all(s._graphs.replays == 3 and s._graphs.fallbacks == 0 for s in samplers)
+    assert logs[True] == logs[False]
+
+
 def test_default_cuda_graph_changes_nothing_on_the_cpu():
     """``cuda_graph=True`` is the default; on the CPU the selection runs on the host and the graphs are never
     used, so training is that of ``cuda_graph=False``."""
