@@ -114,6 +114,58 @@ def test_rows_are_served_by_the_narrowest_graph_kept_that_is_wide_enough():
     assert graphs.replays == 7 and graphs.fallbacks == 0
 
 
+def test_capture_warms_up_on_a_side_stream_then_captures_in_thread_local_mode(monkeypatch):
+    """The capture's CUDA calls, recorded by stand-ins on the CPU: two warm-up runs on a side stream that
+    waits for the current one, then one ``torch.cuda.graph`` region in ``'thread_local'`` capture mode (so
+    that a pin-memory thread allocating during the capture does not break it), with arguments that the
+    installed torch's ``torch.cuda.graph`` accepts; replays then run the graph and return its outputs."""
+    import contextlib
+    import inspect
+
+    from mmdet_ohem.selection.graph import CapturedSelection, GraphKey
+    calls = []
+    real_graph_sig = inspect.signature(torch.cuda.graph.__init__)
+
+    class Stream:
+        def __init__(self, device=None):
+            calls.append(('stream', str(device)))
+
+        def wait_stream(self, other):
+            calls.append(('wait', type(other).__name__))
+
+    class Graph:
+        def replay(self):
+            calls.append(('replay', ))
+
+    @contextlib.contextmanager
+    def on_stream(stream):
+        calls.append(('on side stream', ))
+        yield
+
+    @contextlib.contextmanager
+    def graph(cuda_graph, *args, **kwargs):
+        real_graph_sig.bind(None, cuda_graph, *args, **kwargs)  # the installed torch takes these arguments
+        calls.append(('capture', kwargs.get('capture_error_mode')))
+        yield
+        calls.append(('captured', ))
+
+    rules = []
+    monkeypatch.setattr(torch.cuda, 'Stream', Stream)
+    monkeypatch.setattr(torch.cuda, 'current_stream', lambda device=None: Stream(device))
+    monkeypatch.setattr(torch.cuda, 'stream', on_stream)
+    monkeypatch.setattr(torch.cuda, 'CUDAGraph', Graph)
+    monkeypatch.setattr(torch.cuda, 'graph', graph)
+    monkeypatch.setattr(CapturedSelection, '_rule', lambda self: rules.append(len(calls)) or ('chosen', 'counts'))
+    inputs = (('values', (), torch.float32), ('boxes', (4, ), torch.float32))
+    sel = CapturedSelection(GraphKey(2, 128, 8, 0.7, False, False, 0.5, 'cpu', inputs, None), capture=True,
+                            front=None)
+    assert [c[0] for c in calls] == ['stream', 'stream', 'wait', 'on side stream', 'stream', 'wait', 'capture',
+                                     'captured']
+    assert ('capture', 'thread_local') in calls and graph_mod.CAPTURE_ERROR_MODE == 'thread_local'
+    assert len(rules) == graph_mod.WARMUP_RUNS + 1 and rules[-1] == calls.index(('capture', 'thread_local')) + 1
+    assert sel.replay() == ('chosen', 'counts') and calls[-1] == ('replay', )
+
+
 def test_copies_of_the_cache_keep_the_settings_not_the_graphs():
     """A deep copy of the model (mmengine's EMA makes one) or a pickle copies no graph or buffer."""
     import copy

@@ -62,6 +62,12 @@ MAX_GRAPHS = 3
 MAX_GRAPH_SIZE = 4096
 #: Eager runs on a side stream before a capture (CUDA graphs need the lazy state built first).
 WARMUP_RUNS = 2
+#: The capture's ``cudaStreamCaptureMode``: unsafe CUDA calls (``cudaMalloc``, ``cudaHostAlloc``, ...) are
+#: refused in the capturing thread only. Under torch's default, ``'global'``, such a call from another thread
+#: during the capture fails: a DataLoader's pin-memory thread (``pin_memory=True``, as in mmdet's ``ms-90k``
+#: configs) allocating pinned memory then gets ``cudaErrorStreamCaptureUnsupported`` and the capture breaks.
+#: Nothing but the capturing thread touches the captured stream or the graph's private pool.
+CAPTURE_ERROR_MODE = 'thread_local'
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,7 @@ class CapturedSelection:
                 self._rule()
         torch.cuda.current_stream(dev).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode=CAPTURE_ERROR_MODE):
             self.out = self._rule()
         self.graph = graph
 
