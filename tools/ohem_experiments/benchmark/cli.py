@@ -8,9 +8,9 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from .report import CONFIDENCE, check_targets, machine_info, model_table, nms_table, targets_table
+from .report import CONFIDENCE, check_targets, machine_info, model_table, nms_table, targets_table, time_ratio
 from .detectors import (DEFAULT_VARIANTS, GPU_VARIANTS, LEGACY_CUDA_GRAPH_DEFAULT, MODELS, PRECISIONS, VARIANTS,
                         describe_variant, prepare, set_threads)
 
@@ -180,10 +180,7 @@ def rerender(path: str) -> dict:
     """
     from .timing import VariantTiming
     out = Path(path)
-    result = json.loads(out.read_text())
-    models = result.get('models') if isinstance(result, dict) else None
-    if not models or not all(isinstance(r, dict) and 'timings' in r and 'memory' in r for r in models):
-        raise ValueError(f'--rerender: {path} is not a benchmark JSON with raw timings per model')
+    result, models = _saved_run(path, '--rerender', ('timings', 'memory'))
     for r in models:
         timings = {v: VariantTiming.from_dict(d) for v, d in r['timings'].items()}
         # runs saved before the descriptions were: OHEMSampler's defaults of then (the selection eager)
@@ -194,6 +191,19 @@ def rerender(path: str) -> dict:
     return result
 
 
+def _saved_run(path: str, flag: str, keys: Sequence[str]) -> Tuple[dict, List[dict]]:
+    """The benchmark JSON at ``path`` and its per-model records, each of which must hold ``keys``.
+
+    Raises:
+        ValueError: Naming ``flag`` and ``path``, if the file is not such a JSON.
+    """
+    result = json.loads(Path(path).read_text())
+    models = result.get('models') if isinstance(result, dict) else None
+    if not models or not all(isinstance(r, dict) and all(k in r for k in keys) for r in models):
+        raise ValueError(f'{flag}: {path} is not a benchmark JSON with raw timings per model')
+    return result, models
+
+
 def compare(a: str, b: str, paths: Sequence[str]) -> dict:
     """Prints (and returns, by file) a markdown table of ``a``'s iteration time over ``b``'s in saved runs:
     the median of the per-round ratios with its 95% interval (:func:`~.report.time_ratio`), and the two
@@ -202,28 +212,24 @@ def compare(a: str, b: str, paths: Sequence[str]) -> dict:
     Raises:
         ValueError: If a file is not a benchmark JSON, or a model record lacks ``a`` or ``b``.
     """
-    from .report import time_ratio
     from .timing import VariantTiming
     rows = [f'| run | model | precision | rounds | {a} / {b} (paired, {CONFIDENCE:.0%} CI) | {b} − {a} (medians) |',
             '|---|---|---|---|---|---|']
     out: dict = {}
     for path in paths:
-        result = json.loads(Path(path).read_text())
-        models = result.get('models') if isinstance(result, dict) else None
-        if not models or not all(isinstance(r, dict) and 'timings' in r for r in models):
-            raise ValueError(f'--compare: {path} is not a benchmark JSON with raw timings per model')
-        for r in models:
+        for r in _saved_run(path, '--compare', ('timings', ))[1]:
             missing = [v for v in (a, b) if v not in r['timings']]
             if missing:
                 raise ValueError(f"--compare: {path} ({r['model']}, {r['precision']}) has no variant {missing}; "
                                  f"it has {sorted(r['timings'])}")
             ta, tb = (VariantTiming.from_dict(r['timings'][v]) for v in (a, b))
             value, ci = time_ratio(ta, tb)
+            saved_ms = (tb.median - ta.median) * 1e3
             out.setdefault(path, []).append({'model': r['model'], 'precision': r['precision'], 'ratio': value,
-                                             'ci': ci, 'saved_ms': (tb.median - ta.median) * 1e3})
+                                             'ci': ci, 'saved_ms': saved_ms})
             interval = f' ({ci[0]:.3f}–{ci[1]:.3f})' if ci else ''
             rows.append(f"| {path} | {r['model']} | {r['precision']} | {len(ta.times)} | {value:.3f}×{interval} "
-                        f"| {(tb.median - ta.median) * 1e3:+.2f} ms |")
+                        f"| {saved_ms:+.2f} ms |")
     print('\n'.join(rows))
     return out
 
