@@ -46,9 +46,10 @@ Other heads go through their own ``loss`` and may synchronise. mmdet's multi-lev
 (one ``nonzero`` per level) reads its level counts once instead (:func:`extract_levels_one_read`, inside
 the pass only); other mmdet code called on the way may still synchronise.
 
-Precision: :func:`readonly_autocast` runs the forward in the training pass's precision (by default with
-TF32 matmuls when that is float32 on CUDA) or in an explicit ``readonly_dtype``, without leaking weight
-casts of another dtype into the training pass.
+Precision: :func:`readonly_autocast` runs the forward by default with at least TF32's precision (TF32
+matmuls when training in float32 on CUDA, fp16 under fp16 autocast, float32 under bf16 autocast), or in
+the training pass's precision exactly, or in an explicit ``readonly_dtype``, without leaking weight casts
+of another dtype into the training pass.
 
 Batches: :meth:`RoIHeadAdapter.readonly_losses_batch` runs the pass for several images at once (one
 forward over every row of their candidate lists in chunks of at most ``max_rois``, one target and loss
@@ -73,7 +74,8 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ['RoILosses', 'RoIHeadAdapter', 'BatchRows', 'batch_feature_view', 'frozen_buffers',
-           'frozen_norm_stats', 'per_roi_loss', 'readonly_autocast', 'READONLY_BATCH_ROIS', 'READONLY_PRECISIONS',
+           'float32_inputs', 'frozen_norm_stats', 'per_roi_loss', 'readonly_autocast', 'readonly_upcasts',
+           'READONLY_BATCH_ROIS', 'READONLY_PRECISIONS',
            'UNSUPPORTED_HEADS']
 
 #: RoI heads the read-only pass refuses at build time (class name -> reason). Matched on the class and
@@ -145,8 +147,8 @@ frozen_norm_stats = frozen_buffers
 
 
 #: ``readonly_dtype`` values (the sampler's setting) -> what :func:`readonly_autocast` gets.
-READONLY_PRECISIONS: Dict[Optional[str], Any] = {None: None, 'tf32': 'tf32', 'bf16': torch.bfloat16,
-                                                 'fp16': torch.float16}
+READONLY_PRECISIONS: Dict[Optional[str], Any] = {None: None, 'tf32': 'tf32', 'fp32': torch.float32,
+                                                 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
 @contextlib.contextmanager
@@ -164,26 +166,81 @@ def _tf32_matmuls(enabled: bool) -> Iterator[None]:
         matmul.allow_tf32 = before
 
 
+def _outer_autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+
+
+def readonly_upcasts(device_type: str, dtype: Optional[Union[torch.dtype, str]]) -> bool:
+    """Whether :func:`readonly_autocast` runs the forward in float32 inside the training pass's autocast:
+    then autocast is off in the pass and its inputs (the feature maps and extra inputs, reduced precision
+    under autocast) must be cast to float32 first (:func:`float32_inputs`). Read in the training context,
+    before entering the pass's."""
+    outer = _outer_autocast_dtype(device_type)
+    if outer is None:
+        return False
+    return dtype is torch.float32 or (dtype == 'tf32' and outer != torch.float16)
+
+
+@contextlib.contextmanager
+def _float32_forward(device_type: str, tf32: bool) -> Iterator[None]:
+    """Autocast off (float32 weights then meet float32 inputs), TF32 matmuls on CUDA if ``tf32``."""
+    with torch.autocast(device_type=device_type, enabled=False), _tf32_matmuls(tf32):
+        yield
+
+
 def readonly_autocast(device_type: str, dtype: Optional[Union[torch.dtype, str]]) -> contextlib.AbstractContextManager:
     """The precision context of the read-only forward.
 
     ``dtype=None`` inherits the ambient precision exactly: float32 outside autocast, the training pass's
-    autocast dtype under ``--amp``. ``'tf32'`` (the sampler's default) is the same, except that a float32
-    forward on CUDA may run its matmuls (fc6/fc7) in TF32, as PyTorch already runs float32 convolutions
-    by default; on the CPU and under ``--amp`` it is ``None``. An explicit dtype autocasts to it. Inside
-    an outer autocast of *another* dtype (``readonly_dtype='bf16'`` in fp16 ``--amp`` training) the
-    weight-cast cache is disabled: torch caches the casts of the weights by weight, not by dtype, until
-    the outermost autocast exits, so a nested bf16 region would leave bf16 copies of fc6/fc7 for the fp16
-    training pass that follows (``RuntimeError: mat1 and mat2 must have the same dtype, but got Half and
-    BFloat16``). Without the cache the inner region neither stores nor reads cached casts, and the outer
-    one is untouched.
+    autocast dtype under ``--amp``.
+
+    ``'tf32'`` (the sampler's default) keeps at least TF32's precision, a 10-bit mantissa, which is what
+    was measured to mine >= 99% of the RoIs an exact float32 pass mines (docs/gpu.md):
+
+    * float32 training: float32, with the matmuls (fc6/fc7) in TF32 on CUDA, as PyTorch already runs
+      float32 convolutions by default; exact float32 on the CPU.
+    * fp16 autocast (``--amp``): fp16, the training pass's precision (10-bit mantissa, as TF32).
+    * bf16 autocast: float32 with TF32 matmuls on CUDA (exact float32 on the CPU). bf16's 7-bit mantissa
+      mined 97.3-99.4% on an H100; fp16 would meet the precision but not bf16's range, which is why one
+      trains in bf16. The pass turns autocast off and takes its inputs in float32
+      (:func:`readonly_upcasts`).
+
+    ``torch.float32`` (``readonly_dtype='fp32'``): float32 whatever the training precision (under autocast
+    as ``'tf32'`` under bf16, without TF32 matmuls unless torch's own setting allows them).
+
+    An explicit reduced dtype autocasts to it. Inside an outer autocast of *another* dtype
+    (``readonly_dtype='bf16'`` in fp16 ``--amp`` training) the weight-cast cache is disabled: torch caches
+    the casts of the weights by weight, not by dtype, until the outermost autocast exits, so a nested bf16
+    region would leave bf16 copies of fc6/fc7 for the fp16 training pass that follows (``RuntimeError:
+    mat1 and mat2 must have the same dtype, but got Half and BFloat16``). Without the cache the inner region
+    neither stores nor reads cached casts, and the outer one is untouched. A float32 region casts nothing,
+    so it neither reads nor fills the cache.
     """
     if dtype is None:
         return contextlib.nullcontext()
-    if dtype == 'tf32':
-        return _tf32_matmuls(device_type == 'cuda' and not torch.is_autocast_enabled(device_type))
-    outer = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    outer = _outer_autocast_dtype(device_type)
+    if dtype == 'tf32' or dtype is torch.float32:
+        tf32 = dtype == 'tf32' and device_type == 'cuda'
+        if outer is None:
+            return _tf32_matmuls(tf32)
+        if readonly_upcasts(device_type, dtype):
+            return _float32_forward(device_type, tf32)
+        return contextlib.nullcontext()  # 'tf32' under fp16 autocast: fp16
     return torch.autocast(device_type=device_type, dtype=dtype, cache_enabled=outer in (None, dtype))
+
+
+def float32_inputs(value: Any) -> Any:
+    """``value`` with every floating tensor in it (a tensor, or a list/tuple/dict of them) cast to float32;
+    anything else as it is. For the read-only pass's inputs when it runs in float32 under autocast."""
+    if isinstance(value, Tensor):
+        return value.float() if value.is_floating_point() and value.dtype != torch.float32 else value
+    if isinstance(value, list):
+        return [float32_inputs(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(float32_inputs(v) for v in value)
+    if isinstance(value, dict):
+        return {k: float32_inputs(v) for k, v in value.items()}
+    return value
 
 
 def extract_levels_one_read(ext: nn.Module, feats: Sequence[Tensor], rois: Tensor,
@@ -215,7 +272,11 @@ def extract_levels_one_read(ext: nn.Module, feats: Sequence[Tensor], rois: Tenso
     counts = (target_lvls == levels[:, None]).sum(1).tolist()  # the one read
     parts = [ext.roi_layers[i](feats[i], part) for i, part in enumerate(rois[order].split(counts)) if counts[i]]
     roi_feats = feats[0].new_empty((rois.shape[0], ext.out_channels, *ext.roi_layers[0].output_size))
-    roi_feats[order] = parts[0] if len(parts) == 1 else torch.cat(parts)
+    # Autocast off for the concatenation: the parts share one dtype, but autocast's cat rule refuses parts
+    # of the other reduced dtype (bf16 features under an fp16 read-only autocast, or the reverse:
+    # "Unexpected floating ScalarType in at::autocast::prioritize").
+    with torch.autocast(device_type=rois.device.type, enabled=False):
+        roi_feats[order] = parts[0] if len(parts) == 1 else torch.cat(parts)
     return roi_feats
 
 
@@ -695,17 +756,21 @@ class RoIHeadAdapter:
             f'which the read-only pass reads from the RoI head\'s running loss(); call the sampler from '
             f'there with feats=[level[i][None] for level in x], as mmdet\'s heads do')
 
-    def bbox_forward(self, feats: Sequence[Tensor], rois: Tensor) -> dict:
+    def bbox_forward(self, feats: Sequence[Tensor], rois: Tensor, upcast: bool = False) -> dict:
         """The head's own ``_bbox_forward`` (with the stage for cascades, and its extra inputs).
 
         Args:
             feats: The image's feature maps, each ``(1, C, H, W)``.
             rois: ``(m, 5)`` RoIs of this image (batch index 0).
+            upcast: Cast the feature maps and extra inputs to float32 first (a float32 pass under autocast,
+                :func:`readonly_upcasts`).
         """
         extra: dict = {}
         if self.extra_inputs:
             feats, index, extra = self._running_loss_inputs(feats)
             rois = torch.cat([rois.new_full((rois.shape[0], 1), index), rois[:, 1:]], dim=1)
+        if upcast:
+            feats, extra = float32_inputs(feats), float32_inputs(extra)
         if self.stage is not None:
             return self.roi_head._bbox_forward(self.stage, feats, rois, **extra)
         return self.roi_head._bbox_forward(feats, rois, **extra)
@@ -812,6 +877,8 @@ class RoIHeadAdapter:
             return None, None
         batch_col = torch.cat([boxes.new_full((k, 1), i) for k, i in zip(batch.sizes, index)])
         rois = torch.cat([batch_col, boxes], dim=1)
+        if readonly_upcasts(rois.device.type, autocast_dtype):
+            feats = float32_inputs(feats)  # once for all chunks
         step = max(1, int(max_rois))
         cls_parts, box_parts = [], []
         with readonly_autocast(rois.device.type, autocast_dtype), one_read_extraction(self.roi_head, self.stage):
@@ -847,10 +914,11 @@ class RoIHeadAdapter:
             pos_gt_bboxes: ``(p, 4)`` their assigned gt boxes.
             pos_gt_labels: ``(p,)`` their gt labels.
             neg_priors: ``(q, 4)`` background candidate boxes.
-            autocast_dtype: ``None``: the training pass's precision exactly; ``'tf32'``: the same, with
-                TF32 matmuls in a float32 forward on CUDA; or an explicit reduced precision
-                (``torch.bfloat16``/``torch.float16``) for the forward (:func:`readonly_autocast`). The
-                losses are still computed and returned in float32.
+            autocast_dtype: ``None``: the training pass's precision exactly; ``'tf32'``: at least TF32's
+                precision (TF32 matmuls in a float32 forward on CUDA, fp16 under fp16 autocast, float32
+                under bf16 autocast); ``torch.float32``: float32 under any autocast; or an explicit reduced
+                precision (``torch.bfloat16``/``torch.float16``) for the forward (:func:`readonly_autocast`).
+                The losses are still computed and returned in float32.
 
         Returns:
             :class:`RoILosses` with ``p + q`` rows.
@@ -873,8 +941,9 @@ class RoIHeadAdapter:
             if targets is None:
                 view = _CandidateView(pos_priors, neg_priors, get_box_tensor(pos_gt_bboxes), pos_gt_labels)
                 targets = head.get_targets([view], self.train_cfg, concat=True)
+            upcast = readonly_upcasts(device_type, autocast_dtype)
             with readonly_autocast(device_type, autocast_dtype), one_read_extraction(self.roi_head, self.stage):
-                out = self.bbox_forward(feats, rois)
+                out = self.bbox_forward(feats, rois, upcast)
             cls_score, bbox_pred = _as_float(out.get('cls_score')), _as_float(out.get('bbox_pred'))
             del out  # drop RoI features now: nothing of the read-only pass outlives this block
             with torch.autocast(device_type=device_type, enabled=False):

@@ -106,6 +106,37 @@ def test_batched_readonly_losses_equal_the_per_image_pass(fpn):
         sampler.head.row_ranking('cls+box')
 
 
+def test_batched_pass_precisions_under_bf16_autocast(fpn):
+    """Images mined together under bf16 autocast: the default read-only pass (and 'fp32') is the exact
+    float32 pass on the bf16 features cast up, bit for bit, in one chunk or many; an fp16 pass (nested
+    autocast of the other dtype) runs through the R50-FPN's multi-level extraction, whose concatenation
+    autocast refused ("Unexpected floating ScalarType in at::autocast::prioritize")."""
+    from mmdet_ohem.reliability.amp import run_mmcv_ops_in_float32_under_cpu_autocast
+    run_mmcv_ops_in_float32_under_cpu_autocast()
+    model, data = fpn
+    _, images = _images(model, data)
+    sampler = OHEMSampler(num=48, context=model.roi_head, log_stats=False)
+    low = [[f.bfloat16() for f in feats] for _, _, feats in images]
+    rows, _ = _rows(sampler, model, images, low)
+    ext = model.roi_head.bbox_roi_extractor
+    finest, ext.finest_scale = ext.finest_scale, 16  # 96 px images: RoIs on every level, not level 0 alone
+    try:
+        levels = ext.map_roi_levels(torch.cat([rows.boxes.new_zeros(len(rows.boxes), 1), rows.boxes], 1), 4)
+        assert len(levels.unique()) > 1
+        exact = sampler.head.readonly_losses_batch(_rows(sampler, model, images,
+                                                         [[f.float() for f in fs] for fs in low])[0], None)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            for dtype, max_rois in (('tf32', 2560), ('tf32', 37), (torch.float32, 2560)):
+                got = sampler.head.readonly_losses_batch(rows, dtype, max_rois)
+                assert torch.equal(got.cls, exact.cls) and torch.equal(got.loc, exact.loc)
+            fp16 = sampler.head.readonly_losses_batch(rows, torch.float16)
+            training = sampler.head.readonly_losses_batch(rows, None)
+    finally:
+        ext.finest_scale = finest
+    assert torch.isfinite(fp16.cls).all() and not torch.equal(fp16.cls, exact.cls)
+    assert not torch.equal(training.cls, exact.cls)
+
+
 @pytest.mark.parametrize('nms', [dict(type='LossNMS', iou_threshold=0.7), None])
 def test_images_mined_together_get_the_rois_of_mining_each_alone(fpn, nms):
     model, data = fpn

@@ -342,7 +342,23 @@ def test_readonly_agreement_runs_on_the_cpu(tmp_path):
         assert 0.0 <= r['overlap'][d]['min'] <= r['overlap'][d]['mean'] <= 1.0
         assert r['loss_mass'][d]['min'] > 0
     table = out.with_suffix('.md').read_text().splitlines()
-    assert len(table) == 3 and 'tf32_emulated' in table[0] and table[2].startswith('| r50_fpn | 96x128 | 1 | fixed | 2 |')
+    assert len(table) == 3 and 'tf32_emulated' in table[0] and table[2].startswith('| r50_fpn | 96x128 | fp32 | 1 | fixed | 2 |')
+
+
+def test_readonly_agreement_under_bf16_autocast_training(tmp_path):
+    """--train-precision bf16: features captured under bf16 autocast, the passes run under it; the default
+    ('tf32', float32 there) and 'fp32' are the exact float32 pass on the CPU, and the row says bf16."""
+    from ohem_experiments.benchmark.readonly_agreement import main, readonly_agreement
+    rows = main(['--device', 'cpu', '--models', 'r50_fpn', '--size', '96', '128', '--seeds', '0',
+                 '--train-steps', '0', '--train-precision', 'bf16', '--dtypes', 'tf32', 'fp32', 'bf16',
+                 '--out', str(tmp_path / 'a.json')])
+    r = rows[0]
+    assert r['train_precision'] == 'bf16' and r['images'] == 2
+    assert r['overlap']['tf32']['min'] == r['overlap']['fp32']['min'] == 1.0
+    assert 0.0 < r['overlap']['bf16']['mean'] <= 1.0
+    assert (tmp_path / 'a.md').read_text().splitlines()[2].startswith('| r50_fpn | 96x128 | bf16 | 0 |')
+    with pytest.raises(ValueError, match="train_precision must be one of .*got 'fp64'"):
+        readonly_agreement('r50_fpn', (96, 128), 'cpu', train_precision='fp64')
 
 
 def test_fixed_dropout_replays_the_recorded_masks_in_any_dtype():

@@ -116,6 +116,35 @@ def test_htc_readonly_pass_uses_the_semantic_features_of_the_right_image():
         sampler.head.bbox_forward(feats, rois)
 
 
+def test_htc_float32_readonly_pass_under_bf16_autocast_casts_the_extra_inputs_too():
+    """Under bf16 autocast the default read-only pass runs in float32: the features and HTC's semantic_feat,
+    read from the running loss() in bf16, are cast up, and the forward is the float32 one on those values."""
+    from mmdet_ohem.readonly_pass import readonly_autocast, readonly_upcasts
+    model = build(family_config('htc'))
+    data = batch(model, with_mask=True, with_semantic=True)
+    sampler = model.roi_head.bbox_sampler[0]
+    with torch.no_grad():
+        x = model.extract_feat(data['inputs'])
+        _, semantic_feat = model.roi_head.semantic_head(x)
+    x, semantic_feat = tuple(lvl.bfloat16() for lvl in x), semantic_feat.bfloat16()  # as bf16 autocast has them
+    img = 1
+    feats = [lvl[img][None] for lvl in x]
+    priors = data['data_samples'][img].gt_instances.bboxes
+    rois = torch.cat([priors.new_zeros(len(priors), 1), priors], dim=1)
+
+    def loss(self, x, semantic_feat):  # stands for HTC's loss(): the locals the adapter reads
+        upcast = readonly_upcasts('cpu', 'tf32')
+        with readonly_autocast('cpu', 'tf32'):
+            return upcast, sampler.head.bbox_forward(feats, rois, upcast)
+
+    with torch.no_grad():
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            upcast, out = loss(model.roi_head, x, semantic_feat)
+        want = model.roi_head._bbox_forward(0, [lvl.float() for lvl in x], torch.cat(
+            [rois.new_full((len(rois), 1), img), priors], 1), semantic_feat.float())['cls_score']
+    assert upcast and out['cls_score'].dtype == torch.float32 and torch.equal(out['cls_score'], want)
+
+
 @pytest.mark.parametrize('family', ['pisa', 'sparse_rcnn', 'crowddet'])
 def test_unsupported_heads_are_refused_at_build_naming_the_head(family):
     head = {'pisa': 'PISARoIHead', 'sparse_rcnn': 'SparseRoIHead|PseudoSampler',

@@ -53,7 +53,7 @@ def _amp_steps(model, data, dtype: str, steps: int = 2) -> list:
 
 
 @pytest.mark.parametrize('dtype', ['float16', 'bfloat16'])
-@pytest.mark.parametrize('readonly_dtype', ['tf32', None, 'bf16', 'fp16'])
+@pytest.mark.parametrize('readonly_dtype', ['tf32', None, 'fp32', 'bf16', 'fp16'])
 def test_vgg16_ohem_config_trains_with_amp_at_600px(vgg_ohem, dtype, readonly_dtype):
     """Both crashes of the issue: mmcv's split NMS (12,000 RPN boxes) and a read-only autocast of another dtype."""
     model, data = vgg_ohem
@@ -96,6 +96,57 @@ def test_default_tf32_readonly_pass_in_fp32_training():
         torch.nn.functional.linear = orig
     assert not torch.backends.cuda.matmul.allow_tf32
     assert True in seen and False in seen  # TF32 in the read-only pass, exact fp32 in the training pass
+
+
+def test_default_readonly_pass_is_float32_with_tf32_under_bf16_amp(vgg_ohem):
+    """bf16 AMP steps: the default read-only pass's fc layers take float32 inputs with autocast off and TF32
+    matmuls allowed (bf16 mined < 99% of an exact pass's RoIs), the training pass's stay bf16 autocast with
+    the flag as it was; finite losses."""
+    model, data = vgg_ohem
+    sampler = model.roi_head.bbox_sampler
+    assert sampler.readonly_dtype == 'tf32' and sampler.batched
+    from mmdet_ohem.readonly_pass import RoIHeadAdapter
+    seen = {'readonly': set(), 'training': set()}
+    inside = []
+    orig = RoIHeadAdapter._readonly_outputs
+
+    def spy_outputs(self, *args, **kwargs):
+        inside.append(True)
+        try:
+            return orig(self, *args, **kwargs)
+        finally:
+            inside.pop()
+
+    def record(module, inputs, output):
+        seen['readonly' if inside else 'training'].add((inputs[0].dtype, torch.is_autocast_enabled('cuda'),
+                                                        torch.backends.cuda.matmul.allow_tf32, output.dtype))
+
+    before = torch.backends.cuda.matmul.allow_tf32
+    hooks = [m.register_forward_hook(record) for m in model.roi_head.bbox_head.modules()
+             if isinstance(m, torch.nn.Linear)]
+    RoIHeadAdapter._readonly_outputs = spy_outputs
+    try:
+        losses = _amp_steps(model, data, 'bfloat16')
+    finally:
+        RoIHeadAdapter._readonly_outputs = orig
+        for h in hooks:
+            h.remove()
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert seen['readonly'] == {(torch.float32, False, True, torch.float32)}
+    assert {(on, tf32) for _, on, tf32, _ in seen['training']} == {(True, before)}
+    assert torch.backends.cuda.matmul.allow_tf32 == before
+
+
+@pytest.mark.parametrize('dtype', ['float16', 'bfloat16'])
+@pytest.mark.parametrize('readonly_dtype', ['fp32', 'bf16', 'fp16'])
+def test_r50_fpn_ohem_trains_with_amp_and_any_readonly_dtype(dtype, readonly_dtype):
+    """R50-FPN at 800 x 1333: a read-only dtype other than the AMP dtype goes through the multi-level
+    extraction (its concatenation under a nested autocast of the other dtype failed on the CPU)."""
+    model = _model(R50_OHEM)
+    model.roi_head.bbox_sampler.readonly_dtype = readonly_dtype
+    num_classes = model.roi_head.bbox_head.num_classes
+    losses = _amp_steps(model, batch(model, 2, (800, 1333), (6, 4), num_classes=num_classes), dtype)
+    assert all(torch.isfinite(torch.tensor(losses)))
 
 
 @pytest.mark.parametrize('config', [VGG_FRCN, R50_OHEM])

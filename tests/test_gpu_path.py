@@ -105,6 +105,108 @@ def tiny_fpn():
     return model, batch(model, num_items=(4, 3), size=96)
 
 
+def test_readonly_precision_contexts_under_each_training_precision():
+    """Which precision each readonly_dtype gives the read-only forward, per training precision (CPU autocast
+    shows the autocast side; the TF32 flag is CUDA's): the default 'tf32' keeps fp16 under fp16 autocast and
+    turns autocast off (a float32 forward on float32 inputs) under bf16; 'fp32' does so under any autocast;
+    None is the training precision; the training context is back afterwards."""
+    from mmdet_ohem.readonly_pass import float32_inputs, readonly_autocast, readonly_upcasts
+    on = functools.partial(torch.is_autocast_enabled, 'cpu')
+    assert not readonly_upcasts('cpu', 'tf32') and not readonly_upcasts('cpu', torch.float32)  # float32 training
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert readonly_upcasts('cpu', 'tf32') and readonly_upcasts('cpu', torch.float32)
+        assert not readonly_upcasts('cpu', None) and not readonly_upcasts('cpu', torch.float16)
+        for dtype in ('tf32', torch.float32):
+            with readonly_autocast('cpu', dtype):
+                assert not on()
+            assert on() and torch.get_autocast_dtype('cpu') == torch.bfloat16
+        with readonly_autocast('cpu', None):
+            assert on() and torch.get_autocast_dtype('cpu') == torch.bfloat16
+    with torch.autocast('cpu', dtype=torch.float16):
+        assert not readonly_upcasts('cpu', 'tf32') and readonly_upcasts('cpu', torch.float32)
+        with readonly_autocast('cpu', 'tf32'):
+            assert on() and torch.get_autocast_dtype('cpu') == torch.float16
+        with readonly_autocast('cpu', torch.float32):
+            assert not on()
+    x = [torch.ones(2, dtype=torch.bfloat16), (torch.ones(1, dtype=torch.float16), torch.arange(3)), 'a']
+    y = float32_inputs({'feats': x, 'n': 1})
+    assert [t.dtype for t in (y['feats'][0], *y['feats'][1])] == [torch.float32, torch.float32, torch.int64]
+    assert y['feats'][2] == 'a' and y['n'] == 1 and float32_inputs(x[1][1]) is x[1][1]
+
+
+@pytest.mark.parametrize('readonly_dtype', ['tf32', 'fp32'])
+def test_default_readonly_pass_under_bf16_autocast_is_the_exact_float32_pass(tiny_fpn, readonly_dtype):
+    """bf16 mined 97.3-99.4% of an exact float32 pass's RoIs on an H100, under the issue's >= 99%: under bf16
+    autocast the default read-only pass (and 'fp32') runs in float32 on the bf16 features cast up, i.e.
+    it is the exact float32 pass on the CPU, bit for bit; None (the training precision) is not."""
+    from mmdet_ohem.readonly_pass import READONLY_PRECISIONS
+    from mmdet_ohem.reliability.amp import run_mmcv_ops_in_float32_under_cpu_autocast
+    from .test_detectors import _assign_and_feats
+    run_mmcv_ops_in_float32_under_cpu_autocast()
+    model, data = tiny_fpn
+    res, gt, assign, feats = _assign_and_feats(model, data)
+    sampler = model.roi_head.bbox_sampler
+    every = sampler.collect(assign, res, gt).all
+    args = (every.pos_priors, every.pos_gt_bboxes, every.pos_gt_labels, every.neg_priors)
+    low = [f.bfloat16() for f in feats]  # what bf16 autocast hands the sampler
+    exact = sampler.head.readonly_losses([f.float() for f in low], *args, autocast_dtype=None)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = sampler.head.readonly_losses(low, *args, autocast_dtype=READONLY_PRECISIONS[readonly_dtype])
+        training = sampler.head.readonly_losses(low, *args, autocast_dtype=None)
+    assert every.pos_priors.shape[0] > 0
+    assert torch.equal(got.cls, exact.cls) and torch.equal(got.loc, exact.loc)
+    assert not torch.equal(training.cls, exact.cls)  # a bf16 pass really differs
+
+
+def test_default_readonly_pass_trains_float32_inside_bf16_autocast_training():
+    """End to end (the paper's VGG16 config, tiny; images mined together): under bf16 autocast every linear
+    layer of the read-only pass gets float32 inputs with autocast off, the training pass's stay autocast
+    (bf16 outputs), and two steps train finite."""
+    from mmdet_ohem.reliability.amp import run_mmcv_ops_in_float32_under_cpu_autocast
+    run_mmcv_ops_in_float32_under_cpu_autocast()
+    cfg = Config.fromfile(str(Path(__file__).parent / 'configs' / 'reliability_tiny.py'))
+    cfg.model.train_cfg.rcnn.sampler.update(log_stats=False)
+    model = build(cfg)
+    sampler = model.roi_head.bbox_sampler
+    assert sampler.readonly_dtype == 'tf32' and sampler.batched
+    data = batch(model, 2, 64, (3, 2), num_classes=4)
+    optim = torch.optim.SGD(model.parameters(), lr=0.001)
+    head = model.roi_head.bbox_head
+    seen = {'readonly': set(), 'training': set()}
+    orig = RoIHeadAdapter._readonly_outputs
+    inside = []
+
+    def spy_outputs(self, *args, **kwargs):
+        inside.append(True)
+        try:
+            return orig(self, *args, **kwargs)
+        finally:
+            inside.pop()
+
+    def record(module, inputs, output):
+        seen['readonly' if inside else 'training'].add((inputs[0].dtype, torch.is_autocast_enabled('cpu'),
+                                                        output.dtype))
+
+    hooks = [m.register_forward_hook(record) for m in head.modules() if isinstance(m, torch.nn.Linear)]
+    RoIHeadAdapter._readonly_outputs = spy_outputs
+    try:
+        for _ in range(2):
+            with torch.autocast('cpu', dtype=torch.bfloat16):
+                losses = model.loss(data['inputs'], data['data_samples'])
+            loss, _ = model.parse_losses(losses)
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            assert torch.isfinite(loss)
+    finally:
+        RoIHeadAdapter._readonly_outputs = orig
+        for h in hooks:
+            h.remove()
+    assert seen['readonly'] == {(torch.float32, False, torch.float32)}
+    assert {enabled for _, enabled, _ in seen['training']} == {True}
+    assert torch.bfloat16 in {out for _, _, out in seen['training']}
+
+
 @pytest.mark.parametrize('batch_images', [True, False])
 def test_readonly_dtype_other_than_the_amp_dtype_trains(batch_images):
     """Crash 2 on CPU: bf16 autocast training with an fp16 read-only pass (on a GPU: fp16 `--amp` + 'bf16'),

@@ -9,17 +9,22 @@
 #         a 1-GPU NCCL run through tools/dist_train.sh, ended by shutdown_distributed);
 # agreement  the read-only precision agreement (tf32/fp16/bf16 vs exact fp32 mined sets, and exact fp32 summed
 #         in another order, the noise floor), at random init and after TRAIN_STEPS float32 SGD steps on the
-#         batch (a trained head's loss spread), seeds SEEDS; every pass of an image replays the exact pass's
-#         dropout masks (VGG16's head drops half of fc6/fc7), so only the precision differs; rows are
-#         written as they finish;
+#         batch (a trained head's loss spread), seeds SEEDS, with the features captured and the passes run
+#         under each of AGREE_PRECISIONS (default 'fp16 bf16': `--amp` training; there 'tf32' is the
+#         default's choice, fp16 under fp16 and float32 + TF32 under bf16 since 2026-11-27's twelfth
+#         session; fp32 training was measured on 2026-11-27, results/gpu/h100-2026-11-27/run1); every pass
+#         of an image replays the exact pass's dropout masks (VGG16's head drops half of fc6/fc7), so only
+#         the precision differs; rows are written as they finish;
 # vgg16, r50_fpn  the benchmark in issue 10's settings: VGG16 600x1000 and R50-FPN 800x1333, batch 2, fp32
-#         and fp16 AMP (+ bf16 for VGG16), variants BENCH_VARIANTS interleaved: by default the four the
-#         targets compare, random / mmdet_ohem / ours (the default: read-only targets, losses and selection
-#         replayed as one CUDA graph) / ours_eager (cuda_graph=False, the default before 2026-11-27), with
-#         ITERS rounds;
-#         the H100 run of the sixth session measured ours_exact, ours_bf16 and ours_per_image already, and
-#         the rounds decide more: the targets take the paired ratio's 95% interval, which at 30 rounds
-#         spanned 2-8 points on the H100 (name them in BENCH_VARIANTS to time them again);
+#         and fp16 AMP (+ bf16 for VGG16), variants BENCH_VARIANTS interleaved: by default random /
+#         mmdet_ohem / ours (the default: read-only targets, losses and selection replayed as one CUDA
+#         graph; read-only pass float32 + TF32 under bf16) / ours_exact (readonly_dtype=None: the training
+#         precision, i.e. the bf16 read-only pass the default ran under bf16 until the twelfth session: its
+#         bf16 row prices the switch; in fp16 it equals ours, a control), with ITERS rounds; ours_eager
+#         (cuda_graph=False) was timed against the graph on 2026-11-27 (10 settings, 0.963-0.997x);
+#         the H100 run of the sixth session measured ours_bf16 and ours_per_image already, and the rounds
+#         decide more: the targets take the paired ratio's 95% interval, which at 30 rounds spanned 2-8
+#         points on the H100 (name them in BENCH_VARIANTS to time them again);
 # configs one fp16 and one bf16 AMP step of every config in configs/ (one per distinct model);
 # profile a torch.profiler view of one AMP iteration per variant (host vs device time, kernel launches);
 # sweep   issue 13: the restartable sweep tool on the GPU, SMOKE=1 of tools/gpu_sweep.sh (table1 rows
@@ -45,7 +50,7 @@ FINAL=${OUT:-results/gpu}
 OUT=$(mktemp -d)  # working folder; packed into $FINAL at the end
 LABEL=gpu_check
 ITERS=${ITERS:-50}  # run 2 of the sixth session had 30 (with 10, R50-FPN's ratios moved by points)
-BENCH_VARIANTS=${BENCH_VARIANTS:-random mmdet_ohem ours ours_eager}
+BENCH_VARIANTS=${BENCH_VARIANTS:-random mmdet_ohem ours ours_exact}
 WARMUP=${WARMUP:-3}
 . tools/gpu_device_setup.sh
 DEADLINE=${DEADLINE:-540}  # seconds after START by which everything is packed (call with timeout_s >= +40)
@@ -74,6 +79,7 @@ STEPS=${STEPS:-tests agreement vgg16 r50_fpn configs profile sweep rpn}  # which
 want() { case " $STEPS " in *" $1 "*) return 0;; *) return 1;; esac; }
 TRAIN_STEPS=${TRAIN_STEPS:-0 100}  # agreement: measured at random init and after 100 float32 SGD steps
 SEEDS=${SEEDS:-0 1}  # agreement: one batch of 2 images per seed
+AGREE_PRECISIONS=${AGREE_PRECISIONS:-fp16 bf16}  # agreement: the training precisions (autocast) measured
 
 if want tests; then
     run_step 160 'cuda tests' bash -c "python3 -m pytest tests/test_cuda.py tests/test_rpn_ohem.py tests/test_reliability_runs.py -m cuda \
@@ -81,8 +87,9 @@ if want tests; then
     tail -3 "$OUT/cuda_tests.log"
 fi
 if want agreement; then
-    run_step 150 'read-only precision agreement' bash -c "python3 -m ohem_experiments.benchmark.readonly_agreement \
-        --device cuda --train-steps $TRAIN_STEPS --seeds $SEEDS --dtypes tf32 fp16 bf16 fp32_reordered --out '$OUT/readonly_agreement.json' > '$OUT/readonly_agreement.log' 2>&1"
+    run_step 200 'read-only precision agreement' bash -c "python3 -m ohem_experiments.benchmark.readonly_agreement \
+        --device cuda --train-steps $TRAIN_STEPS --seeds $SEEDS --train-precision $AGREE_PRECISIONS \
+        --dtypes tf32 fp16 bf16 fp32_reordered --out '$OUT/readonly_agreement.json' > '$OUT/readonly_agreement.log' 2>&1"
 fi
 want vgg16 && run_step 120 'benchmark VGG16 600x1000' bash -c "python3 tools/benchmark.py --device cuda --models vgg16 \
     --size 600 1000 --batch 2 --precision fp32 fp16 bf16 --variants $BENCH_VARIANTS --iters $ITERS --warmup $WARMUP --nms-sizes 2000 \

@@ -362,10 +362,13 @@ class OHEMSampler(MinerMixin, CandidateSampler):
             broken, they are mined first and the training loss turns NaN as with ``RandomSampler``
             (logged once as a warning). ``'raise'``: raise ``FloatingPointError`` on any.
         readonly_dtype: Precision of the read-only forward only (the training pass is unchanged; any
-            combination with ``--amp`` works). ``'tf32'`` (default): the training pass's precision, and
-            in float32 training on CUDA its matmuls (fc6/fc7) in TF32, as PyTorch runs float32
-            convolutions by default (under ``--amp``: the autocast dtype; on the CPU: exact float32).
-            ``None``: exactly the training pass's precision. ``'bf16'``/``'fp16'``: autocast to it.
+            combination with ``--amp`` works). ``'tf32'`` (default): at least TF32's precision (a 10-bit
+            mantissa), measured to mine >= 99% of an exact float32 pass's RoIs: in float32 training
+            float32 with its matmuls (fc6/fc7) in TF32 on CUDA, as PyTorch runs float32 convolutions by
+            default (exact float32 on the CPU); under fp16 autocast (``--amp``) fp16; under bf16 autocast
+            float32 (TF32 matmuls on CUDA), since bf16 mined only 97.3-99.4%. ``None``: exactly the
+            training pass's precision (bf16 under bf16 autocast). ``'fp32'``: float32 whatever the
+            training precision. ``'bf16'``/``'fp16'``: autocast to it.
         log_stats: Publish per-iteration mining statistics to mmengine's ``MessageHub`` (kept on the
             device and read back only when a logger reads them).
         batch_images: Mine all images of a batch together (default): ``sample()`` returns a
@@ -416,7 +419,7 @@ class OHEMSampler(MinerMixin, CandidateSampler):
         check_mining_settings('OHEMSampler', 'RoIs', num, ranking_loss, pos_fraction, neg_pos_ub, nonfinite,
                               add_gt_as_proposals=add_gt_as_proposals, keep_ratio=keep_ratio, log_stats=log_stats)
         if readonly_dtype not in READONLY_PRECISIONS:
-            raise ValueError(f"OHEMSampler: readonly_dtype must be 'tf32', None, 'bf16' or 'fp16', "
+            raise ValueError(f"OHEMSampler: readonly_dtype must be 'tf32', None, 'fp32', 'bf16' or 'fp16', "
                              f'got {readonly_dtype!r}')
         if not isinstance(batch_images, bool):
             raise TypeError(f'OHEMSampler: batch_images must be True or False, got {batch_images!r}')

@@ -63,7 +63,8 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     'ours_nonms': ('OHEMSampler', dict(nms=None, log_stats=False)),
     'ours': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False)),
     # readonly_dtype=None: the read-only pass exactly in the training precision (float32 matmuls without
-    # TF32 in float32 training); 'ours' has the default, 'tf32'.
+    # TF32 in float32 training, bf16 under bf16 autocast: the default's choice there before 2026-11-27's
+    # twelfth session); 'ours' has the default, 'tf32' (float32 with TF32 matmuls under bf16 autocast).
     'ours_exact': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
                                        readonly_dtype=None)),
     'ours_bf16': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
@@ -126,7 +127,7 @@ def describe_variant(variant: str, cuda_graph_default: bool = True) -> str:
     where the variant mines anchors too. ``cuda_graph_default``: OHEMSampler's default at the time of the
     run (:data:`LEGACY_CUDA_GRAPH_DEFAULT` before 2026-11-27)."""
     typ, extra = VARIANTS[variant]
-    precision = extra.get('readonly_dtype', 'tf32 (default)') or 'exact (None)'
+    precision = extra.get('readonly_dtype', 'tf32 (default)') or 'training precision (None)'
     graph = extra.get('cuda_graph', cuda_graph_default)
     ohem_rcnn = typ == 'OHEMSampler' and extra.get('batch_images', True) and extra.get('nms', 1) is not None
     return (typ + (' (no loss-NMS)' if extra.get('nms', 1) is None else '')

@@ -24,6 +24,14 @@ replays the masks the exact pass drew (:class:`FixedDropout`, one mask per dropo
 pass's own dtype), so the passes differ only in their arithmetic. ``--fresh-dropout`` measures the old
 way (each pass its own masks): how much dropout alone reshuffles the mined RoIs.
 
+Training precision (``--train-precision``): ``fp32`` (default) captures the features from a float32
+forward and runs the reduced passes on them. ``fp16``/``bf16`` capture them under that autocast, as
+``--amp`` training hands them to the sampler (reduced-precision feature maps; the RoI extractor then
+rounds the RoI coordinates to the features' dtype), and run every pass named by a ``readonly_dtype``
+inside that autocast, as the sampler does: ``tf32`` is then the default's choice there (fp16 under fp16,
+float32 with TF32 matmuls under bf16), ``bf16`` under bf16 the training precision. The reference is
+still exact float32, on the same features cast to float32, outside autocast.
+
 Usage::
 
     python -m ohem_experiments.benchmark.readonly_agreement --device cuda --out agreement.json
@@ -145,12 +153,15 @@ EMULATED: Dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     'tf32_emulated': lambda: _Rewrite(_tf32_linear, _tf32_conv),
     'fp32_reordered': lambda: _Rewrite(_reordered_linear, _reordered_conv),
 }
-DTYPES = ('tf32', 'fp16', 'bf16') + tuple(EMULATED)
+DTYPES = ('tf32', 'fp32', 'fp16', 'bf16') + tuple(EMULATED)
+#: --train-precision: the autocast dtype the features are captured (and the passes run) under.
+TRAIN_PRECISIONS: Dict[str, Optional[torch.dtype]] = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
 
 def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', seeds: Sequence[int] = (0, 1, 2),
                        dtypes: Sequence[str] = ('tf32', 'fp16', 'bf16'), train_steps: int = 0,
-                       lr: float = 0.005, fixed_dropout: bool = True) -> Dict[str, object]:
+                       lr: float = 0.005, fixed_dropout: bool = True,
+                       train_precision: str = 'fp32') -> Dict[str, object]:
     """Overlap of the mined sets, reduced precision vs float32, over ``len(seeds)`` batches of 2 images.
 
     ``train_steps`` > 0 first trains the detector that many float32 SGD steps on its batch (``lr``), so
@@ -164,11 +175,26 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
 
     ``fixed_dropout`` (default): every pass of an image replays the exact pass's dropout masks
     (:class:`FixedDropout`); ``False``: each pass draws its own, as two training iterations would.
+
+    ``train_precision`` (a key of :data:`TRAIN_PRECISIONS`): the autocast the features are captured and
+    the ``readonly_dtype`` passes run under (see the module docstring); the SGD steps stay float32.
+
+    Raises:
+        ValueError: On an unknown ``train_precision``.
     """
-    from mmdet_ohem.readonly_pass import READONLY_PRECISIONS
+    from mmdet_ohem.readonly_pass import READONLY_PRECISIONS, float32_inputs
     from mmdet_ohem.samplers.ohem_sampler import OHEMSampler
 
     from .detectors import train_step
+
+    if train_precision not in TRAIN_PRECISIONS:
+        raise ValueError(f'train_precision must be one of {sorted(TRAIN_PRECISIONS)}, got {train_precision!r}')
+    amp_dtype = TRAIN_PRECISIONS[train_precision]
+    device_type = torch.device(device).type
+
+    def amp() -> contextlib.AbstractContextManager:  # the training pass's precision context
+        return torch.autocast(device_type=device_type, dtype=amp_dtype) if amp_dtype is not None \
+            else contextlib.nullcontext()
 
     overlaps: Dict[str, List[float]] = {d: [] for d in dtypes}
     masses: Dict[str, List[float]] = {d: [] for d in dtypes}
@@ -180,7 +206,8 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
             # One image per sample() call: the capture below wraps the per-image read-only pass and
             # selection (the default mines the images together through other entry points; the RoIs are
             # the same, tests/test_batched_mining.py).
-            prep = prepare(model, ['ours_per_image'], size, 2, (6, 4), device, seed, lr=lr)
+            # (precision: on the CPU, mmcv's float32-only kernels then run in float32 under autocast)
+            prep = prepare(model, ['ours_per_image'], size, 2, (6, 4), device, seed, lr=lr, precision=train_precision)
             sampler: OHEMSampler = prep.samplers['ours_per_image']
             swap_sampler(prep.model, sampler)
             for _ in range(train_steps):  # PyTorch's default precision (TF32 convolutions): only the weights matter
@@ -204,7 +231,7 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
                 return orig_losses(*args, **kwargs)
 
             sampler._select, sampler.head.readonly_losses = capture, capture_inputs
-            with torch.no_grad():
+            with torch.no_grad(), amp():
                 prep.model.loss(prep.data['inputs'], prep.data['data_samples'])
             sampler._select, sampler.head.readonly_losses = orig, orig_losses
             if len(inputs) != len(captured) or not inputs:
@@ -213,15 +240,20 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
                                    f'through readonly_losses/_select one image at a time')
             for (args, _), (boxes, is_pos, labels) in zip(inputs, captured):
                 masks = FixedDropout() if fixed_dropout else None
+                feats32 = float32_inputs(args[0])  # the reference's (and the emulations') features
                 with masks if masks is not None else contextlib.nullcontext():
-                    exact = sampler.head.readonly_losses(*args[:5], None).ranking(sampler.ranking_loss)
+                    exact = sampler.head.readonly_losses(feats32, *args[1:5], None).ranking(sampler.ranking_loss)
                 want = sampler._select(exact, boxes, is_pos, labels).indices
                 spreads.append(float(exact.std() / exact.mean().clamp(min=1e-12)))
                 for d in dtypes:
-                    with masks.replay() if masks is not None else contextlib.nullcontext(), \
-                            EMULATED[d]() if d in EMULATED else contextlib.nullcontext():
-                        approx = sampler.head.readonly_losses(
-                            *args[:5], None if d in EMULATED else READONLY_PRECISIONS[d]).ranking(sampler.ranking_loss)
+                    with masks.replay() if masks is not None else contextlib.nullcontext():
+                        if d in EMULATED:
+                            with EMULATED[d]():
+                                approx = sampler.head.readonly_losses(feats32, *args[1:5], None)
+                        else:
+                            with amp():
+                                approx = sampler.head.readonly_losses(*args[:5], READONLY_PRECISIONS[d])
+                    approx = approx.ranking(sampler.ranking_loss)
                     got = sampler._select(approx, boxes, is_pos, labels).indices
                     overlaps[d].append(len(set(got.tolist()) & set(want.tolist())) / max(want.numel(), 1))
                     masses[d].append(float(exact[got].sum() / exact[want].sum().clamp(min=1e-12)))
@@ -230,7 +262,7 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     return {'model': model, 'size': list(size), 'images': len(spreads), 'train_steps': train_steps, 'lr': lr,
-            'fixed_dropout': fixed_dropout,
+            'fixed_dropout': fixed_dropout, 'train_precision': train_precision,
             'final_train_loss': final_losses, 'spread': sum(spreads) / len(spreads),
             'overlap': {d: {'mean': sum(v) / len(v), 'min': min(v), 'all': v} for d, v in overlaps.items()},
             'loss_mass': {d: {'mean': sum(v) / len(v), 'min': min(v)} for d, v in masses.items()}}
@@ -239,19 +271,22 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
 def markdown(rows: Sequence[dict]) -> str:
     """The rows as a markdown table: per precision, the mean (min) overlap and the mean loss mass."""
     dtypes = list(rows[0]['overlap']) if rows else []
-    lines = ['| model | size | SGD steps | dropout masks | images | loss spread | ' + ' | '.join(dtypes) + ' |',
-             '|---|---|---|---|---|---|' + '---|' * len(dtypes)]
+    lines = ['| model | size | training precision | SGD steps | dropout masks | images | loss spread | '
+             + ' | '.join(dtypes) + ' |',
+             '|---|---|---|---|---|---|---|' + '---|' * len(dtypes)]
     for r in rows:
         cells = [f"{r['overlap'][d]['mean']:.1%} (min {r['overlap'][d]['min']:.1%}), mass "
                  f"{r['loss_mass'][d]['mean']:.4f}" for d in dtypes]
         masks = 'fixed' if r.get('fixed_dropout', False) else 'fresh'
-        lines.append(f"| {r['model']} | {r['size'][0]}x{r['size'][1]} | {r['train_steps']} | {masks} | {r['images']} | "
+        lines.append(f"| {r['model']} | {r['size'][0]}x{r['size'][1]} | {r.get('train_precision', 'fp32')} | "
+                     f"{r['train_steps']} | {masks} | {r['images']} | "
                      f"{r['spread']:.2f} | " + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
-    """Command line: ``--device``, ``--models``, ``--train-steps``, ``--lr``, ``--size``, ``--out``."""
+    """Command line: ``--device``, ``--models``, ``--train-steps``, ``--train-precision``, ``--lr``, ``--size``,
+    ``--out``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--device', default='cuda')
     p.add_argument('--models', nargs='+', default=list(SETTINGS), choices=sorted(SETTINGS))
@@ -263,6 +298,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     p.add_argument('--dtypes', nargs='+', default=['tf32', 'fp16', 'bf16'], choices=DTYPES,
                    help='reduced passes to compare with float32; tf32_emulated and fp32_reordered (the noise '
                         'floor) also differ from it on the CPU')
+    p.add_argument('--train-precision', nargs='+', default=['fp32'], choices=sorted(TRAIN_PRECISIONS),
+                   help='the training precision(s) the features are captured and the passes run under '
+                        '(autocast as --amp); several values: one row each')
     p.add_argument('--fresh-dropout', action='store_true',
                    help='let every pass draw its own dropout masks (default: each pass replays the exact '
                         "pass's masks, so that only the precision differs)")
@@ -270,12 +308,13 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     args = p.parse_args(argv)
     rows: List[dict] = []
     for m in args.models:
-        for k in args.train_steps:
+        for prec, k in [(prec, k) for prec in args.train_precision for k in args.train_steps]:
             r = readonly_agreement(m, args.size or SETTINGS[m], args.device, seeds=args.seeds, dtypes=args.dtypes,
-                                   train_steps=k, lr=args.lr, fixed_dropout=not args.fresh_dropout)
+                                   train_steps=k, lr=args.lr, fixed_dropout=not args.fresh_dropout,
+                                   train_precision=prec)
             rows.append(r)
             # Each row as soon as it is measured (a run cut off by a time limit keeps the finished ones).
-            print(f"{r['model']} {r['size']} after {r['train_steps']} steps (loss {r['final_train_loss']}), "
+            print(f"{r['model']} {r['size']} {prec} after {r['train_steps']} steps (loss {r['final_train_loss']}), "
                   f"{'fixed' if r['fixed_dropout'] else 'fresh'} dropout masks, "
                   f"spread {r['spread']:.3f}: " + ', '.join(
                       f"{d} overlap {v['mean']:.4f} (min {v['min']:.4f}), loss mass "
