@@ -37,6 +37,9 @@
 # On 2026-11-27 (H100) STEPS='tests agreement vgg16 r50_fpn configs profile' took 464 s: set-up 26 s, tests 87 s
 # (the NCCL run 30 s of it), agreement 57 s, VGG16 54 s and R50-FPN 61 s (50 rounds of 4), configs 122 s, profile 57 s. A step cut off by the
 # DEADLINE can be rerun alone on the warm machine, e.g. STEPS='configs' DEADLINE=240.
+# Since the twelfth session (no GPU) the tests step holds 9 more cuda tests and the agreement step measures
+# two training precisions (about twice its 57 s): for the next first call, STEPS='tests agreement vgg16
+# r50_fpn configs' DEADLINE=555 (an estimated ~500 s) and the profile in a later call if time is left.
 # Only 8 files come back from $OUT: the markdown tables, the agreement JSON and progress log come back as
 # files, everything (logs, JSON, the sweep's cells and table) also in gpu_check.tgz. Each step has its own
 # time limit, cut to what is left before DEADLINE, so a cut-off run still returns the earlier results.
@@ -82,7 +85,7 @@ SEEDS=${SEEDS:-0 1}  # agreement: one batch of 2 images per seed
 AGREE_PRECISIONS=${AGREE_PRECISIONS:-fp16 bf16}  # agreement: the training precisions (autocast) measured
 
 if want tests; then
-    run_step 160 'cuda tests' bash -c "python3 -m pytest tests/test_cuda.py tests/test_rpn_ohem.py tests/test_reliability_runs.py -m cuda \
+    run_step 200 'cuda tests' bash -c "python3 -m pytest tests/test_cuda.py tests/test_rpn_ohem.py tests/test_reliability_runs.py -m cuda \
         -k 'not every_config' -q -rA -s -p no:cacheprovider --durations=10 > '$OUT/cuda_tests.log' 2>&1"
     tail -3 "$OUT/cuda_tests.log"
 fi
