@@ -1,4 +1,6 @@
 """Test-side names for the shared detector helpers in :mod:`ohem_experiments.quick_detectors`."""
+import contextlib
+
 from ohem_experiments.quick_detectors import (CASCADE_FPN, DOUBLE_HEAD, FASTER_C4, FASTER_FPN, MASK_FPN,  # noqa: F401
                                     mmdet_config, train_step)
 from ohem_experiments.quick_detectors import build_detector as build  # noqa: F401
@@ -90,3 +92,36 @@ def train_three_steps(name: str, sampler: dict):
     data = batch(model, num_items=(4, 3), size=96)
     optim = torch.optim.SGD(model.parameters(), lr=0.01)
     return model, [train_step(model, data, optim) for _ in range(3)]
+
+
+@contextlib.contextmanager
+def linear_calls_by_pass(head, device_type: str):
+    """Inside the block, every ``nn.Linear`` of ``head`` records ``(input dtype, autocast enabled on
+    device_type, TF32 matmuls allowed, output dtype)`` into the yielded ``{'readonly': set, 'training': set}``,
+    under 'readonly' while ``RoIHeadAdapter._readonly_outputs`` (the batched read-only forward) runs."""
+    import torch
+
+    from mmdet_ohem.readonly_pass import RoIHeadAdapter
+    seen = {'readonly': set(), 'training': set()}
+    inside = []
+    orig = RoIHeadAdapter._readonly_outputs
+
+    def spy_outputs(self, *args, **kwargs):
+        inside.append(True)
+        try:
+            return orig(self, *args, **kwargs)
+        finally:
+            inside.pop()
+
+    def record(module, inputs, output):
+        seen['readonly' if inside else 'training'].add((inputs[0].dtype, torch.is_autocast_enabled(device_type),
+                                                        torch.backends.cuda.matmul.allow_tf32, output.dtype))
+
+    hooks = [m.register_forward_hook(record) for m in head.modules() if isinstance(m, torch.nn.Linear)]
+    RoIHeadAdapter._readonly_outputs = spy_outputs
+    try:
+        yield seen
+    finally:
+        RoIHeadAdapter._readonly_outputs = orig
+        for h in hooks:
+            h.remove()

@@ -14,7 +14,7 @@ from mmdet_ohem.config_tools import drop_pretrained
 from mmdet_ohem.samplers import OHEMSampler
 from mmdet_ohem.selection import select_hard_examples
 
-from ._detectors import batch, build, mined_selections, sampler_inputs
+from ._detectors import batch, build, linear_calls_by_pass, mined_selections, sampler_inputs
 
 pytestmark = pytest.mark.cuda
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,32 +105,9 @@ def test_default_readonly_pass_is_float32_with_tf32_under_bf16_amp(vgg_ohem):
     model, data = vgg_ohem
     sampler = model.roi_head.bbox_sampler
     assert sampler.readonly_dtype == 'tf32' and sampler.batched
-    from mmdet_ohem.readonly_pass import RoIHeadAdapter
-    seen = {'readonly': set(), 'training': set()}
-    inside = []
-    orig = RoIHeadAdapter._readonly_outputs
-
-    def spy_outputs(self, *args, **kwargs):
-        inside.append(True)
-        try:
-            return orig(self, *args, **kwargs)
-        finally:
-            inside.pop()
-
-    def record(module, inputs, output):
-        seen['readonly' if inside else 'training'].add((inputs[0].dtype, torch.is_autocast_enabled('cuda'),
-                                                        torch.backends.cuda.matmul.allow_tf32, output.dtype))
-
     before = torch.backends.cuda.matmul.allow_tf32
-    hooks = [m.register_forward_hook(record) for m in model.roi_head.bbox_head.modules()
-             if isinstance(m, torch.nn.Linear)]
-    RoIHeadAdapter._readonly_outputs = spy_outputs
-    try:
+    with linear_calls_by_pass(model.roi_head.bbox_head, 'cuda') as seen:
         losses = _amp_steps(model, data, 'bfloat16')
-    finally:
-        RoIHeadAdapter._readonly_outputs = orig
-        for h in hooks:
-            h.remove()
     assert all(torch.isfinite(torch.tensor(losses)))
     assert seen['readonly'] == {(torch.float32, False, True, torch.float32)}
     assert {(on, tf32) for _, on, tf32, _ in seen['training']} == {(True, before)}

@@ -20,7 +20,7 @@ from mmdet_ohem.readonly_pass import RoIHeadAdapter
 from mmdet_ohem.samplers import OHEMSampler
 from tests.test_configs import CONFIGS, NAMES, _train_datasets, _walk
 
-from ._detectors import FASTER_FPN, batch, build, mmdet_config, sampler_inputs, train_step
+from ._detectors import FASTER_FPN, batch, build, linear_calls_by_pass, mmdet_config, sampler_inputs, train_step
 
 
 def _proposals(n: int, seed: int = 0):
@@ -171,25 +171,7 @@ def test_default_readonly_pass_trains_float32_inside_bf16_autocast_training():
     assert sampler.readonly_dtype == 'tf32' and sampler.batched
     data = batch(model, 2, 64, (3, 2), num_classes=4)
     optim = torch.optim.SGD(model.parameters(), lr=0.001)
-    head = model.roi_head.bbox_head
-    seen = {'readonly': set(), 'training': set()}
-    orig = RoIHeadAdapter._readonly_outputs
-    inside = []
-
-    def spy_outputs(self, *args, **kwargs):
-        inside.append(True)
-        try:
-            return orig(self, *args, **kwargs)
-        finally:
-            inside.pop()
-
-    def record(module, inputs, output):
-        seen['readonly' if inside else 'training'].add((inputs[0].dtype, torch.is_autocast_enabled('cpu'),
-                                                        output.dtype))
-
-    hooks = [m.register_forward_hook(record) for m in head.modules() if isinstance(m, torch.nn.Linear)]
-    RoIHeadAdapter._readonly_outputs = spy_outputs
-    try:
+    with linear_calls_by_pass(model.roi_head.bbox_head, 'cpu') as seen:
         for _ in range(2):
             with torch.autocast('cpu', dtype=torch.bfloat16):
                 losses = model.loss(data['inputs'], data['data_samples'])
@@ -198,13 +180,9 @@ def test_default_readonly_pass_trains_float32_inside_bf16_autocast_training():
             loss.backward()
             optim.step()
             assert torch.isfinite(loss)
-    finally:
-        RoIHeadAdapter._readonly_outputs = orig
-        for h in hooks:
-            h.remove()
-    assert seen['readonly'] == {(torch.float32, False, torch.float32)}
-    assert {enabled for _, enabled, _ in seen['training']} == {True}
-    assert torch.bfloat16 in {out for _, _, out in seen['training']}
+    assert seen['readonly'] == {(torch.float32, False, False, torch.float32)}  # (TF32 is CUDA's)
+    assert {enabled for _, enabled, _, _ in seen['training']} == {True}
+    assert torch.bfloat16 in {out for _, _, _, out in seen['training']}
 
 
 @pytest.mark.parametrize('batch_images', [True, False])
