@@ -171,10 +171,10 @@ def _outer_autocast_dtype(device_type: str) -> Optional[torch.dtype]:
 
 
 def readonly_upcasts(device_type: str, dtype: Optional[Union[torch.dtype, str]]) -> bool:
-    """Whether :func:`readonly_autocast` runs the forward in float32 inside the training pass's autocast:
-    then autocast is off in the pass and its inputs (the feature maps and extra inputs, reduced precision
-    under autocast) must be cast to float32 first (:func:`float32_inputs`). Read in the training context,
-    before entering the pass's."""
+    """Whether :func:`readonly_autocast`, entered in the current (training) context, runs the forward in
+    float32 inside the training pass's autocast: then autocast is off in the pass and its inputs (the
+    feature maps and extra inputs, reduced precision under autocast) must be cast to float32
+    (:func:`float32_inputs`). :func:`readonly_autocast` yields this."""
     outer = _outer_autocast_dtype(device_type)
     if outer is None:
         return False
@@ -188,8 +188,10 @@ def _float32_forward(device_type: str, tf32: bool) -> Iterator[None]:
         yield
 
 
-def readonly_autocast(device_type: str, dtype: Optional[Union[torch.dtype, str]]) -> contextlib.AbstractContextManager:
-    """The precision context of the read-only forward.
+@contextlib.contextmanager
+def readonly_autocast(device_type: str, dtype: Optional[Union[torch.dtype, str]]) -> Iterator[bool]:
+    """The precision context of the read-only forward; yields :func:`readonly_upcasts` (whether the inputs
+    must be cast to float32 inside it), decided on entry in the training context.
 
     ``dtype=None`` inherits the ambient precision exactly: float32 outside autocast, the training pass's
     autocast dtype under ``--amp``.
@@ -202,8 +204,7 @@ def readonly_autocast(device_type: str, dtype: Optional[Union[torch.dtype, str]]
     * fp16 autocast (``--amp``): fp16, the training pass's precision (10-bit mantissa, as TF32).
     * bf16 autocast: float32 with TF32 matmuls on CUDA (exact float32 on the CPU). bf16's 7-bit mantissa
       mined 97.3-99.4% on an H100; fp16 would meet the precision but not bf16's range, which is why one
-      trains in bf16. The pass turns autocast off and takes its inputs in float32
-      (:func:`readonly_upcasts`).
+      trains in bf16. The pass turns autocast off and takes its inputs in float32 (the yielded flag).
 
     ``torch.float32`` (``readonly_dtype='fp32'``): float32 whatever the training precision (under autocast
     as ``'tf32'`` under bf16, without TF32 matmuls unless torch's own setting allows them).
@@ -216,17 +217,19 @@ def readonly_autocast(device_type: str, dtype: Optional[Union[torch.dtype, str]]
     neither stores nor reads cached casts, and the outer one is untouched. A float32 region casts nothing,
     so it neither reads nor fills the cache.
     """
-    if dtype is None:
-        return contextlib.nullcontext()
     outer = _outer_autocast_dtype(device_type)
-    if dtype == 'tf32' or dtype is torch.float32:
-        tf32 = dtype == 'tf32' and device_type == 'cuda'
-        if outer is None:
-            return _tf32_matmuls(tf32)
-        if readonly_upcasts(device_type, dtype):
-            return _float32_forward(device_type, tf32)
-        return contextlib.nullcontext()  # 'tf32' under fp16 autocast: fp16
-    return torch.autocast(device_type=device_type, dtype=dtype, cache_enabled=outer in (None, dtype))
+    upcast = readonly_upcasts(device_type, dtype)
+    tf32 = dtype == 'tf32' and device_type == 'cuda'
+    if dtype is None:
+        context = contextlib.nullcontext()
+    elif upcast:
+        context = _float32_forward(device_type, tf32)
+    elif dtype == 'tf32' or dtype is torch.float32:  # float32 training, or 'tf32' under fp16 autocast: fp16
+        context = _tf32_matmuls(tf32 and outer is None)
+    else:
+        context = torch.autocast(device_type=device_type, dtype=dtype, cache_enabled=outer in (None, dtype))
+    with context:
+        yield upcast
 
 
 def float32_inputs(value: Any) -> Any:
@@ -762,8 +765,8 @@ class RoIHeadAdapter:
         Args:
             feats: The image's feature maps, each ``(1, C, H, W)``.
             rois: ``(m, 5)`` RoIs of this image (batch index 0).
-            upcast: Cast the feature maps and extra inputs to float32 first (a float32 pass under autocast,
-                :func:`readonly_upcasts`).
+            upcast: Cast the feature maps and extra inputs to float32 first (a float32 pass under autocast:
+                what :func:`readonly_autocast` yields).
         """
         extra: dict = {}
         if self.extra_inputs:
@@ -877,11 +880,12 @@ class RoIHeadAdapter:
             return None, None
         batch_col = torch.cat([boxes.new_full((k, 1), i) for k, i in zip(batch.sizes, index)])
         rois = torch.cat([batch_col, boxes], dim=1)
-        if readonly_upcasts(rois.device.type, autocast_dtype):
-            feats = float32_inputs(feats)  # once for all chunks
         step = max(1, int(max_rois))
         cls_parts, box_parts = [], []
-        with readonly_autocast(rois.device.type, autocast_dtype), one_read_extraction(self.roi_head, self.stage):
+        with readonly_autocast(rois.device.type, autocast_dtype) as upcast, \
+                one_read_extraction(self.roi_head, self.stage):
+            if upcast:
+                feats = float32_inputs(feats)  # once for all chunks
             for r in range(0, n, step):
                 chunk = rois[r:r + step]
                 out = self.roi_head._bbox_forward(self.stage, feats, chunk) if self.stage is not None \
@@ -941,8 +945,8 @@ class RoIHeadAdapter:
             if targets is None:
                 view = _CandidateView(pos_priors, neg_priors, get_box_tensor(pos_gt_bboxes), pos_gt_labels)
                 targets = head.get_targets([view], self.train_cfg, concat=True)
-            upcast = readonly_upcasts(device_type, autocast_dtype)
-            with readonly_autocast(device_type, autocast_dtype), one_read_extraction(self.roi_head, self.stage):
+            with readonly_autocast(device_type, autocast_dtype) as upcast, \
+                    one_read_extraction(self.roi_head, self.stage):
                 out = self.bbox_forward(feats, rois, upcast)
             cls_score, bbox_pred = _as_float(out.get('cls_score')), _as_float(out.get('bbox_pred'))
             del out  # drop RoI features now: nothing of the read-only pass outlives this block

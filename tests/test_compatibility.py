@@ -119,7 +119,7 @@ def test_htc_readonly_pass_uses_the_semantic_features_of_the_right_image():
 def test_htc_float32_readonly_pass_under_bf16_autocast_casts_the_extra_inputs_too():
     """Under bf16 autocast the default read-only pass runs in float32: the features and HTC's semantic_feat,
     read from the running loss() in bf16, are cast up, and the forward is the float32 one on those values."""
-    from mmdet_ohem.readonly_pass import readonly_autocast, readonly_upcasts
+    from mmdet_ohem.readonly_pass import readonly_autocast
     model = build(family_config('htc'))
     data = batch(model, with_mask=True, with_semantic=True)
     sampler = model.roi_head.bbox_sampler[0]
@@ -133,8 +133,7 @@ def test_htc_float32_readonly_pass_under_bf16_autocast_casts_the_extra_inputs_to
     rois = torch.cat([priors.new_zeros(len(priors), 1), priors], dim=1)
 
     def loss(self, x, semantic_feat):  # stands for HTC's loss(): the locals the adapter reads
-        upcast = readonly_upcasts('cpu', 'tf32')
-        with readonly_autocast('cpu', 'tf32'):
+        with readonly_autocast('cpu', 'tf32') as upcast:
             return upcast, sampler.head.bbox_forward(feats, rois, upcast)
 
     with torch.no_grad():

@@ -117,8 +117,8 @@ def test_readonly_precision_contexts_under_each_training_precision():
         assert readonly_upcasts('cpu', 'tf32') and readonly_upcasts('cpu', torch.float32)
         assert not readonly_upcasts('cpu', None) and not readonly_upcasts('cpu', torch.float16)
         for dtype in ('tf32', torch.float32):
-            with readonly_autocast('cpu', dtype):
-                assert not on()
+            with readonly_autocast('cpu', dtype) as upcast:
+                assert not on() and upcast
             assert on() and torch.get_autocast_dtype('cpu') == torch.bfloat16
         with readonly_autocast('cpu', None):
             assert on() and torch.get_autocast_dtype('cpu') == torch.bfloat16
