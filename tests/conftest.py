@@ -9,6 +9,11 @@ import torch
 # The experiment tooling (toy data, demo, sweeps, benchmark) lives beside the plugin, in tools/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tools'))
 
+# Without a GPU, Triton kernels (mmdet_ohem.kernels) can only run in Triton's interpreter; it must be chosen
+# before triton is first imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault('TRITON_INTERPRET', '1')
+
 # Deterministic, quiet CPU runs on a 2-core machine.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

@@ -167,6 +167,40 @@ def test_sampler_on_gpu_mines_what_the_cpu_selection_mines(vgg_ohem):
         assert cpu.indices.tolist() == gpu_indices.tolist()
 
 
+def test_fast_roi_pool_mines_the_rois_mmcvs_roi_pool_mines(vgg_ohem):
+    """The VGG16 OHEM config (RoIPool) at 600 px: the read-only pass with the Triton RoIPool (the default) and
+    with mmcv's layer give the same read-only losses, bit for bit, so the same RoIs, in float32 and under
+    fp16 autocast; the Triton kernel really ran."""
+    import mmdet_ohem.kernels.roi_pool as rp
+    model, data = vgg_ohem
+    sampler = model.roi_head.bbox_sampler
+    assert sampler.head.fast_roi_pool  # the default
+    calls = []
+    orig = rp.roi_pool_from_bounds
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return orig(*args, **kwargs)
+
+    for dtype in (None, torch.float16):
+        runs = []
+        for fast in (True, False):
+            sampler.head.fast_roi_pool = fast
+            rp.roi_pool_from_bounds = spy
+            try:
+                torch.manual_seed(0)  # the same dropout masks (VGG16's fc6/fc7) in both runs
+                with torch.autocast('cuda', dtype=dtype or torch.float16, enabled=dtype is not None):
+                    runs.append(mined_selections(model, data))
+            finally:
+                rp.roi_pool_from_bounds = orig
+                sampler.head.fast_roi_pool = True
+            assert bool(calls) == fast, (dtype, fast)
+            calls.clear()
+        for (l1, b1, _, _, i1, _), (l2, b2, _, _, i2, _) in zip(*runs):
+            assert torch.equal(b1, b2) and torch.equal(l1, l2), dtype
+            assert i1.tolist() == i2.tolist(), dtype
+
+
 def _count_syncs(fn, where=None) -> int:
     from ohem_experiments.benchmark.timing import count_syncs
     torch.cuda.synchronize()

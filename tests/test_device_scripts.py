@@ -45,7 +45,7 @@ def test_gpu_check_runs_or_skips_each_step_and_packs_at_most_8_files(tmp_path, d
     assert len(files) <= MAX_FILES_BACK, files
     assert 'gpu_check.tgz' in files and 'progress.log' in files
     progress = (out / 'progress.log').read_text()
-    steps = ('cuda tests', 'sweep smoke', 'benchmark VGG16', 'benchmark R50-FPN', 'read-only precision agreement',
+    steps = ('read-only RoIPool', 'cuda tests', 'sweep smoke', 'benchmark VGG16', 'benchmark R50-FPN', 'read-only precision agreement',
              'profile one AMP iteration per variant, r50_fpn', 'profile one AMP iteration per variant, vgg16',
              'RPN miner cost vgg16', 'RPN miner cost r50_fpn', 'every config')
     for step in steps:
@@ -59,8 +59,10 @@ def test_gpu_check_runs_or_skips_each_step_and_packs_at_most_8_files(tmp_path, d
         # issue 13's sweep ran in SMOKE mode, its files packed into the tgz, its outcome in the progress log
         assert any(n.endswith('sweep/progress.log') for n in names) and any(n.endswith('sweep/logs.tgz') for n in names)
         assert 'finished runs so far: 0' in progress
-        assert progress.index('cuda tests') < progress.index('read-only precision agreement') \
-            < progress.index('benchmark VGG16') < progress.index('sweep smoke') < progress.index('RPN miner cost')
+        assert progress.index('read-only RoIPool') < progress.index('cuda tests') < progress.index('benchmark VGG16') \
+            < progress.index('read-only precision agreement') < progress.index('sweep smoke') \
+            < progress.index('RPN miner cost')
+        assert any(n.endswith('roi_pool.json') for n in names)
 
 
 def test_gpu_check_steps_select_a_rerun(tmp_path):

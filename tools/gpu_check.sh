@@ -3,7 +3,10 @@
 # tools/gpu_prepare.sh; device tool: carry [".gpu", ".gpu-test"], command `bash tools/gpu_check.sh`,
 # timeout_s 580 (>= DEADLINE + 40); everything is packed by DEADLINE, default 540 s, after the start).
 # Steps, in the order they run (issue 10's open questions first; 13 and 14 are resolved):
-# tests   the `cuda` tests (AMP training steps of the VGG16 OHEM config at 600 px in fp16/bf16 with every
+# roipool the read-only pass's RoIPool alone: mmcv's kernel vs the Triton path (mmdet_ohem.kernels.roi_pool,
+#         since the thirteenth session), VGG16 feature sizes, fp32/fp16, times and equality (table in
+#         progress.log, JSON in the tgz);
+# tests   the Triton RoIPool against mmcv's bit for bit, and the `cuda` tests (AMP training steps of the VGG16 OHEM config at 600 px in fp16/bf16 with every
 #         readonly_dtype, fp32 steps with the default TF32 read-only pass, GPU-vs-CPU selection, host-sync
 #         count, benchmark path, the selection as a captured CUDA graph; issue 14's RPN miner on the GPU;
 #         a 1-GPU NCCL run through tools/dist_train.sh, ended by shutdown_distributed);
@@ -15,13 +18,15 @@
 #         session; fp32 training was measured on 2026-11-27, results/gpu/h100-2026-11-27/run1); every pass
 #         of an image replays the exact pass's dropout masks (VGG16's head drops half of fc6/fc7), so only
 #         the precision differs; rows are written as they finish;
+# (the agreement step runs after the two benchmarks since the thirteenth session)
 # vgg16, r50_fpn  the benchmark in issue 10's settings: VGG16 600x1000 and R50-FPN 800x1333, batch 2, fp32
 #         and fp16 AMP (+ bf16 for VGG16), variants BENCH_VARIANTS interleaved: by default random /
 #         mmdet_ohem / ours (the default: read-only targets, losses and selection replayed as one CUDA
 #         graph; read-only pass float32 + TF32 under bf16) / ours_exact (readonly_dtype=None: the training
 #         precision, i.e. the bf16 read-only pass the default ran under bf16 until the twelfth session: its
 #         bf16 row prices the switch; in fp16 it equals ours, a control), with ITERS rounds; ours_eager
-#         (cuda_graph=False) was timed against the graph on 2026-11-27 (10 settings, 0.963-0.997x);
+#         (cuda_graph=False) was timed against the graph on 2026-11-27 (10 settings, 0.963-0.997x); VGG16 also
+#         times ours_mmcv_pool (fast_roi_pool=False: mmcv's RoIPool in the read-only pass; VGG16_VARIANTS);
 #         the H100 run of the sixth session measured ours_bf16 and ours_per_image already, and the rounds
 #         decide more: the targets take the paired ratio's 95% interval, which at 30 rounds spanned 2-8
 #         points on the H100 (name them in BENCH_VARIANTS to time them again);
@@ -38,8 +43,8 @@
 # (the NCCL run 30 s of it), agreement 57 s, VGG16 54 s and R50-FPN 61 s (50 rounds of 4), configs 122 s, profile 57 s. A step cut off by the
 # DEADLINE can be rerun alone on the warm machine, e.g. STEPS='configs' DEADLINE=240.
 # Since the twelfth session (no GPU) the tests step holds 9 more cuda tests and the agreement step measures
-# two training precisions (about twice its 57 s): for the next first call, STEPS='tests agreement vgg16
-# r50_fpn configs' DEADLINE=555 (an estimated ~500 s) and the profile in a later call if time is left.
+# two training precisions (about twice its 57 s). The thirteenth session's first call:
+# STEPS='roipool tests vgg16 r50_fpn agreement configs' DEADLINE=555 (the profile in a later call if time is left).
 # Only 8 files come back from $OUT: the markdown tables, the agreement JSON and progress log come back as
 # files, everything (logs, JSON, the sweep's cells and table) also in gpu_check.tgz. Each step has its own
 # time limit, cut to what is left before DEADLINE, so a cut-off run still returns the earlier results.
@@ -54,6 +59,9 @@ OUT=$(mktemp -d)  # working folder; packed into $FINAL at the end
 LABEL=gpu_check
 ITERS=${ITERS:-50}  # run 2 of the sixth session had 30 (with 10, R50-FPN's ratios moved by points)
 BENCH_VARIANTS=${BENCH_VARIANTS:-random mmdet_ohem ours ours_exact}
+VGG16_VARIANTS=${VGG16_VARIANTS:-$BENCH_VARIANTS ours_mmcv_pool}  # + the read-only pass with mmcv's RoIPool
+R50_VARIANTS=${R50_VARIANTS:-$BENCH_VARIANTS}  # R50-FPN has RoIAlign: ours_mmcv_pool would equal ours
+ROIPOOL_LAUNCHES=${ROIPOOL_LAUNCHES:-32x2 64x8 128x4 128x8 256x8}  # roipool: launch shapes timed beside the default
 WARMUP=${WARMUP:-3}
 . tools/gpu_device_setup.sh
 DEADLINE=${DEADLINE:-540}  # seconds after START by which everything is packed (call with timeout_s >= +40)
@@ -78,28 +86,33 @@ pack() {
     ls -la "$FINAL"
 }
 
-STEPS=${STEPS:-tests agreement vgg16 r50_fpn configs profile sweep rpn}  # which steps to run (always in this order)
+STEPS=${STEPS:-roipool tests vgg16 r50_fpn agreement configs profile sweep rpn}  # which steps to run (always in this order)
 want() { case " $STEPS " in *" $1 "*) return 0;; *) return 1;; esac; }
 TRAIN_STEPS=${TRAIN_STEPS:-0 100}  # agreement: measured at random init and after 100 float32 SGD steps
 SEEDS=${SEEDS:-0 1}  # agreement: one batch of 2 images per seed
 AGREE_PRECISIONS=${AGREE_PRECISIONS:-fp16 bf16}  # agreement: the training precisions (autocast) measured
 
+if want roipool; then
+    run_step 90 'read-only RoIPool: mmcv vs Triton' bash -c "cd tools && python3 -m ohem_experiments.benchmark.roi_pool_timing \
+        --launches $ROIPOOL_LAUNCHES --out '$OUT/roi_pool.json' > '$OUT/roi_pool.log' 2>&1"
+    grep -h '^|' "$OUT/roi_pool.md" 2>/dev/null | while read -r line; do note "  $line"; done  # the table, in progress.log
+fi
 if want tests; then
-    run_step 200 'cuda tests' bash -c "python3 -m pytest tests/test_cuda.py tests/test_rpn_ohem.py tests/test_reliability_runs.py -m cuda \
+    run_step 220 'cuda tests' bash -c "python3 -m pytest tests/test_fast_roi_pool.py tests/test_cuda.py tests/test_rpn_ohem.py tests/test_reliability_runs.py -m cuda \
         -k 'not every_config' -q -rA -s -p no:cacheprovider --durations=10 > '$OUT/cuda_tests.log' 2>&1"
     tail -3 "$OUT/cuda_tests.log"
 fi
+want vgg16 && run_step 120 'benchmark VGG16 600x1000' bash -c "python3 tools/benchmark.py --device cuda --models vgg16 \
+    --size 600 1000 --batch 2 --precision fp32 fp16 bf16 --variants $VGG16_VARIANTS --iters $ITERS --warmup $WARMUP --nms-sizes 2000 \
+    --nms-repeats 10 --out '$OUT/bench_vgg16.json' > '$OUT/bench_vgg16.log' 2>&1"
+want r50_fpn && run_step 95 'benchmark R50-FPN 800x1333' bash -c "python3 tools/benchmark.py --device cuda --models r50_fpn \
+    --size 800 1333 --batch 2 --precision fp32 fp16 --variants $R50_VARIANTS --iters $ITERS --warmup $WARMUP --no-nms \
+    --out '$OUT/bench_r50_fpn.json' > '$OUT/bench_r50_fpn.log' 2>&1"
 if want agreement; then
     run_step 200 'read-only precision agreement' bash -c "python3 -m ohem_experiments.benchmark.readonly_agreement \
         --device cuda --train-steps $TRAIN_STEPS --seeds $SEEDS --train-precision $AGREE_PRECISIONS \
         --dtypes tf32 fp16 bf16 fp32_reordered --out '$OUT/readonly_agreement.json' > '$OUT/readonly_agreement.log' 2>&1"
 fi
-want vgg16 && run_step 120 'benchmark VGG16 600x1000' bash -c "python3 tools/benchmark.py --device cuda --models vgg16 \
-    --size 600 1000 --batch 2 --precision fp32 fp16 bf16 --variants $BENCH_VARIANTS --iters $ITERS --warmup $WARMUP --nms-sizes 2000 \
-    --nms-repeats 10 --out '$OUT/bench_vgg16.json' > '$OUT/bench_vgg16.log' 2>&1"
-want r50_fpn && run_step 95 'benchmark R50-FPN 800x1333' bash -c "python3 tools/benchmark.py --device cuda --models r50_fpn \
-    --size 800 1333 --batch 2 --precision fp32 fp16 --variants $BENCH_VARIANTS --iters $ITERS --warmup $WARMUP --no-nms \
-    --out '$OUT/bench_r50_fpn.json' > '$OUT/bench_r50_fpn.log' 2>&1"
 if want configs; then
     run_step 220 'every config: fp16 and bf16 AMP steps' bash -c "python3 -m pytest tests/test_cuda.py -m cuda \
         -k every_config -q -rA -s -p no:cacheprovider > '$OUT/cuda_configs.log' 2>&1"

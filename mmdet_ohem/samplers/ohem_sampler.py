@@ -388,6 +388,12 @@ class OHEMSampler(MinerMixin, CandidateSampler):
             every setting timed (docs/benchmark.md). A capture that fails logs a warning and the selection
             runs eagerly. On the CPU it changes nothing (the selection runs on the host there). ``False``:
             the eager selection on the GPU too.
+        fast_roi_pool: On a GPU with Triton (default ``True``), the read-only pass's mmcv ``RoIPool``
+            layers (VGG16, VGG_CNN_M_1024) take each bin's maximum with a Triton kernel over channels-last
+            features, the bins' pixel ranges still computed by mmcv's own kernel
+            (:mod:`mmdet_ohem.kernels.roi_pool`): mmcv's values bit for bit, so the same RoIs. The training
+            forward keeps mmcv's layer. No effect on the CPU, on RoIAlign, or without Triton. ``False``:
+            mmcv's layer in the read-only pass too.
         pos_sampler, neg_sampler: Libra R-CNN's ``CombinedSampler`` settings; accepted so that its
             config can switch ``type`` alone, and ignored (the build log says so).
 
@@ -415,6 +421,7 @@ class OHEMSampler(MinerMixin, CandidateSampler):
                  batch_images: bool = True,
                  readonly_batch_rois: int = READONLY_BATCH_ROIS,
                  cuda_graph: bool = True,
+                 fast_roi_pool: bool = True,
                  **kwargs: Any) -> None:
         check_mining_settings('OHEMSampler', 'RoIs', num, ranking_loss, pos_fraction, neg_pos_ub, nonfinite,
                               add_gt_as_proposals=add_gt_as_proposals, keep_ratio=keep_ratio, log_stats=log_stats)
@@ -425,6 +432,8 @@ class OHEMSampler(MinerMixin, CandidateSampler):
             raise TypeError(f'OHEMSampler: batch_images must be True or False, got {batch_images!r}')
         if not isinstance(cuda_graph, bool):
             raise TypeError(f'OHEMSampler: cuda_graph must be True or False, got {cuda_graph!r}')
+        if not isinstance(fast_roi_pool, bool):
+            raise TypeError(f'OHEMSampler: fast_roi_pool must be True or False, got {fast_roi_pool!r}')
         if isinstance(readonly_batch_rois, bool) or not isinstance(readonly_batch_rois, int) \
                 or readonly_batch_rois <= 0:
             raise ValueError(f'OHEMSampler: readonly_batch_rois must be a positive int, got {readonly_batch_rois!r}')
@@ -441,6 +450,7 @@ class OHEMSampler(MinerMixin, CandidateSampler):
             raise TypeError(f'OHEMSampler got unknown setting(s) {sorted(kwargs)}{hint}')
         super().__init__(num, pos_fraction, neg_pos_ub, add_gt_as_proposals)
         self.head = head
+        head.fast_roi_pool = fast_roi_pool
         self.ignored_settings = ignored
         self.context = context
         self.ranking_loss = ranking_loss
@@ -473,7 +483,8 @@ class OHEMSampler(MinerMixin, CandidateSampler):
                 f'{type(self.context).__name__}{stage} num={self.num}/image, ranking_loss={self.ranking_loss}, '
                 f'loss-NMS={self.nms!r}, {ratio}, add_gt_as_proposals={self.add_gt_as_proposals}, '
                 f'readonly_dtype={self.readonly_dtype or "None (training precision)"}, nonfinite={self.nonfinite}, '
-                f'batch_images={self.batch_images}, cuda_graph={self.cuda_graph}{ignored}')
+                f'batch_images={self.batch_images}, cuda_graph={self.cuda_graph}, '
+                f'fast_roi_pool={self.head.fast_roi_pool}{ignored}')
 
     @property
     def last_stats(self) -> Optional[MiningStats]:

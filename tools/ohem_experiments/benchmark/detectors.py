@@ -77,6 +77,10 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     # default, replays them as one captured CUDA graph there; on the CPU both select on the host).
     'ours_eager': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
                                        cuda_graph=False)),
+    # fast_roi_pool=False: the read-only pass's RoIPool (VGG16) is mmcv's kernel, as before 2026-11-27's
+    # thirteenth session; 'ours' takes the bins' maxima with mmdet_ohem.kernels.roi_pool (the same values).
+    'ours_mmcv_pool': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
+                                           fast_roi_pool=False)),
     # cuda_graph=True named: 'ours' since 2026-11-27, when it became the default; kept so that the runs of
     # before (where 'ours' was the eager selection) and their commands still read.
     'ours_graph': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
@@ -133,6 +137,7 @@ def describe_variant(variant: str, cuda_graph_default: bool = True) -> str:
     return (typ + (' (no loss-NMS)' if extra.get('nms', 1) is None else '')
             + (f', read-only {precision}' if typ == 'OHEMSampler' else '')
             + (', one image at a time' if extra.get('batch_images', True) is False else '')
+            + (", mmcv's RoIPool in the read-only pass" if extra.get('fast_roi_pool', True) is False else '')
             + ((', losses and selection as a CUDA graph on a GPU' if graph else ', eager selection') if ohem_rcnn
                else '')
             + (' + RPN miner (RPNOHEMSampler)' if variant in RPN_MINED else ''))
