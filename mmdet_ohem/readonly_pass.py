@@ -73,7 +73,7 @@ from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from .kernels import fast_roi_pool_layers
+from .kernels import fast_roi_align_layers, fast_roi_pool_layers
 
 __all__ = ['RoILosses', 'RoIHeadAdapter', 'BatchRows', 'batch_feature_view', 'frozen_buffers',
            'float32_inputs', 'frozen_norm_stats', 'per_roi_loss', 'readonly_autocast', 'readonly_upcasts',
@@ -287,18 +287,19 @@ def extract_levels_one_read(ext: nn.Module, feats: Sequence[Tensor], rois: Tenso
 
 @contextlib.contextmanager
 def one_read_extraction(roi_head: nn.Module, stage: Optional[int] = None,
-                        fast_roi_pool: bool = False) -> Iterator[None]:
+                        fast_roi_pool: bool = False, fast_roi_align: bool = False) -> Iterator[None]:
     """Inside the block the RoI head's box extractor (that of ``stage`` in a cascade) runs
     :func:`extract_levels_one_read` when it is mmdet's ``SingleRoIExtractor`` itself; anything else runs
     unchanged. With ``fast_roi_pool`` its mmcv ``RoIPool`` layers also run the Triton kernel of
-    :mod:`mmdet_ohem.kernels.roi_pool` on a GPU (mmcv's values, bit for bit). Used by the read-only pass only
-    (the training forward keeps mmdet's and mmcv's code)."""
+    :mod:`mmdet_ohem.kernels.roi_pool` on a GPU (mmcv's values, bit for bit), and with ``fast_roi_align`` its
+    mmcv ``RoIAlign`` layers the experimental fp16 kernel of :mod:`mmdet_ohem.kernels.roi_align`. Used by the
+    read-only pass only (the training forward keeps mmdet's and mmcv's code)."""
     from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
     ext = getattr(roi_head, 'bbox_roi_extractor', None)
     if isinstance(ext, nn.ModuleList):
         ext = ext[stage or 0]
-    layers = list(ext.modules()) if fast_roi_pool and isinstance(ext, nn.Module) else []
-    with fast_roi_pool_layers(layers):
+    layers = list(ext.modules()) if isinstance(ext, nn.Module) else []
+    with fast_roi_pool_layers(layers, fast_roi_pool), fast_roi_align_layers(layers, fast_roi_align):
         if type(ext) is not SingleRoIExtractor or 'forward' in vars(ext):
             yield
             return
@@ -697,6 +698,9 @@ class RoIHeadAdapter:
         #: The read-only pass's mmcv RoIPool layers run mmdet_ohem.kernels.roi_pool on a GPU (the sampler's
         #: ``fast_roi_pool``).
         self.fast_roi_pool = True
+        #: The read-only pass's mmcv RoIAlign layers run mmdet_ohem.kernels.roi_align under fp16 on a GPU (the
+        #: sampler's ``fast_roi_align``; experimental, off by default).
+        self.fast_roi_align = False
 
     def _extra_forward_inputs(self) -> Tuple[str, ...]:
         """Names of the optional inputs ``_bbox_forward`` declares after ``[stage,] x, rois``."""
@@ -893,7 +897,7 @@ class RoIHeadAdapter:
         step = max(1, int(max_rois))
         cls_parts, box_parts = [], []
         with readonly_autocast(rois.device.type, autocast_dtype) as upcast, \
-                one_read_extraction(self.roi_head, self.stage, self.fast_roi_pool):
+                one_read_extraction(self.roi_head, self.stage, self.fast_roi_pool, self.fast_roi_align):
             if upcast:
                 feats = float32_inputs(feats)  # once for all chunks
             for r in range(0, n, step):
@@ -956,7 +960,7 @@ class RoIHeadAdapter:
                 view = _CandidateView(pos_priors, neg_priors, get_box_tensor(pos_gt_bboxes), pos_gt_labels)
                 targets = head.get_targets([view], self.train_cfg, concat=True)
             with readonly_autocast(device_type, autocast_dtype) as upcast, \
-                    one_read_extraction(self.roi_head, self.stage, self.fast_roi_pool):
+                    one_read_extraction(self.roi_head, self.stage, self.fast_roi_pool, self.fast_roi_align):
                 out = self.bbox_forward(feats, rois, upcast)
             cls_score, bbox_pred = _as_float(out.get('cls_score')), _as_float(out.get('bbox_pred'))
             del out  # drop RoI features now: nothing of the read-only pass outlives this block

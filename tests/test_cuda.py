@@ -201,6 +201,40 @@ def test_fast_roi_pool_mines_the_rois_mmcvs_roi_pool_mines(vgg_ohem):
             assert i1.tolist() == i2.tolist(), dtype
 
 
+def test_fast_roi_align_mines_the_rois_mmcvs_roi_align_mines():
+    """The experimental fp16 Triton RoIAlign (``fast_roi_align=True``) on the R50-FPN OHEM config at 800x1333
+    under fp16 autocast: the same read-only losses as mmcv's RoIAlign, bit for bit, so the same RoIs; the
+    kernel really ran (four FPN levels)."""
+    import mmdet_ohem.kernels.roi_align as ra
+    model = _model(R50_OHEM)
+    data = batch(model, 2, (800, 1333), (6, 4))
+    sampler = model.roi_head.bbox_sampler
+    assert not sampler.head.fast_roi_align  # the default, until this test has passed on a GPU
+    calls = []
+    orig = ra.roi_align_fp16
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return orig(*args, **kwargs)
+
+    runs = []
+    for fast in (True, False):
+        sampler.head.fast_roi_align = fast
+        ra.roi_align_fp16 = spy
+        try:
+            torch.manual_seed(0)
+            with torch.autocast('cuda', dtype=torch.float16):
+                runs.append(mined_selections(model, data))
+        finally:
+            ra.roi_align_fp16 = orig
+            sampler.head.fast_roi_align = False
+        assert bool(calls) == fast
+        calls.clear()
+    for (l1, b1, _, _, i1, _), (l2, b2, _, _, i2, _) in zip(*runs):
+        assert torch.equal(b1, b2) and torch.equal(l1, l2)
+        assert i1.tolist() == i2.tolist()
+
+
 def _count_syncs(fn, where=None) -> int:
     from ohem_experiments.benchmark.timing import count_syncs
     torch.cuda.synchronize()

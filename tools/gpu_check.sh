@@ -5,7 +5,10 @@
 # Steps, in the order they run (issue 10's open questions first; 13 and 14 are resolved):
 # roipool the read-only pass's RoIPool alone: mmcv's kernel vs the Triton path (mmdet_ohem.kernels.roi_pool,
 #         since the thirteenth session), VGG16 feature sizes, fp32/fp16, times and equality (table in
-#         progress.log, JSON in the tgz);
+#         progress.log, JSON in the tgz); then the experimental fp16 RoIAlign (mmdet_ohem.kernels.roi_align,
+#         fast_roi_align, off by default: written in the thirteenth session after its device time was spent,
+#         never run on a GPU) on R50-FPN's levels; the tests step runs its cuda tests, R50-FPN's benchmark
+#         times it as ours_fast_align;
 # tests   the Triton RoIPool against mmcv's bit for bit, and the `cuda` tests (AMP training steps of the VGG16 OHEM config at 600 px in fp16/bf16 with every
 #         readonly_dtype, fp32 steps with the default TF32 read-only pass, GPU-vs-CPU selection, host-sync
 #         count, benchmark path, the selection as a captured CUDA graph; issue 14's RPN miner on the GPU;
@@ -60,7 +63,8 @@ LABEL=gpu_check
 ITERS=${ITERS:-50}  # run 2 of the sixth session had 30 (with 10, R50-FPN's ratios moved by points)
 BENCH_VARIANTS=${BENCH_VARIANTS:-random mmdet_ohem ours ours_exact}
 VGG16_VARIANTS=${VGG16_VARIANTS:-$BENCH_VARIANTS ours_mmcv_pool}  # + the read-only pass with mmcv's RoIPool
-R50_VARIANTS=${R50_VARIANTS:-$BENCH_VARIANTS}  # R50-FPN has RoIAlign: ours_mmcv_pool would equal ours
+R50_VARIANTS=${R50_VARIANTS:-$BENCH_VARIANTS ours_fast_align}  # + the experimental fp16 Triton RoIAlign (R50-FPN
+# has RoIAlign: ours_mmcv_pool would equal ours there)
 ROIPOOL_LAUNCHES=${ROIPOOL_LAUNCHES:-32x2 64x8 128x4 128x8 256x8}  # roipool: launch shapes timed beside the default
 WARMUP=${WARMUP:-3}
 . tools/gpu_device_setup.sh
@@ -96,9 +100,12 @@ if want roipool; then
     run_step 90 'read-only RoIPool: mmcv vs Triton' bash -c "cd tools && python3 -m ohem_experiments.benchmark.roi_pool_timing \
         --launches $ROIPOOL_LAUNCHES --out '$OUT/roi_pool.json' > '$OUT/roi_pool.log' 2>&1"
     grep -h '^|' "$OUT/roi_pool.md" 2>/dev/null | while read -r line; do note "  $line"; done  # the table, in progress.log
+    run_step 60 'read-only RoIAlign fp16: mmcv vs Triton (experimental)' bash -c "cd tools && python3 -m \
+        ohem_experiments.benchmark.roi_pool_timing --op align --out '$OUT/roi_align.json' > '$OUT/roi_align.log' 2>&1"
+    grep -h '^|' "$OUT/roi_align.md" 2>/dev/null | while read -r line; do note "  $line"; done
 fi
 if want tests; then
-    run_step 220 'cuda tests' bash -c "python3 -m pytest tests/test_fast_roi_pool.py tests/test_cuda.py tests/test_rpn_ohem.py tests/test_reliability_runs.py -m cuda \
+    run_step 220 'cuda tests' bash -c "python3 -m pytest tests/test_fast_roi_pool.py tests/test_fast_roi_align.py tests/test_cuda.py tests/test_rpn_ohem.py tests/test_reliability_runs.py -m cuda \
         -k 'not every_config' -q -rA -s -p no:cacheprovider --durations=10 > '$OUT/cuda_tests.log' 2>&1"
     tail -3 "$OUT/cuda_tests.log"
 fi

@@ -394,6 +394,11 @@ class OHEMSampler(MinerMixin, CandidateSampler):
             (:mod:`mmdet_ohem.kernels.roi_pool`): mmcv's values bit for bit, so the same RoIs. The training
             forward keeps mmcv's layer. No effect on the CPU, on RoIAlign, or without Triton. ``False``:
             mmcv's layer in the read-only pass too.
+        fast_roi_align: **Experimental, default ``False``.** On a GPU with Triton, under fp16, the read-only
+            pass's mmcv ``RoIAlign`` layers (average mode: R50-FPN and most mmdet heads) run a Triton kernel
+            that repeats mmcv's half-precision arithmetic operation by operation
+            (:mod:`mmdet_ohem.kernels.roi_align`); equal to a transcription of mmcv's kernel bit for bit in
+            Triton's interpreter, **not yet run on a GPU**. float32 and bf16 keep mmcv's layer.
         pos_sampler, neg_sampler: Libra R-CNN's ``CombinedSampler`` settings; accepted so that its
             config can switch ``type`` alone, and ignored (the build log says so).
 
@@ -422,6 +427,7 @@ class OHEMSampler(MinerMixin, CandidateSampler):
                  readonly_batch_rois: int = READONLY_BATCH_ROIS,
                  cuda_graph: bool = True,
                  fast_roi_pool: bool = True,
+                 fast_roi_align: bool = False,
                  **kwargs: Any) -> None:
         check_mining_settings('OHEMSampler', 'RoIs', num, ranking_loss, pos_fraction, neg_pos_ub, nonfinite,
                               add_gt_as_proposals=add_gt_as_proposals, keep_ratio=keep_ratio, log_stats=log_stats)
@@ -434,6 +440,8 @@ class OHEMSampler(MinerMixin, CandidateSampler):
             raise TypeError(f'OHEMSampler: cuda_graph must be True or False, got {cuda_graph!r}')
         if not isinstance(fast_roi_pool, bool):
             raise TypeError(f'OHEMSampler: fast_roi_pool must be True or False, got {fast_roi_pool!r}')
+        if not isinstance(fast_roi_align, bool):
+            raise TypeError(f'OHEMSampler: fast_roi_align must be True or False, got {fast_roi_align!r}')
         if isinstance(readonly_batch_rois, bool) or not isinstance(readonly_batch_rois, int) \
                 or readonly_batch_rois <= 0:
             raise ValueError(f'OHEMSampler: readonly_batch_rois must be a positive int, got {readonly_batch_rois!r}')
@@ -451,6 +459,7 @@ class OHEMSampler(MinerMixin, CandidateSampler):
         super().__init__(num, pos_fraction, neg_pos_ub, add_gt_as_proposals)
         self.head = head
         head.fast_roi_pool = fast_roi_pool
+        head.fast_roi_align = fast_roi_align
         self.ignored_settings = ignored
         self.context = context
         self.ranking_loss = ranking_loss
@@ -484,7 +493,7 @@ class OHEMSampler(MinerMixin, CandidateSampler):
                 f'loss-NMS={self.nms!r}, {ratio}, add_gt_as_proposals={self.add_gt_as_proposals}, '
                 f'readonly_dtype={self.readonly_dtype or "None (training precision)"}, nonfinite={self.nonfinite}, '
                 f'batch_images={self.batch_images}, cuda_graph={self.cuda_graph}, '
-                f'fast_roi_pool={self.head.fast_roi_pool}{ignored}')
+                f'fast_roi_pool={self.head.fast_roi_pool}, fast_roi_align={self.head.fast_roi_align}{ignored}')
 
     @property
     def last_stats(self) -> Optional[MiningStats]:

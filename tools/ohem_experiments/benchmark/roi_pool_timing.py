@@ -1,4 +1,4 @@
-"""The read-only pass's RoIPool alone: mmcv's kernel against mmdet_ohem's Triton path (a GPU only).
+"""The read-only pass's RoIPool (and RoIAlign) alone: mmcv's kernels against mmdet_ohem's Triton paths (a GPU only).
 
 For each feature size, RoI set and dtype: the median time of mmcv's ``RoIPool`` layer with gradients off
 (what the read-only pass ran before), of the bin ranges alone (mmcv's kernel on the two-channel coordinate
@@ -6,9 +6,14 @@ map, step 1 of :mod:`mmdet_ohem.kernels.roi_pool`) and of the whole Triton path 
 each timed with CUDA events over ``repeats`` calls after a warm-up, the variants interleaved; and whether
 the two outputs are equal bit for bit (NaN where mmcv has NaN).
 
+``--op align`` times the experimental fp16 RoIAlign (:mod:`mmdet_ohem.kernels.roi_align`) against mmcv's
+``RoIAlign`` (``sampling_ratio=0``, aligned) on R50-FPN's four levels at 800x1333, each with RoIs of the sizes
+mmdet's ``SingleRoIExtractor`` maps to it.
+
 Usage (from ``tools/``)::
 
     python -m ohem_experiments.benchmark.roi_pool_timing --out roi_pool.json
+    python -m ohem_experiments.benchmark.roi_pool_timing --op align --out roi_align.json
 """
 from __future__ import annotations
 
@@ -106,6 +111,51 @@ def time_roi_pool(sizes: Sequence[str] = tuple(SIZES), kinds: Sequence[str] = ('
     return rows
 
 
+# R50-FPN's levels at 800x1333 (B, C, H, W, spatial scale) and the RoI sides mmdet maps to each (px)
+ALIGN_LEVELS = [((2, 256, 200, 334, 1 / 4), (16, 112)), ((2, 256, 100, 167, 1 / 8), (112, 224)),
+                ((2, 256, 50, 84, 1 / 16), (224, 448)), ((2, 256, 25, 42, 1 / 32), (448, 800))]
+
+
+def time_roi_align(per_image: int = 500, repeats: int = 50) -> List[dict]:
+    """One row per R50-FPN level: mmcv's fp16 ``RoIAlign`` against the Triton kernel (gradients off)."""
+    from mmcv.ops import RoIAlign
+
+    from mmdet_ohem.kernels import roi_align as ra
+    rows = []
+    for (b, c, h, w, scale), (lo, hi) in ALIGN_LEVELS:
+        g = torch.Generator().manual_seed(0)
+        feats = torch.randn(b, c, h, w, generator=g).cuda().half()
+        parts = []
+        for i in range(b):
+            side = lo + (hi - lo) * torch.rand(per_image, 2, generator=g)
+            ctr = torch.rand(per_image, 2, generator=g) * torch.tensor([w / scale, h / scale])
+            boxes = torch.cat([ctr - side / 2, ctr + side / 2], 1)
+            parts.append(torch.cat([boxes.new_full((per_image, 1), i), boxes], 1))
+        rois = torch.cat(parts).cuda().half()
+        layer = RoIAlign((7, 7), scale, sampling_ratio=0)
+        with torch.no_grad():
+            want = layer(feats, rois)
+            got = ra.readonly_roi_align_fp16(layer, feats, rois)
+            differ = int((got != want).sum()) if got is not None else -1
+            ms = _events_ms({'mmcv': lambda: layer(feats, rois),
+                             'triton': lambda: ra.readonly_roi_align_fp16(layer, feats, rois)}, repeats)
+        rows.append(dict(features=[b, c, h, w], rois=f'{lo}-{hi} px', num_rois=int(rois.shape[0]), dtype='fp16',
+                         mmcv_ms=ms['mmcv'], triton_ms=ms['triton'], speedup=ms['mmcv'] / ms['triton'],
+                         values_differ=differ))
+        print(f"align {(b, c, h, w)}: mmcv {ms['mmcv']:.3f} ms, triton {ms['triton']:.3f} ms, {differ} values differ",
+              flush=True)
+    return rows
+
+
+def align_table(rows: List[dict]) -> str:
+    lines = ['| level features (B, C, H, W) | RoIs | dtype | mmcv RoIAlign ms | Triton ms | speed-up | values differing |',
+             '|---|---|---|---|---|---|---|']
+    for r in rows:
+        lines.append(f"| {tuple(r['features'])} | {r['num_rois']} of {r['rois']} | {r['dtype']} | {r['mmcv_ms']:.3f} "
+                     f"| {r['triton_ms']:.3f} | {r['speedup']:.2f}x | {r['values_differ']} |")
+    return '\n'.join(lines)
+
+
 def table(rows: List[dict]) -> str:
     lines = ['| features (B, C, H, W) | RoIs | dtype | mmcv RoIPool ms | bin ranges ms | Triton path ms | speed-up '
              '| other launch shapes ms | values differing |', '|---|---|---|---|---|---|---|---|---|']
@@ -119,6 +169,8 @@ def table(rows: List[dict]) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--op', choices=['pool', 'align'], default='pool',
+                   help="'align': the experimental fp16 RoIAlign on R50-FPN's levels instead")
     p.add_argument('--sizes', nargs='+', default=list(SIZES), choices=list(SIZES))
     p.add_argument('--dtypes', nargs='+', default=['fp32', 'fp16'], choices=['fp32', 'fp16'])
     p.add_argument('--per-image', type=int, default=2000)
@@ -129,14 +181,21 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit('roi_pool_timing needs a CUDA GPU (mmcv has no CPU RoIPool)')
-    rows = time_roi_pool(args.sizes, dtypes=args.dtypes, per_image=args.per_image, repeats=args.repeats,
-                         launches=args.launches)
-    text = (f'# Read-only RoIPool: mmcv vs Triton ({torch.cuda.get_device_name()}, torch {torch.__version__})\n\n'
-            f'Command: `python -m ohem_experiments.benchmark.roi_pool_timing'
-            f' --per-image {args.per_image} --repeats {args.repeats}'
-            + (f' --launches {" ".join(args.launches)}' if args.launches else '')
-            + '`; medians of CUDA-event times, gradients off.\n\n'
-            + table(rows) + '\n')
+    if args.op == 'align':
+        rows = time_roi_align(per_image=args.per_image // 4, repeats=args.repeats)
+        text = (f'# Read-only RoIAlign (fp16): mmcv vs Triton ({torch.cuda.get_device_name()}, '
+                f'torch {torch.__version__})\n\nCommand: `python -m ohem_experiments.benchmark.roi_pool_timing --op align'
+                f' --per-image {args.per_image} --repeats {args.repeats}`; medians of CUDA-event times, gradients off; '
+                f'per level a quarter of --per-image RoIs per image.\n\n' + align_table(rows) + '\n')
+    else:
+        rows = time_roi_pool(args.sizes, dtypes=args.dtypes, per_image=args.per_image, repeats=args.repeats,
+                             launches=args.launches)
+        text = (f'# Read-only RoIPool: mmcv vs Triton ({torch.cuda.get_device_name()}, torch {torch.__version__})\n\n'
+                f'Command: `python -m ohem_experiments.benchmark.roi_pool_timing'
+                f' --per-image {args.per_image} --repeats {args.repeats}'
+                + (f' --launches {" ".join(args.launches)}' if args.launches else '')
+                + '`; medians of CUDA-event times, gradients off.\n\n'
+                + table(rows) + '\n')
     print(text)
     if args.out:
         with open(args.out, 'w') as f:

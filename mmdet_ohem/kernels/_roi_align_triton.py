@@ -1,0 +1,90 @@
+"""The Triton kernel of :mod:`mmdet_ohem.kernels.roi_align` (imported only when it runs: it imports triton)."""
+import triton
+import triton.language as tl
+
+__all__ = ['roi_align_avg_f16']
+
+
+@triton.jit
+def _h(x):  # round to float16, as every c10::Half operation does
+    return x.to(tl.float16).to(tl.float32)
+
+@triton.jit
+def roi_align_avg_f16(feat_ptr, rois_ptr, out_ptr, C, H, W, scale, offset, sampling_ratio, aligned,
+                      PH: tl.constexpr, PW: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
+    n = tl.program_id(0).to(tl.int64)
+    cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = cs < C
+    bins = tl.arange(0, BLOCK_B)
+    bmask = bins < PH * PW
+    ph = (bins // PW).to(tl.float32)
+    pw = (bins % PW).to(tl.float32)
+    r = rois_ptr + n * 5
+    b = tl.load(r).to(tl.float32).to(tl.int64)  # int roi_batch_ind = offset_rois[0]
+    roi_start_w = _h(_h(tl.load(r + 1).to(tl.float32) * scale) - offset)
+    roi_start_h = _h(_h(tl.load(r + 2).to(tl.float32) * scale) - offset)
+    roi_end_w = _h(_h(tl.load(r + 3).to(tl.float32) * scale) - offset)
+    roi_end_h = _h(_h(tl.load(r + 4).to(tl.float32) * scale) - offset)
+    roi_width = _h(roi_end_w - roi_start_w)
+    roi_height = _h(roi_end_h - roi_start_h)
+    if aligned == 0:
+        roi_width = tl.maximum(roi_width, 1.0)
+        roi_height = tl.maximum(roi_height, 1.0)
+    bin_h = _h(tl.math.div_rn(roi_height, PH * 1.0))
+    bin_w = _h(tl.math.div_rn(roi_width, PW * 1.0))
+    # roi_height / pooled_height (half / int) is bin_h; ceilf of it
+    grid_h = tl.where(sampling_ratio > 0, sampling_ratio, tl.ceil(bin_h).to(tl.int32))
+    grid_w = tl.where(sampling_ratio > 0, sampling_ratio, tl.ceil(bin_w).to(tl.int32))
+    count = _h(tl.maximum(grid_h * grid_w, 1).to(tl.float32))
+    grid_h_f = _h(grid_h.to(tl.float32))  # static_cast<T>(roi_bin_grid_h)
+    grid_w_f = _h(grid_w.to(tl.float32))
+    y0 = _h(roi_start_h + _h(ph * bin_h))  # roi_start_h + ph * bin_size_h
+    x0 = _h(roi_start_w + _h(pw * bin_w))
+    base = feat_ptr + b * H * W * C
+    acc = tl.zeros((BLOCK_B, BLOCK_C), tl.float32)
+    iy = grid_h * 0
+    while iy < grid_h:
+        y = _h(y0 + _h(tl.math.div_rn(_h(_h(iy.to(tl.float32) + 0.5) * bin_h), grid_h_f)))
+        y_out = (y < -1.0) | (y > H)
+        y = tl.where(y <= 0.0, 0.0, y)
+        y_low = y.to(tl.int32)
+        y_top = y_low >= H - 1
+        y_low = tl.where(y_top, H - 1, y_low)
+        y_high = tl.where(y_top, H - 1, y_low + 1)
+        y = tl.where(y_top, y_low.to(tl.float32), y)
+        ly = _h(y - y_low.to(tl.float32))
+        hy = _h(1.0 - ly)
+        ix = grid_w * 0
+        while ix < grid_w:
+            x = _h(x0 + _h(tl.math.div_rn(_h(_h(ix.to(tl.float32) + 0.5) * bin_w), grid_w_f)))
+            out_of_map = y_out | (x < -1.0) | (x > W)
+            x = tl.where(x <= 0.0, 0.0, x)
+            x_low = x.to(tl.int32)
+            x_top = x_low >= W - 1
+            x_low = tl.where(x_top, W - 1, x_low)
+            x_high = tl.where(x_top, W - 1, x_low + 1)
+            x = tl.where(x_top, x_low.to(tl.float32), x)
+            lx = _h(x - x_low.to(tl.float32))
+            hx = _h(1.0 - lx)
+            w1 = _h(hy * hx)
+            w2 = _h(hy * lx)
+            w3 = _h(ly * hx)
+            w4 = _h(ly * lx)
+            m = (bmask & ~out_of_map)[:, None] & cmask[None, :]
+            p1 = ((y_low * W + x_low).to(tl.int64) * C)[:, None] + cs[None, :]
+            p2 = ((y_low * W + x_high).to(tl.int64) * C)[:, None] + cs[None, :]
+            p3 = ((y_high * W + x_low).to(tl.int64) * C)[:, None] + cs[None, :]
+            p4 = ((y_high * W + x_high).to(tl.int64) * C)[:, None] + cs[None, :]
+            v1 = tl.load(base + p1, mask=m, other=0.0).to(tl.float32)
+            v2 = tl.load(base + p2, mask=m, other=0.0).to(tl.float32)
+            v3 = tl.load(base + p3, mask=m, other=0.0).to(tl.float32)
+            v4 = tl.load(base + p4, mask=m, other=0.0).to(tl.float32)
+            val = _h(_h(_h(_h(w1[:, None] * v1) + _h(w2[:, None] * v2)) + _h(w3[:, None] * v3))
+                     + _h(w4[:, None] * v4))
+            val = tl.where(out_of_map[:, None], 0.0, val)  # bilinear_interpolate returns 0 there
+            acc = _h(acc + val)  # output_val += val
+            ix += 1
+        iy += 1
+    res = _h(tl.math.div_rn(acc, count))
+    out = out_ptr + n * C * (PH * PW) + cs[None, :].to(tl.int64) * (PH * PW) + bins[:, None]
+    tl.store(out, res.to(tl.float16), mask=bmask[:, None] & cmask[None, :])

@@ -1,0 +1,143 @@
+"""The read-only pass's fp16 Triton RoIAlign (mmdet_ohem.kernels.roi_align, experimental, off by default).
+
+On the CPU the kernel runs in Triton's interpreter against a direct transcription of mmcv 2.1's
+``roi_align_forward_cuda_kernel`` (average mode) with ``T = c10::Half``: every operation of mmcv's kernel
+on halves computes in float and rounds to half, as PyTorch's CPU float16 operations do, so the
+transcription below uses float16 tensors and numpy float16 scalars. The ``cuda`` tests compare the kernel
+with mmcv's layer itself.
+"""
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from mmdet_ohem.kernels import roi_align as ra
+
+
+def h(v) -> float:
+    """Round to float16, as a c10::Half operation's result is."""
+    return float(np.float16(v))
+
+
+def bilinear(plane, height, width, y, x):
+    """mmcv's ``bilinear_interpolate`` with T = Half, over all channels of ``plane`` (C, H, W) float16."""
+    if y < -1.0 or y > height or x < -1.0 or x > width:
+        return torch.zeros(plane.shape[0], dtype=torch.float16)
+    y, x = max(y, 0.0) if y > 0 else 0.0, max(x, 0.0) if x > 0 else 0.0
+    y_low, x_low = int(y), int(x)
+    if y_low >= height - 1:
+        y_high = y_low = height - 1
+        y = float(y_low)
+    else:
+        y_high = y_low + 1
+    if x_low >= width - 1:
+        x_high = x_low = width - 1
+        x = float(x_low)
+    else:
+        x_high = x_low + 1
+    ly, lx = h(y - y_low), h(x - x_low)
+    hy, hx = h(1.0 - ly), h(1.0 - lx)
+    w = [torch.tensor(v, dtype=torch.float16) for v in (h(hy * hx), h(hy * lx), h(ly * hx), h(ly * lx))]
+    v1, v2 = plane[:, y_low, x_low], plane[:, y_low, x_high]
+    v3, v4 = plane[:, y_high, x_low], plane[:, y_high, x_high]
+    return w[0] * v1 + w[1] * v2 + w[2] * v3 + w[3] * v4  # float16 tensors: each operation rounds
+
+
+def mmcv_roi_align_fp16(feats, rois, size, scale, sampling_ratio, aligned):
+    n, (_, c, height, width) = rois.shape[0], feats.shape
+    ph_n, pw_n = size
+    out = torch.zeros((n, c, ph_n, pw_n), dtype=torch.float16)
+    sc, off = h(scale), (0.5 if aligned else 0.0)
+    for i, roi in enumerate(rois.float().tolist()):  # float16 values, exactly
+        plane = feats[int(roi[0])]
+        start_w, start_h = h(h(roi[1] * sc) - off), h(h(roi[2] * sc) - off)
+        end_w, end_h = h(h(roi[3] * sc) - off), h(h(roi[4] * sc) - off)
+        roi_w, roi_h = h(end_w - start_w), h(end_h - start_h)
+        if not aligned:
+            roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
+        bin_h, bin_w = h(roi_h / ph_n), h(roi_w / pw_n)
+        grid_h = sampling_ratio if sampling_ratio > 0 else int(math.ceil(h(roi_h / ph_n)))
+        grid_w = sampling_ratio if sampling_ratio > 0 else int(math.ceil(h(roi_w / pw_n)))
+        count = torch.tensor(h(max(grid_h * grid_w, 1)), dtype=torch.float16)
+        for ph in range(ph_n):
+            for pw in range(pw_n):
+                acc = torch.zeros(c, dtype=torch.float16)
+                for iy in range(grid_h):
+                    y = h(h(start_h + h(ph * bin_h)) + h(h(h(iy + 0.5) * bin_h) / h(grid_h)))
+                    for ix in range(grid_w):
+                        x = h(h(start_w + h(pw * bin_w)) + h(h(h(ix + 0.5) * bin_w) / h(grid_w)))
+                        acc = acc + bilinear(plane, height, width, y, x)
+                out[i, :, ph, pw] = acc / count
+    return out
+
+
+def some_rois(gen, n, img_h, img_w, batch):
+    x1 = torch.rand(n, generator=gen) * img_w * 0.9
+    y1 = torch.rand(n, generator=gen) * img_h * 0.9
+    bw = torch.rand(n, generator=gen) * img_w * 0.7 + 0.5
+    bh = torch.rand(n, generator=gen) * img_h * 0.7 + 0.5
+    rois = torch.stack([torch.randint(0, batch, (n, ), generator=gen).float(), x1, y1, x1 + bw, y1 + bh], 1)
+    special = torch.tensor([
+        [0, 20.0, 20.0, 10.0, 30.0],               # x2 < x1: a negative width
+        [batch - 1, 0.0, 0.0, img_w, img_h],       # the whole image, samples on the last row/column
+        [0, -30.0, -25.0, 12.0, 9.0],              # partly outside (samples below -1 give 0)
+        [0, img_w + 8, 2.0, img_w + 40, 20.0],     # wholly outside
+        [batch - 1, 5.0, 5.0, 5.0, 5.0],           # zero size
+    ])
+    return torch.cat([rois, special]).half()
+
+
+@pytest.fixture
+def device():
+    pytest.importorskip('triton')
+    if not torch.cuda.is_available() and os.environ.get('TRITON_INTERPRET') != '1':
+        pytest.skip('triton was imported before TRITON_INTERPRET=1 was set')
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+@pytest.mark.parametrize('sampling_ratio, aligned', [(0, True), (2, True), (0, False)])
+def test_fp16_kernel_equals_mmcvs_half_arithmetic_bit_for_bit(device, sampling_ratio, aligned):
+    gen = torch.Generator().manual_seed(3)
+    b, c, height, width, scale = 2, 20, 9, 13, 1 / 4  # 20 channels: a partial block
+    feats = (torch.randn(b, c, height, width, generator=gen) * 3).half()
+    rois = some_rois(gen, 12, height / scale, width / scale, b)
+    want = mmcv_roi_align_fp16(feats, rois, (3, 4), scale, sampling_ratio, aligned)
+    got = ra.roi_align_fp16(feats.to(device), rois.to(device), (3, 4), scale, sampling_ratio, aligned).cpu()
+    assert got.dtype == torch.float16 and got.shape == want.shape
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16)), \
+        f'{int((got != want).sum())} of {want.numel()} values differ'
+    assert (want != 0).any() and (want == 0).any()  # real values, and the zero cases
+
+
+def test_falls_back_to_mmcvs_layer_where_it_does_not_apply():
+    from mmcv.ops import RoIAlign
+    layer = RoIAlign((7, 7), 1 / 4, sampling_ratio=0)
+    feats, rois = torch.randn(1, 4, 8, 8), torch.tensor([[0, 0.0, 0.0, 20.0, 20.0]])
+    assert ra.readonly_roi_align_fp16(layer, feats.half(), rois.half()) is None  # the CPU
+    with ra.fast_roi_align_layers([layer]):
+        want = type(layer).forward(layer, feats, rois)
+        assert torch.equal(layer(feats, rois), want)  # mmcv's own layer ran
+    assert 'forward' not in vars(layer)
+
+
+@pytest.mark.cuda
+def test_fp16_kernel_equals_mmcvs_roi_align_on_the_gpu():
+    pytest.importorskip('triton')
+    from mmcv.ops import RoIAlign
+    gen = torch.Generator().manual_seed(4)
+    # R50-FPN's levels at 800x1333 (strides 4-32), VGG16's stride 16, a partial channel block
+    for (b, c, height, width, scale, n, sr, aligned) in [
+            (2, 256, 200, 334, 1 / 4, 1000, 0, True), (2, 256, 50, 84, 1 / 16, 500, 0, True),
+            (2, 256, 25, 42, 1 / 32, 300, 0, True), (2, 512, 38, 63, 1 / 16, 1000, 2, True),
+            (1, 70, 11, 17, 1 / 4, 200, 0, False)]:
+        feats = torch.randn(b, c, height, width, generator=gen).cuda().half()
+        rois = some_rois(gen, n, height / scale, width / scale, b).cuda()
+        layer = RoIAlign((7, 7), scale, sampling_ratio=sr, aligned=aligned)
+        with torch.no_grad():
+            want = layer(feats, rois)
+            got = ra.readonly_roi_align_fp16(layer, feats, rois)
+            assert got is not None
+            differ = int((got != want).sum())
+            assert differ == 0, f'{differ} of {want.numel()} values differ ({height}x{width}, sr={sr})'
