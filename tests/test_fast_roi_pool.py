@@ -38,7 +38,7 @@ def mmcv_bins(roi, ph_n, pw_n, scale, h, w, dtype):
 
 def reference(feats, rois, size, scale):
     """mmcv's forward, read directly: (values, the argmax encoding of the column and row maps)."""
-    n, (b, c, h, w) = rois.shape[0], feats.shape
+    n, (_, c, h, w) = rois.shape[0], feats.shape
     out = feats.new_zeros((n, c) + size)
     bounds = torch.full((n, 2) + size, -2, dtype=torch.int32)
     for i, roi in enumerate(rois.tolist()):

@@ -10,6 +10,24 @@ def _h(x):  # round to float16, as every c10::Half operation does
     return x.to(tl.float16).to(tl.float32)
 
 @triton.jit
+def _sample_axis(start, i, bin_size, grid, size):
+    """One axis of sample ``i`` in each bin and of mmcv's ``bilinear_interpolate`` for it: whether it lies
+    outside the map (``< -1`` or ``> size``), the low and high neighbours (clamped as mmcv does) and the
+    weights ``l`` (towards high) and ``h = 1 - l``, each rounded to half as in mmcv's kernel."""
+    # start + static_cast<T>(i + .5f) * bin_size / static_cast<T>(roi_bin_grid)
+    v = _h(start + _h(tl.math.div_rn(_h(_h(i.to(tl.float32) + 0.5) * bin_size), grid)))
+    outside = (v < -1.0) | (v > size)
+    v = tl.where(v <= 0.0, 0.0, v)
+    low = v.to(tl.int32)
+    top = low >= size - 1
+    low = tl.where(top, size - 1, low)
+    high = tl.where(top, size - 1, low + 1)
+    v = tl.where(top, low.to(tl.float32), v)
+    lo_w = _h(v - low.to(tl.float32))
+    return outside, low, high, lo_w, _h(1.0 - lo_w)
+
+
+@triton.jit
 def roi_align_avg_f16(feat_ptr, rois_ptr, out_ptr, C, H, W, scale, offset, sampling_ratio, aligned,
                       PH: tl.constexpr, PW: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
     n = tl.program_id(0).to(tl.int64)
@@ -44,28 +62,11 @@ def roi_align_avg_f16(feat_ptr, rois_ptr, out_ptr, C, H, W, scale, offset, sampl
     acc = tl.zeros((BLOCK_B, BLOCK_C), tl.float32)
     iy = grid_h * 0
     while iy < grid_h:
-        y = _h(y0 + _h(tl.math.div_rn(_h(_h(iy.to(tl.float32) + 0.5) * bin_h), grid_h_f)))
-        y_out = (y < -1.0) | (y > H)
-        y = tl.where(y <= 0.0, 0.0, y)
-        y_low = y.to(tl.int32)
-        y_top = y_low >= H - 1
-        y_low = tl.where(y_top, H - 1, y_low)
-        y_high = tl.where(y_top, H - 1, y_low + 1)
-        y = tl.where(y_top, y_low.to(tl.float32), y)
-        ly = _h(y - y_low.to(tl.float32))
-        hy = _h(1.0 - ly)
+        y_out, y_low, y_high, ly, hy = _sample_axis(y0, iy, bin_h, grid_h_f, H)
         ix = grid_w * 0
         while ix < grid_w:
-            x = _h(x0 + _h(tl.math.div_rn(_h(_h(ix.to(tl.float32) + 0.5) * bin_w), grid_w_f)))
-            out_of_map = y_out | (x < -1.0) | (x > W)
-            x = tl.where(x <= 0.0, 0.0, x)
-            x_low = x.to(tl.int32)
-            x_top = x_low >= W - 1
-            x_low = tl.where(x_top, W - 1, x_low)
-            x_high = tl.where(x_top, W - 1, x_low + 1)
-            x = tl.where(x_top, x_low.to(tl.float32), x)
-            lx = _h(x - x_low.to(tl.float32))
-            hx = _h(1.0 - lx)
+            x_out, x_low, x_high, lx, hx = _sample_axis(x0, ix, bin_w, grid_w_f, W)
+            out_of_map = y_out | x_out
             w1 = _h(hy * hx)
             w2 = _h(hy * lx)
             w3 = _h(ly * hx)

@@ -21,14 +21,13 @@ is the default.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-from typing import Any, Iterator, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from .roi_pool import triton_available
+from .roi_pool import patched_forwards, triton_available
 
 __all__ = ['fast_roi_align_layers', 'readonly_roi_align_fp16']
 
@@ -83,19 +82,8 @@ def _fast_forward(layer: nn.Module, original: Any, input: Tensor, rois: Tensor) 
     return original(input, rois) if out is None else out
 
 
-@contextlib.contextmanager
-def fast_roi_align_layers(layers: Sequence[nn.Module], enabled: bool = True) -> Iterator[None]:
-    """Inside the block, mmcv ``RoIAlign`` layers among ``layers`` run :func:`readonly_roi_align_fp16` where it
-    applies, else their own forward."""
-    patched = []
-    if enabled and triton_available():
-        from mmcv.ops import RoIAlign
-        for layer in layers:
-            if isinstance(layer, RoIAlign) and 'forward' not in vars(layer):
-                layer.forward = functools.partial(_fast_forward, layer, layer.forward)
-                patched.append(layer)
-    try:
-        yield
-    finally:
-        for layer in patched:
-            del layer.forward
+def fast_roi_align_layers(layers: Sequence[nn.Module], enabled: bool = True):
+    """Inside the block (a context manager), mmcv ``RoIAlign`` layers among ``layers`` run
+    :func:`readonly_roi_align_fp16` where it applies, else their own forward."""
+    from mmcv.ops import RoIAlign
+    return patched_forwards(layers, RoIAlign, _fast_forward, enabled)

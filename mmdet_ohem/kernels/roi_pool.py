@@ -200,18 +200,26 @@ def _fast_forward(layer: nn.Module, original: Any, input: Tensor, rois: Tensor) 
 
 
 @contextlib.contextmanager
-def fast_roi_pool_layers(layers: Sequence[nn.Module], enabled: bool = True) -> Iterator[None]:
-    """Inside the block, mmcv ``RoIPool`` layers among ``layers`` run :func:`readonly_roi_pool` where it
-    applies (CUDA, Triton, no gradient), else their own forward. Other layers are left alone."""
+def patched_forwards(layers: Sequence[nn.Module], layer_type: type, fast: Any, enabled: bool = True
+                     ) -> Iterator[None]:
+    """Inside the block, the ``layer_type`` layers among ``layers`` run ``fast(layer, original, input, rois)``
+    as their forward (with Triton only); the others, and every layer after the block, are left as they were."""
     patched = []
     if enabled and triton_available():
-        from mmcv.ops import RoIPool
         for layer in layers:
-            if isinstance(layer, RoIPool) and 'forward' not in vars(layer):
-                layer.forward = functools.partial(_fast_forward, layer, layer.forward)
+            if isinstance(layer, layer_type) and 'forward' not in vars(layer):
+                layer.forward = functools.partial(fast, layer, layer.forward)
                 patched.append(layer)
     try:
         yield
     finally:
         for layer in patched:
             del layer.forward
+
+
+def fast_roi_pool_layers(layers: Sequence[nn.Module], enabled: bool = True):
+    """Inside the block (a context manager), mmcv ``RoIPool`` layers among ``layers`` run
+    :func:`readonly_roi_pool` where it applies (CUDA, Triton, no gradient), else their own forward. Other
+    layers are left alone."""
+    from mmcv.ops import RoIPool
+    return patched_forwards(layers, RoIPool, _fast_forward, enabled)
