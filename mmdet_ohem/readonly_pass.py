@@ -298,7 +298,7 @@ def one_read_extraction(roi_head: nn.Module, stage: Optional[int] = None,
     ext = getattr(roi_head, 'bbox_roi_extractor', None)
     if isinstance(ext, nn.ModuleList):
         ext = ext[stage or 0]
-    layers = list(ext.modules()) if isinstance(ext, nn.Module) else []
+    layers = list(ext.modules()) if (fast_roi_pool or fast_roi_align) and isinstance(ext, nn.Module) else []
     with fast_roi_pool_layers(layers, fast_roi_pool), fast_roi_align_layers(layers, fast_roi_align):
         if type(ext) is not SingleRoIExtractor or 'forward' in vars(ext):
             yield

@@ -167,38 +167,49 @@ def test_sampler_on_gpu_mines_what_the_cpu_selection_mines(vgg_ohem):
         assert cpu.indices.tolist() == gpu_indices.tolist()
 
 
+def _mined_with_and_without(model, data, setting: str, module, kernel: str, dtype=None) -> list:
+    """``mined_selections`` twice from the same seed (the same dropout masks), with the sampler's read-only
+    kernel ``setting`` on and off (restored after), under fp16/bf16 autocast ``dtype`` or float32; checks that
+    ``module.kernel`` ran exactly in the first run. Returns the two runs' selections."""
+    head = model.roi_head.bbox_sampler.head
+    default, calls, orig = getattr(head, setting), [], getattr(module, kernel)
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return orig(*args, **kwargs)
+
+    runs = []
+    for fast in (True, False):
+        setattr(head, setting, fast)
+        setattr(module, kernel, spy)
+        try:
+            torch.manual_seed(0)
+            with torch.autocast('cuda', dtype=dtype or torch.float16, enabled=dtype is not None):
+                runs.append(mined_selections(model, data))
+        finally:
+            setattr(module, kernel, orig)
+            setattr(head, setting, default)
+        assert bool(calls) == fast, (setting, dtype, fast)
+        calls.clear()
+    return runs
+
+
+def _assert_same_losses_and_rois(runs, dtype=None) -> None:
+    for (l1, b1, _, _, i1, _), (l2, b2, _, _, i2, _) in zip(*runs):
+        assert torch.equal(b1, b2) and torch.equal(l1, l2), dtype
+        assert i1.tolist() == i2.tolist(), dtype
+
+
 def test_fast_roi_pool_mines_the_rois_mmcvs_roi_pool_mines(vgg_ohem):
     """The VGG16 OHEM config (RoIPool) at 600 px: the read-only pass with the Triton RoIPool (the default) and
     with mmcv's layer give the same read-only losses, bit for bit, so the same RoIs, in float32 and under
     fp16 autocast; the Triton kernel really ran."""
     import mmdet_ohem.kernels.roi_pool as rp
     model, data = vgg_ohem
-    sampler = model.roi_head.bbox_sampler
-    assert sampler.head.fast_roi_pool  # the default
-    calls = []
-    orig = rp.roi_pool_from_bounds
-
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return orig(*args, **kwargs)
-
+    assert model.roi_head.bbox_sampler.head.fast_roi_pool  # the default
     for dtype in (None, torch.float16):
-        runs = []
-        for fast in (True, False):
-            sampler.head.fast_roi_pool = fast
-            rp.roi_pool_from_bounds = spy
-            try:
-                torch.manual_seed(0)  # the same dropout masks (VGG16's fc6/fc7) in both runs
-                with torch.autocast('cuda', dtype=dtype or torch.float16, enabled=dtype is not None):
-                    runs.append(mined_selections(model, data))
-            finally:
-                rp.roi_pool_from_bounds = orig
-                sampler.head.fast_roi_pool = True
-            assert bool(calls) == fast, (dtype, fast)
-            calls.clear()
-        for (l1, b1, _, _, i1, _), (l2, b2, _, _, i2, _) in zip(*runs):
-            assert torch.equal(b1, b2) and torch.equal(l1, l2), dtype
-            assert i1.tolist() == i2.tolist(), dtype
+        _assert_same_losses_and_rois(
+            _mined_with_and_without(model, data, 'fast_roi_pool', rp, 'roi_pool_from_bounds', dtype), dtype)
 
 
 def test_fast_roi_align_mines_the_rois_mmcvs_roi_align_mines():
@@ -208,31 +219,9 @@ def test_fast_roi_align_mines_the_rois_mmcvs_roi_align_mines():
     import mmdet_ohem.kernels.roi_align as ra
     model = _model(R50_OHEM)
     data = batch(model, 2, (800, 1333), (6, 4))
-    sampler = model.roi_head.bbox_sampler
-    assert not sampler.head.fast_roi_align  # the default, until this test has passed on a GPU
-    calls = []
-    orig = ra.roi_align_fp16
-
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return orig(*args, **kwargs)
-
-    runs = []
-    for fast in (True, False):
-        sampler.head.fast_roi_align = fast
-        ra.roi_align_fp16 = spy
-        try:
-            torch.manual_seed(0)
-            with torch.autocast('cuda', dtype=torch.float16):
-                runs.append(mined_selections(model, data))
-        finally:
-            ra.roi_align_fp16 = orig
-            sampler.head.fast_roi_align = False
-        assert bool(calls) == fast
-        calls.clear()
-    for (l1, b1, _, _, i1, _), (l2, b2, _, _, i2, _) in zip(*runs):
-        assert torch.equal(b1, b2) and torch.equal(l1, l2)
-        assert i1.tolist() == i2.tolist()
+    assert not model.roi_head.bbox_sampler.head.fast_roi_align  # the default, until this test has passed on a GPU
+    _assert_same_losses_and_rois(
+        _mined_with_and_without(model, data, 'fast_roi_align', ra, 'roi_align_fp16', torch.float16))
 
 
 def _count_syncs(fn, where=None) -> int:

@@ -27,7 +27,7 @@ from typing import Any, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .roi_pool import patched_forwards, triton_available
+from .roi_pool import channels_last_launch, gradient_free_cuda, patched_forwards
 
 __all__ = ['fast_roi_align_layers', 'readonly_roi_align_fp16']
 
@@ -46,18 +46,15 @@ def roi_align_fp16(input: Tensor, rois: Tensor, output_size: Tuple[int, int], sp
                    num_warps: int = NUM_WARPS) -> Tensor:
     """mmcv's ``roi_align(input, rois, output_size, spatial_scale, sampling_ratio, 'avg', aligned)`` for
     float16 ``input`` and ``rois`` (no gradient): ``(n, C, PH, PW)`` float16."""
-    n = rois.shape[0]
-    _, c, h, w = input.shape
-    ph, pw = output_size
-    out = input.new_empty((n, c, ph, pw))
-    if n == 0 or c == 0:
+    out, launch = channels_last_launch(input, rois.shape[0], output_size, block_c)
+    if launch is None:
         return out
-    block_b = max(16, 1 << (ph * pw - 1).bit_length())
-    feats = input.permute(0, 2, 3, 1).contiguous()
+    feats, block_b, grid = launch
+    _, c, h, w = input.shape
     scale = float(torch.tensor(spatial_scale, dtype=torch.float16))  # static_cast<scalar_t>(spatial_scale)
-    grid = (n, (c + block_c - 1) // block_c)
     _kernel()[grid](feats, rois.contiguous(), out, c, h, w, scale, 0.5 if aligned else 0.0, int(sampling_ratio),
-                    int(bool(aligned)), PH=ph, PW=pw, BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps)
+                    int(bool(aligned)), PH=output_size[0], PW=output_size[1], BLOCK_B=block_b, BLOCK_C=block_c,
+                    num_warps=num_warps)
     return out
 
 
@@ -65,13 +62,9 @@ def readonly_roi_align_fp16(layer: nn.Module, input: Tensor, rois: Tensor) -> Op
     """``layer(input, rois)`` (an mmcv ``RoIAlign``) by the Triton kernel, or ``None`` where it does not apply:
     not CUDA, no Triton, not float16 features and RoIs, gradients needed, ``pool_mode='max'`` or
     torchvision's op, feature maps above 2048 px a side (half-precision coordinates)."""
-    if not (input.is_cuda and rois.is_cuda and input.dim() == 4 and triton_available()):
+    if not gradient_free_cuda(input, rois, (torch.float16, )):
         return None
-    if input.dtype != torch.float16 or rois.dtype != torch.float16:
-        return None
-    if torch.is_grad_enabled() and (input.requires_grad or rois.requires_grad):
-        return None
-    if layer.pool_mode != 'avg' or getattr(layer, 'use_torchvision', False) or max(input.shape[2:]) > 2048:
+    if layer.pool_mode != 'avg' or getattr(layer, 'use_torchvision', False):
         return None
     return roi_align_fp16(input, rois, tuple(layer.output_size), float(layer.spatial_scale),
                           int(layer.sampling_ratio), bool(layer.aligned))

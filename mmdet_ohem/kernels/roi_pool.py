@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 from collections import OrderedDict
 from typing import Any, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ['fast_roi_pool_layers', 'readonly_roi_pool', 'roi_pool_from_bounds', 'triton_available']
+__all__ = ['channels_last_launch', 'fast_roi_pool_layers', 'gradient_free_cuda', 'patched_forwards',
+           'readonly_roi_pool', 'roi_pool_from_bounds', 'triton_available']
 
 BLOCK_C = 64  # channels per program
 NUM_WARPS = 4
@@ -102,6 +104,12 @@ def _kernel():
     return roi_pool_max
 
 
+@functools.lru_cache(maxsize=None)
+def _mmcv_ext():
+    """mmcv's compiled ops, as ``mmcv.ops.roi_pool`` loaded them (looked up once, not per call)."""
+    return importlib.import_module('mmcv.ops.roi_pool').ext_module
+
+
 def _floor(dtype: torch.dtype) -> float:
     """mmcv's start value ``-FLT_MAX`` as the features' dtype holds it (-inf in float16)."""
     return float(torch.tensor(-torch.finfo(torch.float32).max, dtype=torch.float32).to(dtype))
@@ -122,18 +130,13 @@ def roi_pool_from_bounds(input: Tensor, bounds: Tensor, batch_inds: Tensor, outp
     Returns:
         ``(n, C, PH, PW)`` in ``input``'s dtype.
     """
-    n = bounds.shape[0]
-    _, c, h, w = input.shape
-    ph, pw = output_size
-    out = input.new_empty((n, c, ph, pw))
-    if n == 0 or c == 0:
+    out, launch = channels_last_launch(input, bounds.shape[0], output_size, block_c)
+    if launch is None:
         return out
-    nb = ph * pw
-    block_b = max(16, 1 << (nb - 1).bit_length())
-    feats = input.permute(0, 2, 3, 1).contiguous()
-    grid = (n, (c + block_c - 1) // block_c)
+    feats, block_b, grid = launch
+    _, c, h, w = input.shape
     _kernel()[grid](feats, bounds.contiguous(), batch_inds.contiguous(), out, c, h, w, _floor(input.dtype),
-                    NB=nb, BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps)
+                    NB=output_size[0] * output_size[1], BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps)
     return out
 
 
@@ -158,33 +161,48 @@ def _coordinate_map(input: Tensor) -> Tensor:
 
 def _bin_bounds(input: Tensor, rois: Tensor, output_size: Tuple[int, int], spatial_scale: float) -> Tensor:
     """mmcv's bin ranges for ``rois`` on ``input``'s grid, from mmcv's own kernel (see the module docstring)."""
-    from mmcv.utils import ext_loader
-    ext = ext_loader.load_ext('_ext', ['roi_pool_forward'])
     coords = _coordinate_map(input)
     shape = (rois.shape[0], 2, *output_size)
     pooled = coords.new_empty(shape)
     argmax = torch.full(shape, -2, dtype=torch.int32, device=input.device)
-    ext.roi_pool_forward(coords, rois, pooled, argmax, pooled_height=output_size[0],
+    _mmcv_ext().roi_pool_forward(coords, rois, pooled, argmax, pooled_height=output_size[0],
                          pooled_width=output_size[1], spatial_scale=spatial_scale)
     return argmax
 
 
-def _usable(input: Tensor, rois: Tensor) -> bool:
+def gradient_free_cuda(input: Tensor, rois: Tensor, dtypes: Sequence[torch.dtype]) -> bool:
+    """Whether a read-only Triton path applies to ``input``/``rois``: both on CUDA with Triton, ``input``
+    ``(B, C, H, W)`` of one of ``dtypes`` and ``rois`` of the same dtype, no gradient needed (a training
+    forward runs mmcv's layer, which has the backward), and feature maps no larger than 2048 px a side (the
+    kernels' coordinates must be exact in float16)."""
     if not (input.is_cuda and rois.is_cuda and input.dim() == 4 and triton_available()):
         return False
-    if input.dtype not in (torch.float32, torch.float16, torch.bfloat16) or rois.dtype != input.dtype:
+    if input.dtype not in dtypes or rois.dtype != input.dtype:
         return False
     if torch.is_grad_enabled() and (input.requires_grad or rois.requires_grad):
-        return False  # a training forward: mmcv's layer (it has the backward)
-    return max(input.shape[2], input.shape[3]) <= 2048  # the coordinate map must be exact in float16
+        return False
+    return max(input.shape[2], input.shape[3]) <= 2048
+
+
+def channels_last_launch(input: Tensor, n: int, output_size: Tuple[int, int], block_c: int
+                         ) -> Tuple[Tensor, Optional[Tuple[Tensor, int, Tuple[int, int]]]]:
+    """What both kernels start from: the ``(n, C, PH, PW)`` output, and (``None`` when there is nothing to
+    compute) the features in channels-last layout, the bin lanes (a power of 2, at least 16) and the grid
+    (one program per RoI and block of ``block_c`` channels)."""
+    c = input.shape[1]
+    out = input.new_empty((n, c, *output_size))
+    if n == 0 or c == 0:
+        return out, None
+    block_b = max(16, 1 << (output_size[0] * output_size[1] - 1).bit_length())
+    return out, (input.permute(0, 2, 3, 1).contiguous(), block_b, (n, (c + block_c - 1) // block_c))
 
 
 def readonly_roi_pool(input: Tensor, rois: Tensor, output_size: Tuple[int, int], spatial_scale: float,
                       **launch: int) -> Optional[Tensor]:
     """mmcv's ``roi_pool(input, rois, output_size, spatial_scale)`` without a gradient, or ``None`` when
-    this path does not apply (see :func:`_usable`): then the caller runs mmcv's layer. ``launch``: ``block_c``
+    this path does not apply (see :func:`gradient_free_cuda`): then the caller runs mmcv's layer. ``launch``: ``block_c``
     and ``num_warps`` of :func:`roi_pool_from_bounds`."""
-    if not _usable(input, rois):
+    if not gradient_free_cuda(input, rois, (torch.float32, torch.float16, torch.bfloat16)):
         return None
     if input.dtype == torch.bfloat16:  # as mmcv_bf16 does for mmcv's layer: float32, cast back
         out = readonly_roi_pool(input.float(), rois.float(), output_size, spatial_scale, **launch)
