@@ -249,7 +249,7 @@ def float32_inputs(value: Any) -> Any:
 
 
 def extract_levels_one_read(ext: nn.Module, feats: Sequence[Tensor], rois: Tensor,
-                            roi_scale_factor: Optional[float] = None) -> Tensor:
+                            roi_scale_factor: Optional[float] = None, float32_rois: bool = False) -> Tensor:
     """mmdet's ``SingleRoIExtractor.forward`` with one host read for all feature levels.
 
     mmdet finds each level's RoIs with a ``nonzero`` (a host synchronisation per level, between the
@@ -261,14 +261,29 @@ def extract_levels_one_read(ext: nn.Module, feats: Sequence[Tensor], rois: Tenso
     ``0 * sum(...)`` of the parameters and an unused level's features to keep them in a distributed
     autograd graph; the read-only pass has no graph and leaves that out.
 
+    ``float32_rois`` (the read-only pass with ``fast_roi_align``) keeps float32 RoIs where mmdet casts
+    them to the features' dtype (``rois.type_as(feats[0])``): the levels are mapped and the RoI layers get
+    the coordinates in float32. Under fp16 autocast mmdet's cast rounds the coordinates to 11 significant
+    bits, and its level mapping computes the area ``w * h`` in float16, which overflows to inf above 65,504
+    px^2 and sends every RoI larger than ~256x256 px to the coarsest level (an exact float32 forward maps
+    those up to 448x448 px to the level below). The RoI layers must then take float32 RoIs with
+    reduced-precision features (:func:`mmdet_ohem.kernels.roi_align.readonly_roi_align` does; the others
+    get the RoIs cast to the features' dtype).
+
     Args:
         ext: A ``SingleRoIExtractor`` (exactly that class).
         feats, rois, roi_scale_factor: As ``SingleRoIExtractor.forward``.
+        float32_rois: See above.
     """
     num_levels = len(feats)
+    if float32_rois and num_levels == 1:  # mmdet's one-level path, without the cast (and, as there,
+        # without roi_scale_factor)
+        return ext.roi_layers[0](feats[0], rois) if rois.shape[0] else \
+            feats[0].new_zeros((0, ext.out_channels, *ext.roi_layers[0].output_size))
     if num_levels == 1 or rois.shape[0] == 0:  # mmdet's own path makes no read there
         return type(ext).forward(ext, feats, rois, roi_scale_factor)
-    rois = rois.type_as(feats[0])
+    if not float32_rois:
+        rois = rois.type_as(feats[0])
     target_lvls = ext.map_roi_levels(rois, num_levels)
     if roi_scale_factor is not None:
         rois = ext.roi_rescale(rois, roi_scale_factor)
@@ -292,8 +307,10 @@ def one_read_extraction(roi_head: nn.Module, stage: Optional[int] = None,
     :func:`extract_levels_one_read` when it is mmdet's ``SingleRoIExtractor`` itself; anything else runs
     unchanged. With ``fast_roi_pool`` its mmcv ``RoIPool`` layers also run the Triton kernel of
     :mod:`mmdet_ohem.kernels.roi_pool` on a GPU (mmcv's values, bit for bit), and with ``fast_roi_align`` its
-    mmcv ``RoIAlign`` layers the experimental fp16 kernel of :mod:`mmdet_ohem.kernels.roi_align`. Used by the
-    read-only pass only (the training forward keeps mmdet's and mmcv's code)."""
+    mmcv ``RoIAlign`` layers the experimental float32-arithmetic kernel of :mod:`mmdet_ohem.kernels.roi_align`,
+    on float32 RoIs mapped to levels in float32 (``float32_rois`` of :func:`extract_levels_one_read`). Used by
+    the read-only pass only (the training forward keeps mmdet's and mmcv's code)."""
+    from mmcv.ops import RoIAlign
     from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
     ext = getattr(roi_head, 'bbox_roi_extractor', None)
     if isinstance(ext, nn.ModuleList):
@@ -303,7 +320,10 @@ def one_read_extraction(roi_head: nn.Module, stage: Optional[int] = None,
         if type(ext) is not SingleRoIExtractor or 'forward' in vars(ext):
             yield
             return
-        ext.forward = functools.partial(extract_levels_one_read, ext)
+        # float32 RoIs where the RoIAlign layers were patched (Triton installed): off a GPU the patched
+        # layers cast them to the features' dtype for mmcv's kernel
+        float32_rois = fast_roi_align and any('forward' in vars(m) for m in layers if isinstance(m, RoIAlign))
+        ext.forward = functools.partial(extract_levels_one_read, ext, float32_rois=float32_rois)
         try:
             yield
         finally:

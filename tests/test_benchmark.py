@@ -345,6 +345,39 @@ def test_readonly_agreement_runs_on_the_cpu(tmp_path):
     assert len(table) == 3 and 'tf32_emulated' in table[0] and table[2].startswith('| r50_fpn | 96x128 | fp32 | 1 | fixed | 2 |')
 
 
+def test_readonly_agreement_fp16_emulations_on_the_cpu(tmp_path):
+    """The fp16 read-only pass's roundings, emulated on the CPU on float16-rounded features: each is a real
+    pass (the overlaps are shares), fast_roi_align is mmcv's float32 pass off a GPU (the reference), and
+    every patched class is restored."""
+    from mmcv.ops import RoIAlign
+    from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
+
+    from ohem_experiments.benchmark.readonly_agreement import main
+    before = SingleRoIExtractor.map_roi_levels, RoIAlign.forward
+    out = tmp_path / 'agreement.json'
+    names = ['tf32_fast_align', 'fp16_levels', 'fp16_rois', 'fp16_roi_align', 'fp16_linear', 'fp16_emulated']
+    r, = main(['--device', 'cpu', '--models', 'r50_fpn', '--size', '96', '128', '--seeds', '0',
+               '--train-steps', '0', '--fp16-features', '--dtypes', *names, '--out', str(out)])
+    assert (SingleRoIExtractor.map_roi_levels, RoIAlign.forward) == before
+    assert r['fp16_features'] and r['overlap']['tf32_fast_align']['min'] == 1.0
+    for d in names[1:]:
+        assert 0.0 <= r['overlap'][d]['min'] <= r['overlap'][d]['mean'] <= 1.0 and r['loss_mass'][d]['min'] > 0
+    assert '| r50_fpn | 96x128 | fp32, fp16-rounded features | 0 |' in out.with_suffix('.md').read_text()
+
+
+def test_fp16_level_mapping_emulation_overflows_as_mmdets_does():
+    from mmdet.registry import MODELS
+
+    from ohem_experiments.benchmark.readonly_agreement import EMULATED
+    ext = MODELS.build(dict(type='SingleRoIExtractor', out_channels=8, featmap_strides=[4, 8, 16, 32],
+                            roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0)))
+    rois = torch.tensor([[0, 0.0, 0.0, 30.0, 30.0], [0, 0.0, 0.0, 300.0, 300.0], [0, 0.0, 0.0, 600.0, 600.0]])
+    assert ext.map_roi_levels(rois, 4).tolist() == [0, 2, 3]
+    with EMULATED['fp16_levels']():
+        assert ext.map_roi_levels(rois, 4).tolist() == [0, 3, 3]  # 300 x 300 = 90,000 > 65,504 in float16
+    assert ext.map_roi_levels(rois, 4).tolist() == [0, 2, 3]
+
+
 def test_readonly_agreement_under_bf16_autocast_training(tmp_path):
     """--train-precision bf16: features captured under bf16 autocast, the passes run under it; the default
     ('tf32', float32 there) and 'fp32' are the exact float32 pass on the CPU, and the row says bf16."""

@@ -212,16 +212,24 @@ def test_fast_roi_pool_mines_the_rois_mmcvs_roi_pool_mines(vgg_ohem):
             _mined_with_and_without(model, data, 'fast_roi_pool', rp, 'roi_pool_from_bounds', dtype), dtype)
 
 
-def test_fast_roi_align_mines_the_rois_mmcvs_roi_align_mines():
-    """The experimental fp16 Triton RoIAlign (``fast_roi_align=True``) on the R50-FPN OHEM config at 800x1333
-    under fp16 autocast: the same read-only losses as mmcv's RoIAlign, bit for bit, so the same RoIs; the
-    kernel really ran (four FPN levels)."""
+def test_fast_roi_align_in_the_readonly_pass_of_r50_fpn():
+    """``fast_roi_align=True`` (experimental) on the R50-FPN OHEM config at 800x1333: the float32-arithmetic
+    Triton RoIAlign ran in the read-only pass (four FPN levels). In float32 training mmcv's layer computes in
+    float32 too, so the losses agree to float32 rounding (fused multiply-adds differ) and the mined RoIs are
+    the same but for near-ties; under fp16 autocast the kernel takes float32 RoIs and mmcv fp16 ones, so
+    only finite losses over the same candidates are checked here (the agreement with an exact float32 pass
+    is measured by ``readonly_agreement``)."""
     import mmdet_ohem.kernels.roi_align as ra
     model = _model(R50_OHEM)
     data = batch(model, 2, (800, 1333), (6, 4))
     assert not model.roi_head.bbox_sampler.head.fast_roi_align  # the default, until this test has passed on a GPU
-    _assert_same_losses_and_rois(
-        _mined_with_and_without(model, data, 'fast_roi_align', ra, 'roi_align_fp16', torch.float16))
+    fast, mmcv = _mined_with_and_without(model, data, 'fast_roi_align', ra, 'roi_align_f32')
+    for (l1, b1, _, _, i1, _), (l2, b2, _, _, i2, _) in zip(fast, mmcv):
+        assert torch.equal(b1, b2) and torch.allclose(l1, l2, rtol=1e-4, atol=1e-5)
+        assert len(set(i1.tolist()) & set(i2.tolist())) >= 0.99 * len(i2)
+    fast, mmcv = _mined_with_and_without(model, data, 'fast_roi_align', ra, 'roi_align_f32', torch.float16)
+    for (l1, b1, _, _, _, _), (l2, b2, _, _, _, _) in zip(fast, mmcv):
+        assert torch.equal(b1, b2) and l1.shape == l2.shape and torch.isfinite(l1).all()
 
 
 def _count_syncs(fn, where=None) -> int:

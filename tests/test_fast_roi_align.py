@@ -115,11 +115,18 @@ def test_falls_back_to_mmcvs_layer_where_it_does_not_apply():
     from mmcv.ops import RoIAlign
     layer = RoIAlign((7, 7), 1 / 4, sampling_ratio=0)
     feats, rois = torch.randn(1, 4, 8, 8), torch.tensor([[0, 0.0, 0.0, 20.0, 20.0]])
-    assert ra.readonly_roi_align_fp16(layer, feats.half(), rois.half()) is None  # the CPU
+    assert ra.readonly_roi_align(layer, feats.half(), rois.half()) is None  # the CPU
     with ra.fast_roi_align_layers([layer]):
         want = type(layer).forward(layer, feats, rois)
         assert torch.equal(layer(feats, rois), want)  # mmcv's own layer ran
+        assert torch.equal(layer(feats, rois.double()), want)  # on RoIs cast to the features' dtype
     assert 'forward' not in vars(layer)
+
+
+# R50-FPN's levels at 800x1333 (strides 4-32), VGG16's stride 16, a partial channel block
+GPU_CASES = [(2, 256, 200, 334, 1 / 4, 1000, 0, True), (2, 256, 50, 84, 1 / 16, 500, 0, True),
+             (2, 256, 25, 42, 1 / 32, 300, 0, True), (2, 512, 38, 63, 1 / 16, 1000, 2, True),
+             (1, 70, 11, 17, 1 / 4, 200, 0, False)]
 
 
 @pytest.mark.cuda
@@ -127,17 +134,72 @@ def test_fp16_kernel_equals_mmcvs_roi_align_on_the_gpu():
     pytest.importorskip('triton')
     from mmcv.ops import RoIAlign
     gen = torch.Generator().manual_seed(4)
-    # R50-FPN's levels at 800x1333 (strides 4-32), VGG16's stride 16, a partial channel block
-    for (b, c, height, width, scale, n, sr, aligned) in [
-            (2, 256, 200, 334, 1 / 4, 1000, 0, True), (2, 256, 50, 84, 1 / 16, 500, 0, True),
-            (2, 256, 25, 42, 1 / 32, 300, 0, True), (2, 512, 38, 63, 1 / 16, 1000, 2, True),
-            (1, 70, 11, 17, 1 / 4, 200, 0, False)]:
+    for (b, c, height, width, scale, n, sr, aligned) in GPU_CASES:
         feats = torch.randn(b, c, height, width, generator=gen).cuda().half()
         rois = some_rois(gen, n, height / scale, width / scale, b).cuda()
         layer = RoIAlign((7, 7), scale, sampling_ratio=sr, aligned=aligned)
         with torch.no_grad():
             want = layer(feats, rois)
-            got = ra.readonly_roi_align_fp16(layer, feats, rois)
-            assert got is not None
+            got = ra.roi_align_fp16(feats, rois, (7, 7), scale, sr, aligned)
             differ = int((got != want).sum())
             assert differ == 0, f'{differ} of {want.numel()} values differ ({height}x{width}, sr={sr})'
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+def test_float32_kernel_matches_mmcvs_float_roi_align_on_the_gpu(dtype):
+    """On the GPU both mmcv's float kernel (nvcc) and Triton may fuse multiply-adds, each its own way, so
+    the float32 results agree to float32 rounding rather than bit for bit; in the features' dtype within
+    one unit in the last place."""
+    pytest.importorskip('triton')
+    from mmcv.ops import RoIAlign
+    gen = torch.Generator().manual_seed(6)
+    for (b, c, height, width, scale, n, sr, aligned) in GPU_CASES:
+        feats = torch.randn(b, c, height, width, generator=gen).cuda().to(dtype)
+        rois = some_rois(gen, n, height / scale, width / scale, b).float()
+        rois[:, 1:] += torch.rand(rois.shape[0], 4, generator=gen)  # not float16 values
+        rois = rois.cuda()
+        layer = RoIAlign((7, 7), scale, sampling_ratio=sr, aligned=aligned)
+        with torch.no_grad():
+            exact = layer(feats.float(), rois)
+            got = ra.readonly_roi_align(layer, feats, rois)
+        assert got is not None and got.dtype == dtype
+        err = (got.float() - exact).abs()
+        tol = 1e-5 * exact.abs() + 1e-6 if dtype == torch.float32 else \
+            torch.finfo(dtype).eps * exact.abs() + torch.finfo(dtype).tiny
+        assert (err <= tol).all(), (dtype, height, width, sr, float(err.max()))
+        assert (exact != 0).any()
+
+
+@pytest.mark.parametrize('sampling_ratio, aligned', [(0, True), (2, True), (0, False), (3, False)])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+def test_float32_kernel_equals_mmcvs_float_roi_align_on_the_cpu(device, sampling_ratio, aligned, dtype):
+    """The float32-arithmetic kernel on features of any dtype equals mmcv's float32 CPU RoIAlign on the
+    same values cast to float32 (and rounded back to the features' dtype), bit for bit in the interpreter,
+    which, like mmcv's CPU build, fuses no multiply-add. RoIs stay float32 whatever the features' dtype."""
+    from mmcv.ops import roi_align
+    gen = torch.Generator().manual_seed(5)
+    b, c, height, width, scale = 2, 20, 9, 13, 1 / 4
+    feats = (torch.randn(b, c, height, width, generator=gen) * 3).to(dtype)
+    rois = some_rois(gen, 12, height / scale, width / scale, b).float()
+    rois[:, 1:] += torch.rand(rois.shape[0], 4, generator=gen) * 0.01  # not float16 values
+    if aligned:  # mmcv's CPU kernel asserts a non-negative size there (its CUDA kernel does not)
+        rois = rois[(rois[:, 3] >= rois[:, 1]) & (rois[:, 4] >= rois[:, 2])]
+    want = roi_align(feats.float(), rois, (3, 4), scale, sampling_ratio, 'avg', aligned).to(dtype)
+    got = ra.roi_align_f32(feats.to(device), rois.to(device), (3, 4), scale, sampling_ratio, aligned).cpu()
+    assert got.dtype == dtype and got.shape == want.shape
+    assert torch.equal(got, want), f'{int((got != want).sum())} of {want.numel()} values differ'
+    assert (want != 0).any() and (want == 0).any()
+
+
+@pytest.mark.parametrize('sampling_ratio, aligned', [(0, True), (2, True), (0, False), (3, False)])
+def test_agreement_tools_vectorised_half_roi_align_equals_the_transcription(sampling_ratio, aligned):
+    """``readonly_agreement``'s ``fp16_roi_align`` emulation (mmcv's half arithmetic at CPU speed) is the
+    transcription above, bit for bit."""
+    from ohem_experiments.benchmark.readonly_agreement import roi_align_fp16_torch
+    gen = torch.Generator().manual_seed(7)
+    feats = (torch.randn(2, 20, 9, 13, generator=gen) * 3).half()
+    rois = some_rois(gen, 12, 9 * 4, 13 * 4, 2)
+    want = mmcv_roi_align_fp16(feats, rois, (3, 4), 1 / 4, sampling_ratio, aligned)
+    got = roi_align_fp16_torch(feats, rois, (3, 4), 1 / 4, sampling_ratio, aligned)
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16))

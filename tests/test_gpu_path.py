@@ -487,3 +487,80 @@ def test_one_read_extraction_equals_mmdets(monkeypatch, scale):
         assert torch.equal(ext(feats, rois, scale), want) and 'forward' in vars(ext)
     assert 'forward' not in vars(ext)  # mmdet's forward again
     assert torch.equal(extract_levels_one_read(ext, feats, rois[:0]), ext(feats, rois[:0]))
+
+
+class _RecordingRoILayer(torch.nn.Module):
+    """Stands in for an mmcv RoI layer: records the RoIs it gets and returns each RoI's level index and
+    first coordinate, in the features' dtype."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level, self.output_size, self.seen = level, (1, 1), []
+
+    def forward(self, feats, rois):
+        self.seen.append(rois)
+        return torch.stack([torch.full_like(rois[:, 1], self.level), rois[:, 1]], 1).to(feats.dtype)[..., None, None]
+
+
+@pytest.mark.parametrize('levels', [4, 1])
+def test_float32_rois_extraction_keeps_the_coordinates_and_maps_levels_in_float32(levels):
+    """``fast_roi_align``'s extraction (``float32_rois=True``) on float16 feature maps: the RoI layers get the
+    float32 RoIs mmdet would round to float16, and the FPN levels come from them. mmdet's own (float16)
+    mapping computes the area in float16, which overflows above 65,504: a 300x300 RoI goes to the coarsest
+    level there, to level 2 in float32 (the exact forward's level)."""
+    from mmdet.registry import MODELS
+    from mmdet_ohem.readonly_pass import extract_levels_one_read
+    ext = MODELS.build(dict(type='SingleRoIExtractor', out_channels=2, featmap_strides=[4, 8, 16, 32][:levels],
+                            roi_layer=dict(type='RoIAlign', output_size=1, sampling_ratio=0)))
+    ext.roi_layers = torch.nn.ModuleList(_RecordingRoILayer(i) for i in range(levels))
+    feats = [torch.zeros(1, 2, 4, 4, dtype=torch.float16) for _ in range(levels)]
+    rois = torch.tensor([[0, 10.3, 20.1, 40.7, 60.9],       # 30x41 px: level 0
+                         [0, 1000.3, 0.0, 1300.3, 300.0],   # 300x300 px: level 2 (fp16: 3)
+                         [0, 0.1, 0.0, 600.1, 600.0]])      # 600x600 px: level 3
+    got = extract_levels_one_read(ext, feats, rois, float32_rois=True)
+    assert got.dtype == torch.float16 and got.shape == (3, 2, 1, 1)
+    assert all(r.dtype == torch.float32 for layer in ext.roi_layers for r in layer.seen)
+    assert got[:, 1, 0, 0].tolist() == rois[:, 1].half().tolist()  # each RoI's own row, in its order
+    if levels == 4:
+        assert got[:, 0, 0, 0].tolist() == [0, 2, 3]
+        assert ext.map_roi_levels(rois.half(), 4).tolist() == [0, 3, 3]  # mmdet's float16 mapping
+        seen = torch.cat([r for layer in ext.roi_layers for r in layer.seen])
+        assert sorted(seen[:, 1].tolist()) == sorted(rois[:, 1].tolist())  # not rounded to float16
+        for layer in ext.roi_layers:
+            layer.seen.clear()
+        extract_levels_one_read(ext, feats, rois)  # without: mmdet's float16 RoIs and levels
+        assert [len(layer.seen) for layer in ext.roi_layers] == [1, 0, 0, 1]
+        assert all(r.dtype == torch.float16 for layer in ext.roi_layers for r in layer.seen)
+    assert extract_levels_one_read(ext, feats, rois[:0], float32_rois=True).shape == (0, 2, 1, 1)
+
+
+def test_fast_roi_align_on_the_cpu_is_mmcvs_float32_pass(tiny_fpn, monkeypatch):
+    """``fast_roi_align=True`` off a GPU: the RoIAlign layers fall back to mmcv's (on RoIs cast to the
+    features' dtype), so in float32 the read-only losses are those of ``fast_roi_align=False``, bit for bit;
+    the setting is type-checked and shown in the build log's description."""
+    from mmdet.registry import TASK_UTILS
+    from .test_detectors import _assign_and_feats
+    model, data = tiny_fpn
+    res, gt, assign, feats = _assign_and_feats(model, data)
+    sampler = model.roi_head.bbox_sampler
+    every = sampler.collect(assign, res, gt).all
+    args = (feats, every.pos_priors, every.pos_gt_bboxes, every.pos_gt_labels, every.neg_priors)
+    import mmdet_ohem.kernels.roi_align as ra
+    tried, orig = [], ra.readonly_roi_align
+    monkeypatch.setattr(ra, 'readonly_roi_align', lambda *a: tried.append(a[2].dtype) or orig(*a))
+    runs = []
+    for fast in (True, False):
+        sampler.head.fast_roi_align = fast
+        try:
+            runs.append(sampler.head.readonly_losses(*args))
+        finally:
+            sampler.head.fast_roi_align = False
+    assert torch.equal(runs[0].cls, runs[1].cls) and torch.equal(runs[0].loc, runs[1].loc)
+    if ra.triton_available():  # the layers were patched: each level's call tried the kernel first
+        assert tried and set(tried) == {torch.float32}
+    built = TASK_UTILS.build(dict(type='OHEMSampler', num=64, fast_roi_align=True), default_args=dict(
+        context=model.roi_head))
+    assert built.head.fast_roi_align and 'fast_roi_align=True' in built.describe()
+    with pytest.raises(TypeError, match="fast_roi_align must be True or False, got 'yes'"):
+        TASK_UTILS.build(dict(type='OHEMSampler', num=64, fast_roi_align='yes'),
+                         default_args=dict(context=model.roi_head))

@@ -5,10 +5,12 @@
 # Steps, in the order they run (issue 10's open questions first; 13 and 14 are resolved):
 # roipool the read-only pass's RoIPool alone: mmcv's kernel vs the Triton path (mmdet_ohem.kernels.roi_pool,
 #         since the thirteenth session), VGG16 feature sizes, fp32/fp16, times and equality (table in
-#         progress.log, JSON in the tgz); then the experimental fp16 RoIAlign (mmdet_ohem.kernels.roi_align,
-#         fast_roi_align, off by default: written in the thirteenth session after its device time was spent,
-#         never run on a GPU) on R50-FPN's levels; the tests step runs its cuda tests, R50-FPN's benchmark
-#         times it as ours_fast_align;
+#         progress.log, JSON in the tgz); then the experimental RoIAlign kernels (mmdet_ohem.kernels.roi_align,
+#         never run on a GPU: fast_roi_align, off by default, runs the float32-arithmetic one on float32 RoIs
+#         since the fourteenth session; the half-arithmetic one equals mmcv's fp16 kernel) on R50-FPN's levels
+#         against mmcv's fp16 layer, with each one's largest error against mmcv's float32 layer; the tests
+#         step runs their cuda tests, R50-FPN's benchmark times fast_roi_align as ours_fast_align, and the
+#         agreement step measures it as tf32_fast_align;
 # tests   the Triton RoIPool against mmcv's bit for bit, and the `cuda` tests (AMP training steps of the VGG16 OHEM config at 600 px in fp16/bf16 with every
 #         readonly_dtype, fp32 steps with the default TF32 read-only pass, GPU-vs-CPU selection, host-sync
 #         count, benchmark path, the selection as a captured CUDA graph; issue 14's RPN miner on the GPU;
@@ -100,7 +102,7 @@ if want roipool; then
     run_step 90 'read-only RoIPool: mmcv vs Triton' bash -c "cd tools && python3 -m ohem_experiments.benchmark.roi_pool_timing \
         --launches $ROIPOOL_LAUNCHES --out '$OUT/roi_pool.json' > '$OUT/roi_pool.log' 2>&1"
     grep -h '^|' "$OUT/roi_pool.md" 2>/dev/null | while read -r line; do note "  $line"; done  # the table, in progress.log
-    run_step 60 'read-only RoIAlign fp16: mmcv vs Triton (experimental)' bash -c "cd tools && python3 -m \
+    run_step 60 'read-only RoIAlign on fp16 features: mmcv vs Triton (experimental)' bash -c "cd tools && python3 -m \
         ohem_experiments.benchmark.roi_pool_timing --op align --out '$OUT/roi_align.json' > '$OUT/roi_align.log' 2>&1"
     grep -h '^|' "$OUT/roi_align.md" 2>/dev/null | while read -r line; do note "  $line"; done
 fi
@@ -118,7 +120,7 @@ want r50_fpn && run_step 95 'benchmark R50-FPN 800x1333' bash -c "python3 tools/
 if want agreement; then
     run_step 200 'read-only precision agreement' bash -c "python3 -m ohem_experiments.benchmark.readonly_agreement \
         --device cuda --train-steps $TRAIN_STEPS --seeds $SEEDS --train-precision $AGREE_PRECISIONS \
-        --dtypes tf32 fp16 bf16 fp32_reordered --out '$OUT/readonly_agreement.json' > '$OUT/readonly_agreement.log' 2>&1"
+        --dtypes tf32 tf32_fast_align fp32 fp16 bf16 fp32_reordered --out '$OUT/readonly_agreement.json' > '$OUT/readonly_agreement.log' 2>&1"
 fi
 if want configs; then
     run_step 220 'every config: fp16 and bf16 AMP steps' bash -c "python3 -m pytest tests/test_cuda.py -m cuda \

@@ -2,7 +2,7 @@
 import triton
 import triton.language as tl
 
-__all__ = ['roi_align_avg_f16']
+__all__ = ['roi_align_avg_f16', 'roi_align_avg_f32']
 
 
 @triton.jit
@@ -89,3 +89,74 @@ def roi_align_avg_f16(feat_ptr, rois_ptr, out_ptr, C, H, W, scale, offset, sampl
     res = _h(tl.math.div_rn(acc, count))
     out = out_ptr + n * C * (PH * PW) + cs[None, :].to(tl.int64) * (PH * PW) + bins[:, None]
     tl.store(out, res.to(tl.float16), mask=bmask[:, None] & cmask[None, :])
+
+
+@triton.jit
+def _sample_axis_f32(start, i, bin_size, grid, size):
+    """:func:`_sample_axis` in float32, as mmcv's float kernel computes it (no rounding to half)."""
+    v = start + tl.math.div_rn((i.to(tl.float32) + 0.5) * bin_size, grid)
+    outside = (v < -1.0) | (v > size)
+    v = tl.where(v <= 0.0, 0.0, v)
+    low = v.to(tl.int32)
+    top = low >= size - 1
+    low = tl.where(top, size - 1, low)
+    high = tl.where(top, size - 1, low + 1)
+    v = tl.where(top, low.to(tl.float32), v)
+    lo_w = v - low.to(tl.float32)
+    return outside, low, high, lo_w, 1.0 - lo_w
+
+
+@triton.jit
+def roi_align_avg_f32(feat_ptr, rois_ptr, out_ptr, C, H, W, scale, offset, sampling_ratio, aligned,
+                      PH: tl.constexpr, PW: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
+    """mmcv's average-mode RoIAlign with ``T = float`` on features of any floating dtype (each loaded value
+    is exact in float32) and float32 RoIs; the result is stored in the output's dtype."""
+    n = tl.program_id(0).to(tl.int64)
+    cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = cs < C
+    bins = tl.arange(0, BLOCK_B)
+    bmask = bins < PH * PW
+    ph = (bins // PW).to(tl.float32)
+    pw = (bins % PW).to(tl.float32)
+    r = rois_ptr + n * 5
+    b = tl.load(r).to(tl.int64)  # int roi_batch_ind = offset_rois[0]
+    roi_start_w = tl.load(r + 1) * scale - offset
+    roi_start_h = tl.load(r + 2) * scale - offset
+    roi_width = (tl.load(r + 3) * scale - offset) - roi_start_w
+    roi_height = (tl.load(r + 4) * scale - offset) - roi_start_h
+    if aligned == 0:
+        roi_width = tl.maximum(roi_width, 1.0)
+        roi_height = tl.maximum(roi_height, 1.0)
+    bin_h = tl.math.div_rn(roi_height, PH * 1.0)  # IEEE division, as nvcc's default and the CPU's
+    bin_w = tl.math.div_rn(roi_width, PW * 1.0)
+    grid_h = tl.where(sampling_ratio > 0, sampling_ratio, tl.ceil(bin_h).to(tl.int32))  # ceilf(roi_height / ph)
+    grid_w = tl.where(sampling_ratio > 0, sampling_ratio, tl.ceil(bin_w).to(tl.int32))
+    count = tl.maximum(grid_h * grid_w, 1).to(tl.float32)
+    y0 = roi_start_h + ph * bin_h
+    x0 = roi_start_w + pw * bin_w
+    base = feat_ptr + b * H * W * C
+    acc = tl.zeros((BLOCK_B, BLOCK_C), tl.float32)
+    iy = grid_h * 0
+    while iy < grid_h:
+        y_out, y_low, y_high, ly, hy = _sample_axis_f32(y0, iy, bin_h, grid_h.to(tl.float32), H)
+        ix = grid_w * 0
+        while ix < grid_w:
+            x_out, x_low, x_high, lx, hx = _sample_axis_f32(x0, ix, bin_w, grid_w.to(tl.float32), W)
+            out_of_map = y_out | x_out
+            m = (bmask & ~out_of_map)[:, None] & cmask[None, :]
+            p1 = ((y_low * W + x_low).to(tl.int64) * C)[:, None] + cs[None, :]
+            p2 = ((y_low * W + x_high).to(tl.int64) * C)[:, None] + cs[None, :]
+            p3 = ((y_high * W + x_low).to(tl.int64) * C)[:, None] + cs[None, :]
+            p4 = ((y_high * W + x_high).to(tl.int64) * C)[:, None] + cs[None, :]
+            v1 = tl.load(base + p1, mask=m, other=0.0).to(tl.float32)
+            v2 = tl.load(base + p2, mask=m, other=0.0).to(tl.float32)
+            v3 = tl.load(base + p3, mask=m, other=0.0).to(tl.float32)
+            v4 = tl.load(base + p4, mask=m, other=0.0).to(tl.float32)
+            val = (hy * hx)[:, None] * v1 + (hy * lx)[:, None] * v2 + (ly * hx)[:, None] * v3 \
+                + (ly * lx)[:, None] * v4
+            acc += tl.where(out_of_map[:, None], 0.0, val)  # bilinear_interpolate returns 0 there
+            ix += 1
+        iy += 1
+    res = tl.math.div_rn(acc, count)
+    out = out_ptr + n * C * (PH * PW) + cs[None, :].to(tl.int64) * (PH * PW) + bins[:, None]
+    tl.store(out, res.to(out_ptr.dtype.element_ty), mask=bmask[:, None] & cmask[None, :])

@@ -1,22 +1,30 @@
-"""The read-only pass's RoIAlign under fp16 on a GPU, as mmcv computes it: **experimental, off by default**.
+"""The read-only pass's RoIAlign on a GPU (Triton): **experimental, off by default** (``fast_roi_align``).
 
-mmcv 2.1's ``roi_align_forward_cuda_kernel`` runs one thread per output value ``(roi, channel, bin)``, as
-its RoIPool does (:mod:`mmdet_ohem.kernels.roi_pool`), and in the H100's fp16 profile of R50-FPN its
-forwards took ~2.1 ms of device time per iteration, two thirds of the RoIs in OHEM's read-only pass.
+mmcv 2.1's ``roi_align_forward_cuda_kernel`` runs one thread per output value ``(roi, channel, bin)`` over
+channels-first features, and under fp16 ``--amp`` it computes in half precision. In the H100's fp16
+profile of R50-FPN its forwards took ~2.1 ms of device time per iteration, two thirds of them for the
+RoIs of OHEM's read-only pass, whose device time (~3.1 ms) the selection's one host read then waits for.
 
-This Triton kernel computes mmcv's average-mode RoIAlign for **float16** features: one program per RoI and
-block of channels, the 49 bins in lanes, each sample's four neighbours loaded as whole channel vectors
-from channels-last features. Unlike a maximum, an average of bilinear samples depends on the order and
-rounding of every operation, so the kernel repeats mmcv's: with ``T = c10::Half`` every operation of
-mmcv's kernel (``a * b``, ``a + b``, ``a / b`` on halves, and on a half and an int) computes in float32
-and rounds to half, so there is no fused multiply-add for the compiler to choose, and the kernel can
-round at each of the same places (``_h`` below). Only fp16 is handled; float32 (where nvcc's
-contractions decide the last bit) and bfloat16 go to mmcv's layer.
+Two Triton kernels, each one program per RoI and block of channels, the bins in lanes, each sample's four
+neighbours loaded as whole channel vectors from channels-last features:
 
-Status: the values equal a direct transcription of mmcv's kernel in PyTorch float16 operations, bit for
-bit, in Triton's interpreter on the CPU (``tests/test_fast_roi_align.py``). **It has not run on a GPU**:
-the ``cuda`` tests comparing it with mmcv's layer, and its timing (``roi_pool_timing --op align``), are in
-``tools/gpu_check.sh`` for the next device session. Until they pass, ``OHEMSampler(fast_roi_align=False)``
+* :func:`roi_align_f32` (what ``fast_roi_align=True`` runs, :func:`readonly_roi_align`): mmcv's arithmetic
+  with ``T = float`` whatever the features' dtype (each float16/bfloat16 value is exact in float32), on
+  float32 RoIs, the result stored in the features' dtype. Under fp16 autocast mmdet's
+  ``SingleRoIExtractor`` hands the layer RoIs rounded to float16, and mmcv's half kernel rounds every
+  coordinate, weight and partial sum to half; the read-only pass's one-read extraction keeps the RoIs in
+  float32 when this kernel runs (:func:`mmdet_ohem.readonly_pass.extract_levels_one_read`), so its RoI
+  features are a float32 RoIAlign of the training pass's feature maps. Bit for bit mmcv's float32 CPU
+  kernel in Triton's interpreter (no fused multiply-adds there, nor in mmcv's CPU build); on a GPU both
+  mmcv's nvcc build and Triton may fuse, each its own way, so they agree to float32 rounding.
+* :func:`roi_align_fp16`: mmcv's half arithmetic, operation by operation (with ``T = c10::Half`` every
+  operation computes in float32 and rounds to half, so there is no fused multiply-add for a compiler to
+  choose; ``_h`` rounds at each of the same places). Equal to a transcription of mmcv's kernel bit for
+  bit in the interpreter. Kept to measure what the half arithmetic costs (``roi_pool_timing --op align``
+  times both; the agreement tool emulates it on the CPU).
+
+**Neither has run on a GPU yet**: the ``cuda`` tests comparing them with mmcv's layer, and their timing,
+are in ``tools/gpu_check.sh`` for the next device session. Until they pass, ``OHEMSampler(fast_roi_align=False)``
 is the default.
 """
 from __future__ import annotations
@@ -27,9 +35,9 @@ from typing import Any, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .roi_pool import channels_last_launch, gradient_free_cuda, patched_forwards
+from .roi_pool import channels_last_launch, patched_forwards, triton_available
 
-__all__ = ['fast_roi_align_layers', 'readonly_roi_align_fp16']
+__all__ = ['fast_roi_align_layers', 'readonly_roi_align', 'roi_align_f32', 'roi_align_fp16']
 
 BLOCK_C = 128  # channels per program (float16: 256 bytes per pixel load)
 NUM_WARPS = 4
@@ -58,25 +66,53 @@ def roi_align_fp16(input: Tensor, rois: Tensor, output_size: Tuple[int, int], sp
     return out
 
 
-def readonly_roi_align_fp16(layer: nn.Module, input: Tensor, rois: Tensor) -> Optional[Tensor]:
-    """``layer(input, rois)`` (an mmcv ``RoIAlign``) by the Triton kernel, or ``None`` where it does not apply:
-    not CUDA, no Triton, not float16 features and RoIs, gradients needed, ``pool_mode='max'`` or
-    torchvision's op, feature maps above 2048 px a side (half-precision coordinates)."""
-    if not gradient_free_cuda(input, rois, (torch.float16, )):
+@functools.lru_cache(maxsize=None)
+def _kernel_f32():
+    from ._roi_align_triton import roi_align_avg_f32  # imports triton
+    return roi_align_avg_f32
+
+
+def roi_align_f32(input: Tensor, rois: Tensor, output_size: Tuple[int, int], spatial_scale: float,
+                  sampling_ratio: int, aligned: bool, block_c: int = BLOCK_C, num_warps: int = NUM_WARPS) -> Tensor:
+    """mmcv's ``roi_align(input.float(), rois.float(), output_size, spatial_scale, sampling_ratio, 'avg',
+    aligned)`` (no gradient), computed in float32 from ``input`` of any floating dtype (each value is exact
+    in float32) and RoIs of any floating dtype, and returned in ``input``'s dtype: ``(n, C, PH, PW)``."""
+    out, launch = channels_last_launch(input, rois.shape[0], output_size, block_c)
+    if launch is None:
+        return out
+    feats, block_b, grid = launch
+    _, c, h, w = input.shape
+    if input.dtype == torch.bfloat16:  # stored in float32 and rounded by torch (Triton's interpreter truncates)
+        out = out.float()
+    _kernel_f32()[grid](feats, rois.float().contiguous(), out, c, h, w, float(spatial_scale),
+                        0.5 if aligned else 0.0, int(sampling_ratio), int(bool(aligned)), PH=output_size[0],
+                        PW=output_size[1], BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps)
+    return out.to(input.dtype)
+
+
+def readonly_roi_align(layer: nn.Module, input: Tensor, rois: Tensor) -> Optional[Tensor]:
+    """``layer(input, rois)`` (an mmcv ``RoIAlign``) in float32 arithmetic by :func:`roi_align_f32`, or ``None``
+    where it does not apply: not CUDA, no Triton, features not float32/float16/bfloat16, gradients needed,
+    ``pool_mode='max'`` or torchvision's op. ``rois`` may be float32 with reduced-precision features."""
+    if not (input.is_cuda and rois.is_cuda and input.dim() == 4 and triton_available()):
+        return None
+    if input.dtype not in (torch.float32, torch.float16, torch.bfloat16) or not rois.is_floating_point():
+        return None
+    if torch.is_grad_enabled() and (input.requires_grad or rois.requires_grad):
         return None
     if layer.pool_mode != 'avg' or getattr(layer, 'use_torchvision', False):
         return None
-    return roi_align_fp16(input, rois, tuple(layer.output_size), float(layer.spatial_scale),
-                          int(layer.sampling_ratio), bool(layer.aligned))
+    return roi_align_f32(input, rois, tuple(layer.output_size), float(layer.spatial_scale),
+                         int(layer.sampling_ratio), bool(layer.aligned))
 
 
 def _fast_forward(layer: nn.Module, original: Any, input: Tensor, rois: Tensor) -> Tensor:
-    out = readonly_roi_align_fp16(layer, input, rois)
-    return original(input, rois) if out is None else out
+    out = readonly_roi_align(layer, input, rois)
+    return original(input, rois.to(input.dtype)) if out is None else out  # mmcv takes the features' dtype
 
 
 def fast_roi_align_layers(layers: Sequence[nn.Module], enabled: bool = True):
     """Inside the block (a context manager), mmcv ``RoIAlign`` layers among ``layers`` run
-    :func:`readonly_roi_align_fp16` where it applies, else their own forward."""
+    :func:`readonly_roi_align` where it applies, else their own forward (on RoIs in the features' dtype)."""
     from mmcv.ops import RoIAlign
     return patched_forwards(layers, RoIAlign, _fast_forward, enabled)

@@ -186,7 +186,7 @@ def gradient_free_cuda(input: Tensor, rois: Tensor, dtypes: Sequence[torch.dtype
 
 def channels_last_launch(input: Tensor, n: int, output_size: Tuple[int, int], block_c: int
                          ) -> Tuple[Tensor, Optional[Tuple[Tensor, int, Tuple[int, int]]]]:
-    """What both kernels start from: the ``(n, C, PH, PW)`` output, and (``None`` when there is nothing to
+    """What the kernels start from: the ``(n, C, PH, PW)`` output, and (``None`` when there is nothing to
     compute) the features in channels-last layout, the bin lanes (a power of 2, at least 16) and the grid
     (one program per RoI and block of ``block_c`` channels)."""
     c = input.shape[1]

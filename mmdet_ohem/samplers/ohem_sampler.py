@@ -394,11 +394,15 @@ class OHEMSampler(MinerMixin, CandidateSampler):
             (:mod:`mmdet_ohem.kernels.roi_pool`): mmcv's values bit for bit, so the same RoIs. The training
             forward keeps mmcv's layer. No effect on the CPU, on RoIAlign, or without Triton. ``False``:
             mmcv's layer in the read-only pass too.
-        fast_roi_align: **Experimental, default ``False``.** On a GPU with Triton, under fp16, the read-only
-            pass's mmcv ``RoIAlign`` layers (average mode: R50-FPN and most mmdet heads) run a Triton kernel
-            that repeats mmcv's half-precision arithmetic operation by operation
-            (:mod:`mmdet_ohem.kernels.roi_align`); equal to a transcription of mmcv's kernel bit for bit in
-            Triton's interpreter, **not yet run on a GPU**. float32 and bf16 keep mmcv's layer.
+        fast_roi_align: **Experimental, default ``False``.** On a GPU with Triton, the read-only pass's mmcv
+            ``RoIAlign`` layers (average mode: R50-FPN and most mmdet heads) run a Triton kernel over
+            channels-last features that computes mmcv's float32 arithmetic whatever the features' dtype, on
+            float32 RoIs (:mod:`mmdet_ohem.kernels.roi_align`); mmdet's ``SingleRoIExtractor`` then also
+            maps the RoIs to FPN levels in float32. Under fp16 ``--amp`` this takes out the half-precision
+            rounding of the RoIs, of their level mapping (whose area overflows float16 above ~256x256 px)
+            and of the samples' sum, which the read-only pass otherwise shares with mmdet's training
+            forward. Equal to mmcv's float32 CPU kernel bit for bit in Triton's interpreter; **not yet run
+            on a GPU**. The training forward keeps mmdet's and mmcv's code.
         pos_sampler, neg_sampler: Libra R-CNN's ``CombinedSampler`` settings; accepted so that its
             config can switch ``type`` alone, and ignored (the build log says so).
 

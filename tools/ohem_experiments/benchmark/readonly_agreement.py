@@ -17,6 +17,24 @@ exact float32 with each of those reductions summed in two halves, i.e. only the 
 The latter is the noise floor: no pass whose rounding differs from the reference's can be expected to
 agree more than a pass that only adds in another order.
 
+Emulations of the fp16 read-only pass (CPU or GPU; with ``--fp16-features`` every pass, the reference
+included, takes the features rounded to float16, a CPU stand-in for features captured under fp16 autocast),
+each float32 but for the rounding it names:
+
+* ``fp16_levels``: mmdet's ``SingleRoIExtractor`` maps the RoIs to FPN levels from float16 RoIs, as under
+  fp16 ``--amp`` (``rois.type_as(feats[0])``): the area ``w * h`` is computed in float16 and overflows to
+  inf above 65,504 px^2, so every RoI larger than ~256x256 px goes to the coarsest level;
+* ``fp16_rois``: that, and the RoI layers get the coordinates rounded to float16;
+* ``fp16_roi_align``: mmcv's RoIAlign kernel with ``T = c10::Half`` (coordinates, weights and the sum of
+  the samples rounded to half: :func:`roi_align_fp16_torch`), the levels mapped in float32;
+* ``fp16_linear``: every linear layer (and convolution) as an fp16 GEMM: float16 operands, float32
+  accumulation, a float16 result;
+* ``fp16_emulated``: all of these at once, the fp16 read-only pass.
+
+``tf32_fast_align`` is the default precision with ``fast_roi_align=True``: on a GPU the float32-arithmetic
+Triton RoIAlign on float32 RoIs and levels (:mod:`mmdet_ohem.kernels.roi_align`); on the CPU it equals
+``tf32``.
+
 Dropout: the read-only pass runs the head in training mode, as the authors' read-only network does, so a
 head with dropout (our VGG16/VGGM ``FRCNBBoxHead``: 0.5 after fc6 and fc7) draws new masks in every pass.
 Compared pass against pass, that measures dropout, not precision. Every pass of one image therefore
@@ -148,12 +166,157 @@ class FixedDropout(TorchFunctionMode):
         return x * keep.to(x.dtype) * (1.0 / (1.0 - p))
 
 
+def _fp16_levels(rois: Tensor, num_levels: int, _map: Callable) -> Tensor:
+    """mmdet's ``map_roi_levels`` as it runs on float16 RoIs under fp16 autocast (the coordinates rounded
+    to float16, and the area ``w * h`` computed in float16, where it overflows to inf above 65,504:
+    ``sqrt(inf)`` then maps the RoI to the coarsest level)."""
+    return _map(rois.half(), num_levels)
+
+
+@contextlib.contextmanager
+def _fp16_roi_coordinates(levels_only: bool):
+    """In the block, mmdet's ``SingleRoIExtractor`` maps the RoIs to FPN levels from float16 RoIs (as under
+    fp16 ``--amp``, where ``forward`` casts them to the features' dtype) and, unless ``levels_only``, mmcv's
+    RoI layers see the coordinates rounded to float16; everything else stays float32."""
+    from mmcv.ops import RoIAlign, RoIPool
+    from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
+    saved = {SingleRoIExtractor: SingleRoIExtractor.map_roi_levels}
+    mapper = saved[SingleRoIExtractor]
+    SingleRoIExtractor.map_roi_levels = lambda self, rois, n: _fp16_levels(rois, n, mapper.__get__(self))
+    if not levels_only:
+        for cls in (RoIAlign, RoIPool):
+            saved[cls] = forward = cls.forward
+            cls.forward = (lambda f: lambda self, x, rois: f(self, x, rois.half().to(rois.dtype)))(forward)
+    try:
+        yield
+    finally:
+        SingleRoIExtractor.map_roi_levels = saved.pop(SingleRoIExtractor)
+        for cls, forward in saved.items():
+            cls.forward = forward
+
+
+def _fp16_linear(x, w, b=None):
+    """An fp16 GEMM as cuBLAS computes it under fp16 autocast: float16 operands, float32 accumulation, the
+    result (bias added) rounded to float16; returned in float32."""
+    return F.linear(x.half().float(), w.half().float(), None if b is None else b.half().float()).half().float()
+
+
+def _fp16_conv(x, w, b=None, *args, **kwargs):
+    return F.conv2d(x.half().float(), w.half().float(), None if b is None else b.half().float(), *args,
+                    **kwargs).half().float()
+
+
+def _h(x: Tensor) -> Tensor:
+    return x.to(torch.float16)
+
+
+def _sample_axis_fp16(start: Tensor, i: int, bin_size: Tensor, grid: Tensor, size: int):
+    """One axis of mmcv's ``bilinear_interpolate`` for sample ``i`` of every bin, with ``T = c10::Half``
+    (float16 tensors: each CPU operation computes in float32 and rounds to half, as a c10::Half one does):
+    outside the map, low and high neighbours, weights towards high and low."""
+    v = start + (torch.tensor(i + 0.5, dtype=torch.float16) * bin_size) / grid
+    outside = (v < -1.0) | (v > size)
+    v = torch.where(v <= 0, torch.zeros_like(v), v)
+    low = v.to(torch.int64)  # truncation, as (int)y
+    top = low >= size - 1
+    low = torch.where(top, torch.full_like(low, size - 1), low)
+    high = torch.where(top, low, low + 1)
+    v = torch.where(top, low.to(torch.float16), v)
+    lo_w = v - low.to(torch.float16)
+    return outside, low, high, lo_w, torch.tensor(1.0, dtype=torch.float16) - lo_w
+
+
+def roi_align_fp16_torch(feats: Tensor, rois: Tensor, output_size: Sequence[int], spatial_scale: float,
+                         sampling_ratio: int, aligned: bool) -> Tensor:
+    """mmcv's average-mode ``roi_align_forward_cuda_kernel`` with ``T = c10::Half``, vectorised over RoIs,
+    bins and channels in float16 CPU tensors (every operation rounded to half, in mmcv's order), so it
+    equals :func:`mmdet_ohem.kernels.roi_align.roi_align_fp16` bit for bit at CPU speed (the Triton
+    interpreter takes about a second per RoI). ``(n, C, PH, PW)`` float16."""
+    feats, rois = feats.half(), rois.half()
+    b, c, height, width = feats.shape
+    ph_n, pw_n = output_size
+    n = rois.shape[0]
+    out = feats.new_zeros((n, c, ph_n, pw_n))
+    if n == 0:
+        return out
+    nhwc = feats.permute(0, 2, 3, 1).reshape(b * height * width, c)
+    scale = torch.tensor(spatial_scale, dtype=torch.float16)
+    offset = torch.tensor(0.5 if aligned else 0.0, dtype=torch.float16)
+    batch = rois[:, 0].float().long()
+    start_w, start_h = rois[:, 1] * scale - offset, rois[:, 2] * scale - offset
+    roi_w, roi_h = (rois[:, 3] * scale - offset) - start_w, (rois[:, 4] * scale - offset) - start_h
+    if not aligned:
+        roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
+    bin_h, bin_w = roi_h / ph_n, roi_w / pw_n
+    grid_h = torch.full((n, ), sampling_ratio) if sampling_ratio > 0 else torch.ceil(bin_h.float()).long()
+    grid_w = torch.full((n, ), sampling_ratio) if sampling_ratio > 0 else torch.ceil(bin_w.float()).long()
+    count = grid_h.mul(grid_w).clamp(min=1).to(torch.float16)
+    ph = torch.arange(ph_n, dtype=torch.float16).repeat_interleave(pw_n)  # the bins, row-major
+    pw = torch.arange(pw_n, dtype=torch.float16).repeat(ph_n)
+    y0 = start_h[:, None] + ph[None] * bin_h[:, None]  # (n, bins)
+    x0 = start_w[:, None] + pw[None] * bin_w[:, None]
+    acc = feats.new_zeros((n, ph_n * pw_n, c))
+    base = (batch * height * width)[:, None]
+    for iy in range(int(grid_h.max().clamp(min=0))):
+        y_out, y_lo, y_hi, ly, hy = _sample_axis_fp16(y0, iy, bin_h[:, None], grid_h[:, None].to(torch.float16),
+                                                      height)
+        for ix in range(int(grid_w.max().clamp(min=0))):
+            x_out, x_lo, x_hi, lx, hx = _sample_axis_fp16(x0, ix, bin_w[:, None],
+                                                          grid_w[:, None].to(torch.float16), width)
+            w = [(hy * hx)[..., None], (hy * lx)[..., None], (ly * hx)[..., None], (ly * lx)[..., None]]
+            v = [nhwc[(base + yy * width + xx).clamp(0, nhwc.shape[0] - 1)]
+                 for yy, xx in ((y_lo, x_lo), (y_lo, x_hi), (y_hi, x_lo), (y_hi, x_hi))]
+            val = w[0] * v[0] + w[1] * v[1] + w[2] * v[2] + w[3] * v[3]
+            live = ~(y_out | x_out) & (iy < grid_h)[:, None] & (ix < grid_w)[:, None]
+            acc = acc + torch.where(live[..., None], val, torch.zeros_like(val))
+    res = acc / count[:, None, None]
+    return res.permute(0, 2, 1).reshape(n, c, ph_n, pw_n).contiguous()
+
+
+@contextlib.contextmanager
+def _fp16_roi_align_arithmetic():
+    """In the block, mmcv's average-mode ``RoIAlign`` computes as its CUDA kernel does on float16 features
+    and RoIs (every operation rounded to half, the sum of the samples included: :func:`roi_align_fp16_torch`);
+    the result is returned in the input's dtype."""
+    from mmcv.ops import RoIAlign
+    forward = RoIAlign.forward
+
+    def half_forward(self, x, rois):
+        if self.pool_mode != 'avg':
+            return forward(self, x, rois)
+        return roi_align_fp16_torch(x, rois, tuple(self.output_size), float(self.spatial_scale),
+                                    int(self.sampling_ratio), bool(self.aligned)).to(x.dtype)
+
+    RoIAlign.forward = half_forward
+    try:
+        yield
+    finally:
+        RoIAlign.forward = forward
+
+
+@contextlib.contextmanager
+def _fp16_emulated():
+    """Every rounding of the fp16 read-only pass: the RoIs' levels and coordinates, mmcv's half RoIAlign,
+    and fp16 GEMMs (:func:`_fp16_roi_coordinates`, :func:`_fp16_roi_align_arithmetic`, :func:`_fp16_linear`)."""
+    with _fp16_roi_coordinates(levels_only=True), _fp16_roi_align_arithmetic(), \
+            _Rewrite(_fp16_linear, _fp16_conv):
+        yield
+
+
 #: Passes that run in float32 on any device with their arithmetic rewritten (see the module docstring).
 EMULATED: Dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     'tf32_emulated': lambda: _Rewrite(_tf32_linear, _tf32_conv),
     'fp32_reordered': lambda: _Rewrite(_reordered_linear, _reordered_conv),
+    'fp16_levels': lambda: _fp16_roi_coordinates(levels_only=True),
+    'fp16_rois': lambda: _fp16_roi_coordinates(levels_only=False),
+    'fp16_roi_align': _fp16_roi_align_arithmetic,
+    'fp16_linear': lambda: _Rewrite(_fp16_linear, _fp16_conv),
+    'fp16_emulated': _fp16_emulated,
 }
-DTYPES = ('tf32', 'fp32', 'fp16', 'bf16') + tuple(EMULATED)
+#: The default read-only precision with ``fast_roi_align=True`` (the float32-arithmetic Triton RoIAlign on
+#: float32 RoIs, :mod:`mmdet_ohem.kernels.roi_align`; on the CPU mmcv's layer runs, so it equals ``tf32``).
+FAST_ALIGN = 'tf32_fast_align'
+DTYPES = ('tf32', 'fp32', 'fp16', 'bf16', FAST_ALIGN) + tuple(EMULATED)
 #: --train-precision: the autocast dtype the features are captured (and the passes run) under.
 TRAIN_PRECISIONS: Dict[str, Optional[torch.dtype]] = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
@@ -161,7 +324,7 @@ TRAIN_PRECISIONS: Dict[str, Optional[torch.dtype]] = {'fp32': None, 'fp16': torc
 def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', seeds: Sequence[int] = (0, 1, 2),
                        dtypes: Sequence[str] = ('tf32', 'fp16', 'bf16'), train_steps: int = 0,
                        lr: float = 0.005, fixed_dropout: bool = True,
-                       train_precision: str = 'fp32') -> Dict[str, object]:
+                       train_precision: str = 'fp32', fp16_features: bool = False) -> Dict[str, object]:
     """Overlap of the mined sets, reduced precision vs float32, over ``len(seeds)`` batches of 2 images.
 
     ``train_steps`` > 0 first trains the detector that many float32 SGD steps on its batch (``lr``), so
@@ -178,6 +341,10 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
 
     ``train_precision`` (a key of :data:`TRAIN_PRECISIONS`): the autocast the features are captured and
     the ``readonly_dtype`` passes run under (see the module docstring); the SGD steps stay float32.
+
+    ``fp16_features``: every pass (the reference included) gets the captured features rounded to float16
+    and back, a stand-in on the CPU for features captured under fp16 autocast (which mmcv's float32-only CPU
+    RoIAlign cannot take on an FPN model) when the ``fp16_*`` emulations are measured.
 
     Raises:
         ValueError: On an unknown ``train_precision``.
@@ -241,6 +408,9 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
             for (args, _), (boxes, is_pos, labels) in zip(inputs, captured):
                 masks = FixedDropout() if fixed_dropout else None
                 feats32 = float32_inputs(args[0])  # the reference's (and the emulations') features
+                if fp16_features:
+                    feats32 = [f.half().float() for f in feats32]
+                    args = (feats32, ) + tuple(args[1:])
                 with masks if masks is not None else contextlib.nullcontext():
                     exact = sampler.head.readonly_losses(feats32, *args[1:5], None).ranking(sampler.ranking_loss)
                 want = sampler._select(exact, boxes, is_pos, labels).indices
@@ -250,6 +420,14 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
                         if d in EMULATED:
                             with EMULATED[d]():
                                 approx = sampler.head.readonly_losses(feats32, *args[1:5], None)
+                        elif d == FAST_ALIGN:  # the default precision with fast_roi_align=True
+                            fast = sampler.head.fast_roi_align
+                            sampler.head.fast_roi_align = True
+                            try:
+                                with amp():
+                                    approx = sampler.head.readonly_losses(*args[:5], READONLY_PRECISIONS['tf32'])
+                            finally:
+                                sampler.head.fast_roi_align = fast
                         else:
                             with amp():
                                 approx = sampler.head.readonly_losses(*args[:5], READONLY_PRECISIONS[d])
@@ -262,7 +440,7 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     return {'model': model, 'size': list(size), 'images': len(spreads), 'train_steps': train_steps, 'lr': lr,
-            'fixed_dropout': fixed_dropout, 'train_precision': train_precision,
+            'fixed_dropout': fixed_dropout, 'train_precision': train_precision, 'fp16_features': fp16_features,
             'final_train_loss': final_losses, 'spread': sum(spreads) / len(spreads),
             'overlap': {d: {'mean': sum(v) / len(v), 'min': min(v), 'all': v} for d, v in overlaps.items()},
             'loss_mass': {d: {'mean': sum(v) / len(v), 'min': min(v)} for d, v in masses.items()}}
@@ -278,7 +456,8 @@ def markdown(rows: Sequence[dict]) -> str:
         cells = [f"{r['overlap'][d]['mean']:.1%} (min {r['overlap'][d]['min']:.1%}), mass "
                  f"{r['loss_mass'][d]['mean']:.4f}" for d in dtypes]
         masks = 'fixed' if r.get('fixed_dropout', False) else 'fresh'
-        lines.append(f"| {r['model']} | {r['size'][0]}x{r['size'][1]} | {r.get('train_precision', 'fp32')} | "
+        precision = r.get('train_precision', 'fp32') + (', fp16-rounded features' if r.get('fp16_features') else '')
+        lines.append(f"| {r['model']} | {r['size'][0]}x{r['size'][1]} | {precision} | "
                      f"{r['train_steps']} | {masks} | {r['images']} | "
                      f"{r['spread']:.2f} | " + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
@@ -304,6 +483,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     p.add_argument('--fresh-dropout', action='store_true',
                    help='let every pass draw its own dropout masks (default: each pass replays the exact '
                         "pass's masks, so that only the precision differs)")
+    p.add_argument('--fp16-features', action='store_true',
+                   help='round the captured features to float16 for every pass, the reference included (a CPU '
+                        'stand-in for features captured under fp16 autocast, for the fp16_* emulations)')
     p.add_argument('--out', default=None, help='JSON of every row; a markdown table goes beside it (.md)')
     args = p.parse_args(argv)
     rows: List[dict] = []
@@ -311,7 +493,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
         for prec, k in [(prec, k) for prec in args.train_precision for k in args.train_steps]:
             r = readonly_agreement(m, args.size or SETTINGS[m], args.device, seeds=args.seeds, dtypes=args.dtypes,
                                    train_steps=k, lr=args.lr, fixed_dropout=not args.fresh_dropout,
-                                   train_precision=prec)
+                                   train_precision=prec, fp16_features=args.fp16_features)
             rows.append(r)
             # Each row as soon as it is measured (a run cut off by a time limit keeps the finished ones).
             print(f"{r['model']} {r['size']} {prec} after {r['train_steps']} steps (loss {r['final_train_loss']}), "

@@ -6,9 +6,10 @@ map, step 1 of :mod:`mmdet_ohem.kernels.roi_pool`) and of the whole Triton path 
 each timed with CUDA events over ``repeats`` calls after a warm-up, the variants interleaved; and whether
 the two outputs are equal bit for bit (NaN where mmcv has NaN).
 
-``--op align`` times the experimental fp16 RoIAlign (:mod:`mmdet_ohem.kernels.roi_align`) against mmcv's
+``--op align`` times the experimental RoIAlign kernels (:mod:`mmdet_ohem.kernels.roi_align`: float32
+arithmetic on fp16 features, what ``fast_roi_align=True`` runs, and mmcv's half arithmetic) against mmcv's fp16
 ``RoIAlign`` (``sampling_ratio=0``, aligned) on R50-FPN's four levels at 800x1333, each with RoIs of the sizes
-mmdet's ``SingleRoIExtractor`` maps to it.
+mmdet's ``SingleRoIExtractor`` maps to it, and reports each one's largest difference from mmcv's float32 layer.
 
 Usage (from ``tools/``)::
 
@@ -117,7 +118,11 @@ ALIGN_LEVELS = [((2, 256, 200, 334, 1 / 4), (16, 112)), ((2, 256, 100, 167, 1 / 
 
 
 def time_roi_align(per_image: int = 500, repeats: int = 50) -> List[dict]:
-    """One row per R50-FPN level: mmcv's fp16 ``RoIAlign`` against the Triton kernel (gradients off)."""
+    """One row per R50-FPN level: mmcv's fp16 ``RoIAlign`` against the two Triton kernels (gradients off):
+    ``roi_align_fp16`` (mmcv's half arithmetic, bit for bit: ``fp16_differ`` counts values that differ) and
+    ``readonly_roi_align`` (float32 arithmetic on the fp16 features and float32 RoIs, what
+    ``fast_roi_align=True`` runs: ``f32_max_err`` is its largest difference from mmcv's float32 layer on
+    the same values, ``mmcv_fp16_max_err`` that of mmcv's fp16 layer)."""
     from mmcv.ops import RoIAlign
 
     from mmdet_ohem.kernels import roi_align as ra
@@ -131,28 +136,37 @@ def time_roi_align(per_image: int = 500, repeats: int = 50) -> List[dict]:
             ctr = torch.rand(per_image, 2, generator=g) * torch.tensor([w / scale, h / scale])
             boxes = torch.cat([ctr - side / 2, ctr + side / 2], 1)
             parts.append(torch.cat([boxes.new_full((per_image, 1), i), boxes], 1))
-        rois = torch.cat(parts).cuda().half()
+        rois32 = torch.cat(parts).cuda()
+        rois = rois32.half()
         layer = RoIAlign((7, 7), scale, sampling_ratio=0)
         with torch.no_grad():
             want = layer(feats, rois)
-            got = ra.readonly_roi_align_fp16(layer, feats, rois)
-            differ = int((got != want).sum()) if got is not None else -1
+            exact = layer(feats.float(), rois32)
+            half = ra.roi_align_fp16(feats, rois, (7, 7), scale, 0, True)
+            f32 = ra.readonly_roi_align(layer, feats, rois32)
             ms = _events_ms({'mmcv': lambda: layer(feats, rois),
-                             'triton': lambda: ra.readonly_roi_align_fp16(layer, feats, rois)}, repeats)
+                             'triton_fp16': lambda: ra.roi_align_fp16(feats, rois, (7, 7), scale, 0, True),
+                             'triton_f32': lambda: ra.readonly_roi_align(layer, feats, rois32)}, repeats)
         rows.append(dict(features=[b, c, h, w], rois=f'{lo}-{hi} px', num_rois=int(rois.shape[0]), dtype='fp16',
-                         mmcv_ms=ms['mmcv'], triton_ms=ms['triton'], speedup=ms['mmcv'] / ms['triton'],
-                         values_differ=differ))
-        print(f"align {(b, c, h, w)}: mmcv {ms['mmcv']:.3f} ms, triton {ms['triton']:.3f} ms, {differ} values differ",
-              flush=True)
+                         mmcv_ms=ms['mmcv'], triton_fp16_ms=ms['triton_fp16'], triton_f32_ms=ms['triton_f32'],
+                         speedup=ms['mmcv'] / ms['triton_f32'], fp16_differ=int((half != want).sum()),
+                         f32_max_err=float((f32.float() - exact).abs().max()),
+                         mmcv_fp16_max_err=float((want.float() - exact).abs().max())))
+        r = rows[-1]
+        print(f"align {(b, c, h, w)}: mmcv {ms['mmcv']:.3f} ms, triton fp16 {ms['triton_fp16']:.3f} ms "
+              f"({r['fp16_differ']} values differ), triton f32 {ms['triton_f32']:.3f} ms (max err {r['f32_max_err']:.2e}"
+              f" against mmcv fp16's {r['mmcv_fp16_max_err']:.2e})", flush=True)
     return rows
 
 
 def align_table(rows: List[dict]) -> str:
-    lines = ['| level features (B, C, H, W) | RoIs | dtype | mmcv RoIAlign ms | Triton ms | speed-up | values differing |',
-             '|---|---|---|---|---|---|---|']
+    lines = ['| level features (B, C, H, W) | RoIs | mmcv fp16 RoIAlign ms | Triton float32 arithmetic ms | speed-up '
+             '| max error vs float32 (Triton / mmcv fp16) | Triton half arithmetic ms | its values differing from mmcv |',
+             '|---|---|---|---|---|---|---|---|']
     for r in rows:
-        lines.append(f"| {tuple(r['features'])} | {r['num_rois']} of {r['rois']} | {r['dtype']} | {r['mmcv_ms']:.3f} "
-                     f"| {r['triton_ms']:.3f} | {r['speedup']:.2f}x | {r['values_differ']} |")
+        lines.append(f"| {tuple(r['features'])} | {r['num_rois']} of {r['rois']} | {r['mmcv_ms']:.3f} "
+                     f"| {r['triton_f32_ms']:.3f} | {r['speedup']:.2f}x | {r['f32_max_err']:.1e} / "
+                     f"{r['mmcv_fp16_max_err']:.1e} | {r['triton_fp16_ms']:.3f} | {r['fp16_differ']} |")
     return '\n'.join(lines)
 
 
@@ -170,7 +184,7 @@ def table(rows: List[dict]) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--op', choices=['pool', 'align'], default='pool',
-                   help="'align': the experimental fp16 RoIAlign on R50-FPN's levels instead")
+                   help="'align': the experimental RoIAlign kernels on R50-FPN's levels instead")
     p.add_argument('--sizes', nargs='+', default=list(SIZES), choices=list(SIZES))
     p.add_argument('--dtypes', nargs='+', default=['fp32', 'fp16'], choices=['fp32', 'fp16'])
     p.add_argument('--per-image', type=int, default=2000)
@@ -183,7 +197,7 @@ def main(argv=None) -> None:
         raise SystemExit('roi_pool_timing needs a CUDA GPU (mmcv has no CPU RoIPool)')
     if args.op == 'align':
         rows = time_roi_align(per_image=args.per_image // 4, repeats=args.repeats)
-        text = (f'# Read-only RoIAlign (fp16): mmcv vs Triton ({torch.cuda.get_device_name()}, '
+        text = (f'# Read-only RoIAlign on fp16 features: mmcv vs Triton ({torch.cuda.get_device_name()}, '
                 f'torch {torch.__version__})\n\nCommand: `python -m ohem_experiments.benchmark.roi_pool_timing --op align'
                 f' --per-image {args.per_image} --repeats {args.repeats}`; medians of CUDA-event times, gradients off; '
                 f'per level a quarter of --per-image RoIs per image.\n\n' + align_table(rows) + '\n')
