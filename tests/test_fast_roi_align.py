@@ -148,27 +148,77 @@ def test_fp16_kernel_equals_mmcvs_roi_align_on_the_gpu():
 @pytest.mark.cuda
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
 def test_float32_kernel_matches_mmcvs_float_roi_align_on_the_gpu(dtype):
-    """On the GPU both mmcv's float kernel (nvcc) and Triton may fuse multiply-adds, each its own way, so
-    the float32 results agree to float32 rounding rather than bit for bit; in the features' dtype within
-    one unit in the last place."""
+    """The kernel runs without fused multiply-adds, as mmcv's CPU build computes: bit for bit mmcv's float32
+    CPU ``roi_align`` (on the first 200 RoIs of each case, to bound the CPU's time). mmcv's CUDA build lets
+    nvcc fuse, so against its float32 layer the values agree to float32 rounding (and, rounded to the
+    features' dtype, within one unit in the last place)."""
     pytest.importorskip('triton')
-    from mmcv.ops import RoIAlign
+    from mmcv.ops import RoIAlign, roi_align
     gen = torch.Generator().manual_seed(6)
     for (b, c, height, width, scale, n, sr, aligned) in GPU_CASES:
-        feats = torch.randn(b, c, height, width, generator=gen).cuda().to(dtype)
+        feats = torch.randn(b, c, height, width, generator=gen).to(dtype)
         rois = some_rois(gen, n, height / scale, width / scale, b).float()
         rois[:, 1:] += torch.rand(rois.shape[0], 4, generator=gen)  # not float16 values
-        rois = rois.cuda()
         layer = RoIAlign((7, 7), scale, sampling_ratio=sr, aligned=aligned)
         with torch.no_grad():
-            exact = layer(feats.float(), rois)
-            got = ra.readonly_roi_align(layer, feats, rois)
+            exact = layer(feats.float().cuda(), rois.cuda())
+            got = ra.readonly_roi_align(layer, feats.cuda(), rois.cuda())
         assert got is not None and got.dtype == dtype
         err = (got.float() - exact).abs()
         tol = 1e-5 * exact.abs() + 1e-6 if dtype == torch.float32 else \
             torch.finfo(dtype).eps * exact.abs() + torch.finfo(dtype).tiny
         assert (err <= tol).all(), (dtype, height, width, sr, float(err.max()))
         assert (exact != 0).any()
+        sub = torch.arange(min(200, n))
+        if aligned:  # mmcv's CPU kernel asserts a non-negative size there
+            sub = sub[((rois[sub, 3] >= rois[sub, 1]) & (rois[sub, 4] >= rois[sub, 2]))]
+        cpu = roi_align(feats.float(), rois[sub], (7, 7), scale, sr, 'avg', aligned).to(dtype)
+        assert torch.equal(got[sub.cuda()].cpu(), cpu), (dtype, height, width, sr)
+
+
+COMPILE_SM90 = r"""
+import json, sys
+import triton
+try:
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+except ImportError as e:
+    print(json.dumps({'skip': f'no ahead-of-time compilation API in triton {triton.__version__}: {e}'}))
+    sys.exit(0)
+from mmdet_ohem.kernels import roi_align as ra
+from mmdet_ohem.kernels._roi_align_triton import roi_align_avg_f16, roi_align_avg_f32
+res = {}
+for name, fn, feat, rois, out in (('f32_fp16', roi_align_avg_f32, '*fp16', '*fp32', '*fp16'),
+                                  ('f32_fp32', roi_align_avg_f32, '*fp32', '*fp32', '*fp32'),
+                                  ('f16', roi_align_avg_f16, '*fp16', '*fp16', '*fp16')):
+    sig = dict(feat_ptr=feat, rois_ptr=rois, out_ptr=out, C='i32', H='i32', W='i32', scale='fp32', offset='fp32',
+               sampling_ratio='i32', aligned='i32', PH='constexpr', PW='constexpr', BLOCK_B='constexpr',
+               BLOCK_C='constexpr')
+    src = ASTSource(fn=fn, signature=sig, constexprs=dict(PH=7, PW=7, BLOCK_B=64, BLOCK_C=ra.F32_BLOCK_C))
+    ptx = triton.compile(src, target=GPUTarget('cuda', 90, 32),
+                         options=dict(num_warps=ra.F32_NUM_WARPS, enable_fp_fusion=False)).asm['ptx']
+    res[name] = dict(fma=ptx.count('fma.rn.f32'), div_rn=ptx.count('div.rn.f32'), div_full=ptx.count('div.full'))
+print(json.dumps(res))
+"""
+
+
+def test_kernels_compile_for_sm90_as_written():
+    """Triton's interpreter runs the kernels as Python; the GPU compiler is stricter. Both RoIAlign kernels
+    compile for an H100/H200 (sm_90) on this machine (in a process without ``TRITON_INTERPRET``), with no
+    fused multiply-add in either (the half kernel rounds after every operation; the float32 one is launched
+    with ``enable_fp_fusion=False``) and IEEE divisions."""
+    import json
+    import subprocess
+    import sys
+    pytest.importorskip('triton')
+    env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
+    proc = subprocess.run([sys.executable, '-c', COMPILE_SM90], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    if 'skip' in res:
+        pytest.skip(res['skip'])
+    for name, counts in res.items():
+        assert counts['fma'] == 0 and counts['div_rn'] > 0 and counts['div_full'] == 0, (name, counts)
 
 
 @pytest.mark.parametrize('sampling_ratio, aligned', [(0, True), (2, True), (0, False), (3, False)])

@@ -68,6 +68,8 @@ VGG16_VARIANTS=${VGG16_VARIANTS:-$BENCH_VARIANTS ours_mmcv_pool}  # + the read-o
 R50_VARIANTS=${R50_VARIANTS:-$BENCH_VARIANTS ours_fast_align}  # + the experimental fp16 Triton RoIAlign (R50-FPN
 # has RoIAlign: ours_mmcv_pool would equal ours there)
 ROIPOOL_LAUNCHES=${ROIPOOL_LAUNCHES:-32x2 64x8 128x4 128x8 256x8}  # roipool: launch shapes timed beside the default
+ALIGN_LAUNCHES=${ALIGN_LAUNCHES:-128x4 64x4 64x8 32x8 16x4}  # roipool: the float32 RoIAlign's launch shapes timed
+# beside its default 32x4 (ptxas: 128x4 spills 880 bytes, 64x4 and 128x8 112 bytes, 32x4 none)
 WARMUP=${WARMUP:-3}
 . tools/gpu_device_setup.sh
 DEADLINE=${DEADLINE:-540}  # seconds after START by which everything is packed (call with timeout_s >= +40)
@@ -103,7 +105,8 @@ if want roipool; then
         --launches $ROIPOOL_LAUNCHES --out '$OUT/roi_pool.json' > '$OUT/roi_pool.log' 2>&1"
     grep -h '^|' "$OUT/roi_pool.md" 2>/dev/null | while read -r line; do note "  $line"; done  # the table, in progress.log
     run_step 60 'read-only RoIAlign on fp16 features: mmcv vs Triton (experimental)' bash -c "cd tools && python3 -m \
-        ohem_experiments.benchmark.roi_pool_timing --op align --out '$OUT/roi_align.json' > '$OUT/roi_align.log' 2>&1"
+        ohem_experiments.benchmark.roi_pool_timing --op align --launches $ALIGN_LAUNCHES --out '$OUT/roi_align.json' \
+        > '$OUT/roi_align.log' 2>&1"
     grep -h '^|' "$OUT/roi_align.md" 2>/dev/null | while read -r line; do note "  $line"; done
 fi
 if want tests; then

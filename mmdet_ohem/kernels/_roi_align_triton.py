@@ -144,10 +144,10 @@ def roi_align_avg_f32(feat_ptr, rois_ptr, out_ptr, C, H, W, scale, offset, sampl
             x_out, x_low, x_high, lx, hx = _sample_axis_f32(x0, ix, bin_w, grid_w.to(tl.float32), W)
             out_of_map = y_out | x_out
             m = (bmask & ~out_of_map)[:, None] & cmask[None, :]
-            p1 = ((y_low * W + x_low).to(tl.int64) * C)[:, None] + cs[None, :]
-            p2 = ((y_low * W + x_high).to(tl.int64) * C)[:, None] + cs[None, :]
-            p3 = ((y_high * W + x_low).to(tl.int64) * C)[:, None] + cs[None, :]
-            p4 = ((y_high * W + x_high).to(tl.int64) * C)[:, None] + cs[None, :]
+            p1 = ((y_low * W + x_low) * C)[:, None] + cs[None, :]  # int32: the caller checks H * W * C < 2**31
+            p2 = ((y_low * W + x_high) * C)[:, None] + cs[None, :]
+            p3 = ((y_high * W + x_low) * C)[:, None] + cs[None, :]
+            p4 = ((y_high * W + x_high) * C)[:, None] + cs[None, :]
             v1 = tl.load(base + p1, mask=m, other=0.0).to(tl.float32)
             v2 = tl.load(base + p2, mask=m, other=0.0).to(tl.float32)
             v3 = tl.load(base + p3, mask=m, other=0.0).to(tl.float32)

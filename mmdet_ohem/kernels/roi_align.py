@@ -14,17 +14,20 @@ neighbours loaded as whole channel vectors from channels-last features:
   ``SingleRoIExtractor`` hands the layer RoIs rounded to float16, and mmcv's half kernel rounds every
   coordinate, weight and partial sum to half; the read-only pass's one-read extraction keeps the RoIs in
   float32 when this kernel runs (:func:`mmdet_ohem.readonly_pass.extract_levels_one_read`), so its RoI
-  features are a float32 RoIAlign of the training pass's feature maps. Bit for bit mmcv's float32 CPU
-  kernel in Triton's interpreter (no fused multiply-adds there, nor in mmcv's CPU build); on a GPU both
-  mmcv's nvcc build and Triton may fuse, each its own way, so they agree to float32 rounding.
+  features are a float32 RoIAlign of the training pass's feature maps. It is launched with
+  ``enable_fp_fusion=False``, so it computes as mmcv's CPU build does (no fused multiply-adds): bit for
+  bit mmcv's float32 CPU kernel in Triton's interpreter (tested), and so on a GPU (the ``cuda`` test
+  checks); mmcv's CUDA build lets nvcc fuse, so against it the values agree to float32 rounding.
 * :func:`roi_align_fp16`: mmcv's half arithmetic, operation by operation (with ``T = c10::Half`` every
   operation computes in float32 and rounds to half, so there is no fused multiply-add for a compiler to
   choose; ``_h`` rounds at each of the same places). Equal to a transcription of mmcv's kernel bit for
   bit in the interpreter. Kept to measure what the half arithmetic costs (``roi_pool_timing --op align``
   times both; the agreement tool emulates it on the CPU).
 
-**Neither has run on a GPU yet**: the ``cuda`` tests comparing them with mmcv's layer, and their timing,
-are in ``tools/gpu_check.sh`` for the next device session. Until they pass, ``OHEMSampler(fast_roi_align=False)``
+Both compile for sm_90 with Triton's compiler on a machine without a GPU, with no ``fma`` and IEEE
+divisions in the PTX (``test_kernels_compile_for_sm90_as_written``). **Neither has run on a GPU yet**: the
+``cuda`` tests comparing them with mmcv's layer, and their timing, are in ``tools/gpu_check.sh`` for the
+next device session. Until they pass, ``OHEMSampler(fast_roi_align=False)``
 is the default.
 """
 from __future__ import annotations
@@ -39,8 +42,14 @@ from .roi_pool import channels_last_launch, patched_forwards, triton_available
 
 __all__ = ['fast_roi_align_layers', 'readonly_roi_align', 'roi_align_f32', 'roi_align_fp16']
 
-BLOCK_C = 128  # channels per program (float16: 256 bytes per pixel load)
+BLOCK_C = 128  # channels per program of the half-arithmetic kernel (float16: 256 bytes per pixel load)
 NUM_WARPS = 4
+#: Launch of the float32-arithmetic kernel: 32 channels, 4 warps, i.e. 16 of the (64 bin lanes x 32
+#: channels) values per thread. ptxas (Triton 3.6's, sm_90a, ``-v``) gives it 212 registers and no spills;
+#: 128 x 4, the half kernel's, needs 255 registers and spills 880 bytes (64 x 4 and 128 x 8: 112 bytes).
+#: Not timed on a GPU yet: ``roi_pool_timing --op align --launches`` times others beside it.
+F32_BLOCK_C = 32
+F32_NUM_WARPS = 4
 
 
 @functools.lru_cache(maxsize=None)
@@ -73,10 +82,18 @@ def _kernel_f32():
 
 
 def roi_align_f32(input: Tensor, rois: Tensor, output_size: Tuple[int, int], spatial_scale: float,
-                  sampling_ratio: int, aligned: bool, block_c: int = BLOCK_C, num_warps: int = NUM_WARPS) -> Tensor:
+                  sampling_ratio: int, aligned: bool, block_c: int = F32_BLOCK_C,
+                  num_warps: int = F32_NUM_WARPS) -> Tensor:
     """mmcv's ``roi_align(input.float(), rois.float(), output_size, spatial_scale, sampling_ratio, 'avg',
     aligned)`` (no gradient), computed in float32 from ``input`` of any floating dtype (each value is exact
-    in float32) and RoIs of any floating dtype, and returned in ``input``'s dtype: ``(n, C, PH, PW)``."""
+    in float32) and RoIs of any floating dtype, and returned in ``input``'s dtype: ``(n, C, PH, PW)``.
+
+    Raises:
+        ValueError: If one image's feature map has 2**31 values or more (the kernel's offsets are int32).
+    """
+    if input.shape[1] * input.shape[2] * input.shape[3] >= 2 ** 31:
+        raise ValueError(f'roi_align_f32: a feature map of {tuple(input.shape[1:])} (C, H, W) per image has '
+                         f'2**31 values or more')
     out, launch = channels_last_launch(input, rois.shape[0], output_size, block_c)
     if launch is None:
         return out
@@ -86,14 +103,15 @@ def roi_align_f32(input: Tensor, rois: Tensor, output_size: Tuple[int, int], spa
         out = out.float()
     _kernel_f32()[grid](feats, rois.float().contiguous(), out, c, h, w, float(spatial_scale),
                         0.5 if aligned else 0.0, int(sampling_ratio), int(bool(aligned)), PH=output_size[0],
-                        PW=output_size[1], BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps)
+                        PW=output_size[1], BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps,
+                        enable_fp_fusion=False)  # mmcv's CPU arithmetic: no fused multiply-adds
     return out.to(input.dtype)
 
 
 def readonly_roi_align(layer: nn.Module, input: Tensor, rois: Tensor) -> Optional[Tensor]:
     """``layer(input, rois)`` (an mmcv ``RoIAlign``) in float32 arithmetic by :func:`roi_align_f32`, or ``None``
     where it does not apply: not CUDA, no Triton, features not float32/float16/bfloat16, gradients needed,
-    ``pool_mode='max'`` or torchvision's op. ``rois`` may be float32 with reduced-precision features."""
+    ``pool_mode='max'`` or torchvision's op, 2**31 or more values per image. ``rois`` may be float32 with reduced-precision features."""
     if not (input.is_cuda and rois.is_cuda and input.dim() == 4 and triton_available()):
         return None
     if input.dtype not in (torch.float32, torch.float16, torch.bfloat16) or not rois.is_floating_point():
@@ -101,6 +119,8 @@ def readonly_roi_align(layer: nn.Module, input: Tensor, rois: Tensor) -> Optiona
     if torch.is_grad_enabled() and (input.requires_grad or rois.requires_grad):
         return None
     if layer.pool_mode != 'avg' or getattr(layer, 'use_torchvision', False):
+        return None
+    if input.shape[1] * input.shape[2] * input.shape[3] >= 2 ** 31:  # int32 offsets
         return None
     return roi_align_f32(input, rois, tuple(layer.output_size), float(layer.spatial_scale),
                          int(layer.sampling_ratio), bool(layer.aligned))

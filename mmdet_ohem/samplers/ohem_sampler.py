@@ -401,8 +401,9 @@ class OHEMSampler(MinerMixin, CandidateSampler):
             maps the RoIs to FPN levels in float32. Under fp16 ``--amp`` this takes out the half-precision
             rounding of the RoIs, of their level mapping (whose area overflows float16 above ~256x256 px)
             and of the samples' sum, which the read-only pass otherwise shares with mmdet's training
-            forward. Equal to mmcv's float32 CPU kernel bit for bit in Triton's interpreter; **not yet run
-            on a GPU**. The training forward keeps mmdet's and mmcv's code.
+            forward. Equal to mmcv's float32 CPU kernel bit for bit in Triton's interpreter (it fuses no
+            multiply-add, on a GPU either); **not yet run on a GPU**. The training forward keeps mmdet's and
+            mmcv's code.
         pos_sampler, neg_sampler: Libra R-CNN's ``CombinedSampler`` settings; accepted so that its
             config can switch ``type`` alone, and ignored (the build log says so).
 

@@ -117,12 +117,14 @@ ALIGN_LEVELS = [((2, 256, 200, 334, 1 / 4), (16, 112)), ((2, 256, 100, 167, 1 / 
                 ((2, 256, 50, 84, 1 / 16), (224, 448)), ((2, 256, 25, 42, 1 / 32), (448, 800))]
 
 
-def time_roi_align(per_image: int = 500, repeats: int = 50) -> List[dict]:
+def time_roi_align(per_image: int = 500, repeats: int = 50, launches: Sequence[str] = ()) -> List[dict]:
     """One row per R50-FPN level: mmcv's fp16 ``RoIAlign`` against the two Triton kernels (gradients off):
     ``roi_align_fp16`` (mmcv's half arithmetic, bit for bit: ``fp16_differ`` counts values that differ) and
     ``readonly_roi_align`` (float32 arithmetic on the fp16 features and float32 RoIs, what
     ``fast_roi_align=True`` runs: ``f32_max_err`` is its largest difference from mmcv's float32 layer on
-    the same values, ``mmcv_fp16_max_err`` that of mmcv's fp16 layer)."""
+    the same values, ``mmcv_fp16_max_err`` that of mmcv's fp16 layer). ``launches``: other launch shapes of
+    the float32 kernel to time, each ``'<channels per program>x<warps>'`` (their values must equal the
+    default launch's: ``f32_launch_differ``)."""
     from mmcv.ops import RoIAlign
 
     from mmdet_ohem.kernels import roi_align as ra
@@ -144,14 +146,24 @@ def time_roi_align(per_image: int = 500, repeats: int = 50) -> List[dict]:
             exact = layer(feats.float(), rois32)
             half = ra.roi_align_fp16(feats, rois, (7, 7), scale, 0, True)
             f32 = ra.readonly_roi_align(layer, feats, rois32)
-            ms = _events_ms({'mmcv': lambda: layer(feats, rois),
-                             'triton_fp16': lambda: ra.roi_align_fp16(feats, rois, (7, 7), scale, 0, True),
-                             'triton_f32': lambda: ra.readonly_roi_align(layer, feats, rois32)}, repeats)
+            fns = {'mmcv': lambda: layer(feats, rois),
+                   'triton_fp16': lambda: ra.roi_align_fp16(feats, rois, (7, 7), scale, 0, True),
+                   'triton_f32': lambda: ra.readonly_roi_align(layer, feats, rois32)}
+            launch_differ = 0
+            for shape in launches:
+                bc, nw = (int(v) for v in shape.split('x'))
+                fns[shape] = functools.partial(ra.roi_align_f32, feats, rois32, (7, 7), scale, 0, True,
+                                               block_c=bc, num_warps=nw)
+                launch_differ += int((fns[shape]() != f32).sum())
+            ms = _events_ms(fns, repeats)
+        best = min(['triton_f32', *launches], key=ms.get)
         rows.append(dict(features=[b, c, h, w], rois=f'{lo}-{hi} px', num_rois=int(rois.shape[0]), dtype='fp16',
                          mmcv_ms=ms['mmcv'], triton_fp16_ms=ms['triton_fp16'], triton_f32_ms=ms['triton_f32'],
                          speedup=ms['mmcv'] / ms['triton_f32'], fp16_differ=int((half != want).sum()),
                          f32_max_err=float((f32.float() - exact).abs().max()),
-                         mmcv_fp16_max_err=float((want.float() - exact).abs().max())))
+                         mmcv_fp16_max_err=float((want.float() - exact).abs().max()),
+                         launches={k: ms[k] for k in launches}, f32_launch_differ=launch_differ,
+                         best=f'{ra.F32_BLOCK_C}x{ra.F32_NUM_WARPS}' if best == 'triton_f32' else best))
         r = rows[-1]
         print(f"align {(b, c, h, w)}: mmcv {ms['mmcv']:.3f} ms, triton fp16 {ms['triton_fp16']:.3f} ms "
               f"({r['fp16_differ']} values differ), triton f32 {ms['triton_f32']:.3f} ms (max err {r['f32_max_err']:.2e}"
@@ -161,12 +173,13 @@ def time_roi_align(per_image: int = 500, repeats: int = 50) -> List[dict]:
 
 def align_table(rows: List[dict]) -> str:
     lines = ['| level features (B, C, H, W) | RoIs | mmcv fp16 RoIAlign ms | Triton float32 arithmetic ms | speed-up '
-             '| max error vs float32 (Triton / mmcv fp16) | Triton half arithmetic ms | its values differing from mmcv |',
-             '|---|---|---|---|---|---|---|---|']
+             '| max error vs float32 (Triton / mmcv fp16) | Triton half arithmetic ms | its values differing from mmcv '
+             '| float32 kernel, other launch shapes ms (best) |', '|---|---|---|---|---|---|---|---|---|']
     for r in rows:
         lines.append(f"| {tuple(r['features'])} | {r['num_rois']} of {r['rois']} | {r['mmcv_ms']:.3f} "
                      f"| {r['triton_f32_ms']:.3f} | {r['speedup']:.2f}x | {r['f32_max_err']:.1e} / "
-                     f"{r['mmcv_fp16_max_err']:.1e} | {r['triton_fp16_ms']:.3f} | {r['fp16_differ']} |")
+                     f"{r['mmcv_fp16_max_err']:.1e} | {r['triton_fp16_ms']:.3f} | {r['fp16_differ']} | "
+                     + (', '.join(f'{k}: {v:.3f}' for k, v in r['launches'].items()) or '-') + f" ({r['best']}) |")
     return '\n'.join(lines)
 
 
@@ -196,10 +209,12 @@ def main(argv=None) -> None:
     if not torch.cuda.is_available():
         raise SystemExit('roi_pool_timing needs a CUDA GPU (mmcv has no CPU RoIPool)')
     if args.op == 'align':
-        rows = time_roi_align(per_image=args.per_image // 4, repeats=args.repeats)
+        rows = time_roi_align(per_image=args.per_image // 4, repeats=args.repeats, launches=args.launches)
         text = (f'# Read-only RoIAlign on fp16 features: mmcv vs Triton ({torch.cuda.get_device_name()}, '
                 f'torch {torch.__version__})\n\nCommand: `python -m ohem_experiments.benchmark.roi_pool_timing --op align'
-                f' --per-image {args.per_image} --repeats {args.repeats}`; medians of CUDA-event times, gradients off; '
+                f' --per-image {args.per_image} --repeats {args.repeats}'
+                + (f' --launches {" ".join(args.launches)}' if args.launches else '')
+                + '`; medians of CUDA-event times, gradients off; '
                 f'per level a quarter of --per-image RoIs per image.\n\n' + align_table(rows) + '\n')
     else:
         rows = time_roi_pool(args.sizes, dtypes=args.dtypes, per_image=args.per_image, repeats=args.repeats,
