@@ -1,10 +1,12 @@
-"""The read-only pass's fp16 Triton RoIAlign (mmdet_ohem.kernels.roi_align, experimental, off by default).
+"""The read-only pass's Triton RoIAlign kernels (mmdet_ohem.kernels.roi_align; ``fast_roi_align``,
+experimental, off by default).
 
-On the CPU the kernel runs in Triton's interpreter against a direct transcription of mmcv 2.1's
-``roi_align_forward_cuda_kernel`` (average mode) with ``T = c10::Half``: every operation of mmcv's kernel
-on halves computes in float and rounds to half, as PyTorch's CPU float16 operations do, so the
-transcription below uses float16 tensors and numpy float16 scalars. The ``cuda`` tests compare the kernel
-with mmcv's layer itself.
+On the CPU the kernels run in Triton's interpreter. The float32-arithmetic kernel (what ``fast_roi_align``
+runs) is compared with mmcv's own float32 CPU ``roi_align``. The half-arithmetic kernel is compared with a
+direct transcription of mmcv 2.1's ``roi_align_forward_cuda_kernel`` (average mode) with ``T = c10::Half``:
+every operation of mmcv's kernel on halves computes in float and rounds to half, as PyTorch's CPU float16
+operations do, so the transcription below uses float16 tensors and numpy float16 scalars. The ``cuda``
+tests compare the kernels with mmcv's layer itself.
 """
 import math
 import os
