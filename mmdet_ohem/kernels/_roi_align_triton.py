@@ -1,4 +1,4 @@
-"""The Triton kernel of :mod:`mmdet_ohem.kernels.roi_align` (imported only when it runs: it imports triton)."""
+"""The Triton kernels of :mod:`mmdet_ohem.kernels.roi_align` (imported only when one runs: it imports triton)."""
 import triton
 import triton.language as tl
 
@@ -9,34 +9,75 @@ __all__ = ['roi_align_avg_f16', 'roi_align_avg_f32']
 def _h(x):  # round to float16, as every c10::Half operation does
     return x.to(tl.float16).to(tl.float32)
 
+
 @triton.jit
-def _sample_axis(start, i, bin_size, grid, size):
-    """One axis of sample ``i`` in each bin and of mmcv's ``bilinear_interpolate`` for it: whether it lies
-    outside the map (``< -1`` or ``> size``), the low and high neighbours (clamped as mmcv does) and the
-    weights ``l`` (towards high) and ``h = 1 - l``, each rounded to half as in mmcv's kernel."""
-    # start + static_cast<T>(i + .5f) * bin_size / static_cast<T>(roi_bin_grid)
-    v = _h(start + _h(tl.math.div_rn(_h(_h(i.to(tl.float32) + 0.5) * bin_size), grid)))
+def _clamp_axis(v, size):
+    """mmcv's ``bilinear_interpolate`` on one axis of sample position ``v``: whether it lies outside the map
+    (``< -1`` or ``> size``), the low and high neighbours (clamped as mmcv does) and the position used for
+    the weights."""
     outside = (v < -1.0) | (v > size)
     v = tl.where(v <= 0.0, 0.0, v)
     low = v.to(tl.int32)
     top = low >= size - 1
     low = tl.where(top, size - 1, low)
     high = tl.where(top, size - 1, low + 1)
-    v = tl.where(top, low.to(tl.float32), v)
+    return outside, low, high, tl.where(top, low.to(tl.float32), v)
+
+
+@triton.jit
+def _sample_axis(start, i, bin_size, grid, size):
+    """One axis of sample ``i`` in each bin, with every operation rounded to half as in mmcv's half kernel:
+    :func:`_clamp_axis`, then the weights ``l`` (towards high) and ``h = 1 - l``."""
+    # start + static_cast<T>(i + .5f) * bin_size / static_cast<T>(roi_bin_grid)
+    v = _h(start + _h(tl.math.div_rn(_h(_h(i.to(tl.float32) + 0.5) * bin_size), grid)))
+    outside, low, high, v = _clamp_axis(v, size)
     lo_w = _h(v - low.to(tl.float32))
     return outside, low, high, lo_w, _h(1.0 - lo_w)
 
 
 @triton.jit
-def roi_align_avg_f16(feat_ptr, rois_ptr, out_ptr, C, H, W, scale, offset, sampling_ratio, aligned,
-                      PH: tl.constexpr, PW: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
+def _sample_axis_f32(start, i, bin_size, grid, size):
+    """:func:`_sample_axis` in float32, as mmcv's float kernel computes it."""
+    v = start + tl.math.div_rn((i.to(tl.float32) + 0.5) * bin_size, grid)
+    outside, low, high, v = _clamp_axis(v, size)
+    lo_w = v - low.to(tl.float32)
+    return outside, low, high, lo_w, 1.0 - lo_w
+
+
+@triton.jit
+def _lanes(C, PH: tl.constexpr, PW: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's RoI, its channels and bins (lanes) with their masks, and each bin's row and column."""
     n = tl.program_id(0).to(tl.int64)
     cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    cmask = cs < C
     bins = tl.arange(0, BLOCK_B)
-    bmask = bins < PH * PW
-    ph = (bins // PW).to(tl.float32)
-    pw = (bins % PW).to(tl.float32)
+    return n, cs, cs < C, bins, bins < PH * PW, (bins // PW).to(tl.float32), (bins % PW).to(tl.float32)
+
+
+@triton.jit
+def _neighbours(base, y_low, y_high, x_low, x_high, W, C, cs, m):
+    """Each bin's sample's four neighbours over the block's channels, channels-last, as float32 (0 where
+    ``m`` is off). Offsets are int32 (the callers check that a map has fewer than 2**31 values)."""
+    r1 = ((y_low * W + x_low) * C)[:, None] + cs[None, :]
+    r2 = ((y_low * W + x_high) * C)[:, None] + cs[None, :]
+    r3 = ((y_high * W + x_low) * C)[:, None] + cs[None, :]
+    r4 = ((y_high * W + x_high) * C)[:, None] + cs[None, :]
+    return (tl.load(base + r1, mask=m, other=0.0).to(tl.float32), tl.load(base + r2, mask=m, other=0.0).to(tl.float32),
+            tl.load(base + r3, mask=m, other=0.0).to(tl.float32), tl.load(base + r4, mask=m, other=0.0).to(tl.float32))
+
+
+@triton.jit
+def _store(out_ptr, res, n, cs, cmask, bins, bmask, C, PH: tl.constexpr, PW: tl.constexpr):
+    """``res`` (bins x channels) into ``out[n]``, laid out ``(C, PH, PW)``, in the output's dtype."""
+    out = out_ptr + n * C * (PH * PW) + cs[None, :].to(tl.int64) * (PH * PW) + bins[:, None]
+    tl.store(out, res.to(out_ptr.dtype.element_ty), mask=bmask[:, None] & cmask[None, :])
+
+
+@triton.jit
+def roi_align_avg_f16(feat_ptr, rois_ptr, out_ptr, C, H, W, scale, offset, sampling_ratio, aligned,
+                      PH: tl.constexpr, PW: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
+    """mmcv's average-mode RoIAlign with ``T = c10::Half``: float16 features and RoIs, every operation rounded
+    to half (``_h``) where mmcv's kernel rounds."""
+    n, cs, cmask, bins, bmask, ph, pw = _lanes(C, PH, PW, BLOCK_B, BLOCK_C)
     r = rois_ptr + n * 5
     b = tl.load(r).to(tl.float32).to(tl.int64)  # int roi_batch_ind = offset_rois[0]
     roi_start_w = _h(_h(tl.load(r + 1).to(tl.float32) * scale) - offset)
@@ -71,39 +112,15 @@ def roi_align_avg_f16(feat_ptr, rois_ptr, out_ptr, C, H, W, scale, offset, sampl
             w2 = _h(hy * lx)
             w3 = _h(ly * hx)
             w4 = _h(ly * lx)
-            m = (bmask & ~out_of_map)[:, None] & cmask[None, :]
-            p1 = ((y_low * W + x_low).to(tl.int64) * C)[:, None] + cs[None, :]
-            p2 = ((y_low * W + x_high).to(tl.int64) * C)[:, None] + cs[None, :]
-            p3 = ((y_high * W + x_low).to(tl.int64) * C)[:, None] + cs[None, :]
-            p4 = ((y_high * W + x_high).to(tl.int64) * C)[:, None] + cs[None, :]
-            v1 = tl.load(base + p1, mask=m, other=0.0).to(tl.float32)
-            v2 = tl.load(base + p2, mask=m, other=0.0).to(tl.float32)
-            v3 = tl.load(base + p3, mask=m, other=0.0).to(tl.float32)
-            v4 = tl.load(base + p4, mask=m, other=0.0).to(tl.float32)
+            v1, v2, v3, v4 = _neighbours(base, y_low, y_high, x_low, x_high, W, C, cs,
+                                         (bmask & ~out_of_map)[:, None] & cmask[None, :])
             val = _h(_h(_h(_h(w1[:, None] * v1) + _h(w2[:, None] * v2)) + _h(w3[:, None] * v3))
                      + _h(w4[:, None] * v4))
             val = tl.where(out_of_map[:, None], 0.0, val)  # bilinear_interpolate returns 0 there
             acc = _h(acc + val)  # output_val += val
             ix += 1
         iy += 1
-    res = _h(tl.math.div_rn(acc, count))
-    out = out_ptr + n * C * (PH * PW) + cs[None, :].to(tl.int64) * (PH * PW) + bins[:, None]
-    tl.store(out, res.to(tl.float16), mask=bmask[:, None] & cmask[None, :])
-
-
-@triton.jit
-def _sample_axis_f32(start, i, bin_size, grid, size):
-    """:func:`_sample_axis` in float32, as mmcv's float kernel computes it (no rounding to half)."""
-    v = start + tl.math.div_rn((i.to(tl.float32) + 0.5) * bin_size, grid)
-    outside = (v < -1.0) | (v > size)
-    v = tl.where(v <= 0.0, 0.0, v)
-    low = v.to(tl.int32)
-    top = low >= size - 1
-    low = tl.where(top, size - 1, low)
-    high = tl.where(top, size - 1, low + 1)
-    v = tl.where(top, low.to(tl.float32), v)
-    lo_w = v - low.to(tl.float32)
-    return outside, low, high, lo_w, 1.0 - lo_w
+    _store(out_ptr, _h(tl.math.div_rn(acc, count)), n, cs, cmask, bins, bmask, C, PH, PW)
 
 
 @triton.jit
@@ -111,13 +128,7 @@ def roi_align_avg_f32(feat_ptr, rois_ptr, out_ptr, C, H, W, scale, offset, sampl
                       PH: tl.constexpr, PW: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
     """mmcv's average-mode RoIAlign with ``T = float`` on features of any floating dtype (each loaded value
     is exact in float32) and float32 RoIs; the result is stored in the output's dtype."""
-    n = tl.program_id(0).to(tl.int64)
-    cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    cmask = cs < C
-    bins = tl.arange(0, BLOCK_B)
-    bmask = bins < PH * PW
-    ph = (bins // PW).to(tl.float32)
-    pw = (bins % PW).to(tl.float32)
+    n, cs, cmask, bins, bmask, ph, pw = _lanes(C, PH, PW, BLOCK_B, BLOCK_C)
     r = rois_ptr + n * 5
     b = tl.load(r).to(tl.int64)  # int roi_batch_ind = offset_rois[0]
     roi_start_w = tl.load(r + 1) * scale - offset
@@ -143,20 +154,11 @@ def roi_align_avg_f32(feat_ptr, rois_ptr, out_ptr, C, H, W, scale, offset, sampl
         while ix < grid_w:
             x_out, x_low, x_high, lx, hx = _sample_axis_f32(x0, ix, bin_w, grid_w.to(tl.float32), W)
             out_of_map = y_out | x_out
-            m = (bmask & ~out_of_map)[:, None] & cmask[None, :]
-            p1 = ((y_low * W + x_low) * C)[:, None] + cs[None, :]  # int32: the caller checks H * W * C < 2**31
-            p2 = ((y_low * W + x_high) * C)[:, None] + cs[None, :]
-            p3 = ((y_high * W + x_low) * C)[:, None] + cs[None, :]
-            p4 = ((y_high * W + x_high) * C)[:, None] + cs[None, :]
-            v1 = tl.load(base + p1, mask=m, other=0.0).to(tl.float32)
-            v2 = tl.load(base + p2, mask=m, other=0.0).to(tl.float32)
-            v3 = tl.load(base + p3, mask=m, other=0.0).to(tl.float32)
-            v4 = tl.load(base + p4, mask=m, other=0.0).to(tl.float32)
+            v1, v2, v3, v4 = _neighbours(base, y_low, y_high, x_low, x_high, W, C, cs,
+                                         (bmask & ~out_of_map)[:, None] & cmask[None, :])
             val = (hy * hx)[:, None] * v1 + (hy * lx)[:, None] * v2 + (ly * hx)[:, None] * v3 \
                 + (ly * lx)[:, None] * v4
             acc += tl.where(out_of_map[:, None], 0.0, val)  # bilinear_interpolate returns 0 there
             ix += 1
         iy += 1
-    res = tl.math.div_rn(acc, count)
-    out = out_ptr + n * C * (PH * PW) + cs[None, :].to(tl.int64) * (PH * PW) + bins[:, None]
-    tl.store(out, res.to(out_ptr.dtype.element_ty), mask=bmask[:, None] & cmask[None, :])
+    _store(out_ptr, tl.math.div_rn(acc, count), n, cs, cmask, bins, bmask, C, PH, PW)

@@ -52,33 +52,47 @@ F32_BLOCK_C = 32
 F32_NUM_WARPS = 4
 
 
+def _fits_int32(input: Tensor) -> bool:
+    return input.shape[1] * input.shape[2] * input.shape[3] < 2 ** 31
+
+
 @functools.lru_cache(maxsize=None)
-def _kernel():
-    from ._roi_align_triton import roi_align_avg_f16  # imports triton
-    return roi_align_avg_f16
+def _kernels() -> dict:
+    from ._roi_align_triton import roi_align_avg_f16, roi_align_avg_f32  # imports triton
+    return {'fp16': roi_align_avg_f16, 'f32': roi_align_avg_f32}
+
+
+def _launch(name: str, input: Tensor, rois: Tensor, output_size: Tuple[int, int], scale: float,
+            sampling_ratio: int, aligned: bool, block_c: int, num_warps: int, out_dtype: torch.dtype,
+            **options: Any) -> Tensor:
+    """Runs kernel ``name`` of :func:`_kernels` over ``rois``: ``(n, C, PH, PW)`` in ``out_dtype``."""
+    if not _fits_int32(input):  # the kernels' offsets within one image are int32
+        raise ValueError(f'roi_align ({name}): a feature map of {tuple(input.shape[1:])} (C, H, W) per image has '
+                         f'2**31 values or more')
+    out, launch = channels_last_launch(input, rois.shape[0], output_size, block_c)
+    if launch is None:
+        return out
+    feats, block_b, grid = launch
+    _, c, h, w = input.shape
+    out = out.to(out_dtype)
+    _kernels()[name][grid](feats, rois.contiguous(), out, c, h, w, scale, 0.5 if aligned else 0.0,
+                           int(sampling_ratio), int(bool(aligned)), PH=output_size[0], PW=output_size[1],
+                           BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps, **options)
+    return out
 
 
 def roi_align_fp16(input: Tensor, rois: Tensor, output_size: Tuple[int, int], spatial_scale: float,
                    sampling_ratio: int, aligned: bool, block_c: int = BLOCK_C,
                    num_warps: int = NUM_WARPS) -> Tensor:
     """mmcv's ``roi_align(input, rois, output_size, spatial_scale, sampling_ratio, 'avg', aligned)`` for
-    float16 ``input`` and ``rois`` (no gradient): ``(n, C, PH, PW)`` float16."""
-    out, launch = channels_last_launch(input, rois.shape[0], output_size, block_c)
-    if launch is None:
-        return out
-    feats, block_b, grid = launch
-    _, c, h, w = input.shape
+    float16 ``input`` and ``rois`` (no gradient): ``(n, C, PH, PW)`` float16.
+
+    Raises:
+        ValueError: As :func:`roi_align_f32`.
+    """
     scale = float(torch.tensor(spatial_scale, dtype=torch.float16))  # static_cast<scalar_t>(spatial_scale)
-    _kernel()[grid](feats, rois.contiguous(), out, c, h, w, scale, 0.5 if aligned else 0.0, int(sampling_ratio),
-                    int(bool(aligned)), PH=output_size[0], PW=output_size[1], BLOCK_B=block_b, BLOCK_C=block_c,
-                    num_warps=num_warps)
-    return out
-
-
-@functools.lru_cache(maxsize=None)
-def _kernel_f32():
-    from ._roi_align_triton import roi_align_avg_f32  # imports triton
-    return roi_align_avg_f32
+    return _launch('fp16', input, rois, output_size, scale, sampling_ratio, aligned, block_c, num_warps,
+                   torch.float16)
 
 
 def roi_align_f32(input: Tensor, rois: Tensor, output_size: Tuple[int, int], spatial_scale: float,
@@ -91,20 +105,10 @@ def roi_align_f32(input: Tensor, rois: Tensor, output_size: Tuple[int, int], spa
     Raises:
         ValueError: If one image's feature map has 2**31 values or more (the kernel's offsets are int32).
     """
-    if input.shape[1] * input.shape[2] * input.shape[3] >= 2 ** 31:
-        raise ValueError(f'roi_align_f32: a feature map of {tuple(input.shape[1:])} (C, H, W) per image has '
-                         f'2**31 values or more')
-    out, launch = channels_last_launch(input, rois.shape[0], output_size, block_c)
-    if launch is None:
-        return out
-    feats, block_b, grid = launch
-    _, c, h, w = input.shape
-    if input.dtype == torch.bfloat16:  # stored in float32 and rounded by torch (Triton's interpreter truncates)
-        out = out.float()
-    _kernel_f32()[grid](feats, rois.float().contiguous(), out, c, h, w, float(spatial_scale),
-                        0.5 if aligned else 0.0, int(sampling_ratio), int(bool(aligned)), PH=output_size[0],
-                        PW=output_size[1], BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps,
-                        enable_fp_fusion=False)  # mmcv's CPU arithmetic: no fused multiply-adds
+    # bfloat16 is stored in float32 and rounded by torch (Triton's interpreter truncates to bfloat16)
+    out = _launch('f32', input, rois.float(), output_size, float(spatial_scale), sampling_ratio, aligned, block_c,
+                  num_warps, torch.float32 if input.dtype == torch.bfloat16 else input.dtype,
+                  enable_fp_fusion=False)  # mmcv's CPU arithmetic: no fused multiply-adds
     return out.to(input.dtype)
 
 
@@ -120,7 +124,7 @@ def readonly_roi_align(layer: nn.Module, input: Tensor, rois: Tensor) -> Optiona
         return None
     if layer.pool_mode != 'avg' or getattr(layer, 'use_torchvision', False):
         return None
-    if input.shape[1] * input.shape[2] * input.shape[3] >= 2 ** 31:  # int32 offsets
+    if not _fits_int32(input):
         return None
     return roi_align_f32(input, rois, tuple(layer.output_size), float(layer.spatial_scale),
                          int(layer.sampling_ratio), bool(layer.aligned))
