@@ -564,3 +564,46 @@ def test_fast_roi_align_on_the_cpu_is_mmcvs_float32_pass(tiny_fpn, monkeypatch):
     with pytest.raises(TypeError, match="fast_roi_align must be True or False, got 'yes'"):
         TASK_UTILS.build(dict(type='OHEMSampler', num=64, fast_roi_align='yes'),
                          default_args=dict(context=model.roi_head))
+
+
+def test_opt_in_float32_roi_levels_fixes_mmdets_fp16_area_overflow(monkeypatch, tmp_path):
+    """mmdet_ohem.compat.fp32_roi_levels (opt-in, by import or custom_imports): under fp16 autocast mmdet's
+    extractor maps a 300x300 px RoI to the coarsest level (its float16 area overflows); with the fix it maps
+    it to level 2, as float32 training does, through the extractor's forward too; float32 RoIs map as
+    before; idempotent. ``import mmdet_ohem`` alone does not apply it."""
+    import importlib
+    import sys
+
+    importlib.import_module('mmdet_ohem')
+    from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
+    from mmdet.registry import MODELS
+    assert not getattr(SingleRoIExtractor.map_roi_levels, '_mmdet_ohem_fp32', False)
+    ext = MODELS.build(dict(type='SingleRoIExtractor', out_channels=2, featmap_strides=[4, 8, 16, 32],
+                            roi_layer=dict(type='RoIAlign', output_size=1, sampling_ratio=0)))
+    ext.roi_layers = torch.nn.ModuleList(_RecordingRoILayer(i) for i in range(4))
+    rois = torch.tensor([[0, 10.3, 20.1, 40.7, 60.9], [0, 1000.3, 0.0, 1300.3, 300.0], [0, 0.1, 0.0, 600.1, 600.0]])
+    feats = [torch.zeros(1, 2, 4, 4, dtype=torch.float16) for _ in range(4)]
+
+    def levels_through_forward():
+        return ext(feats, rois)[:, 0, 0, 0].tolist()  # each RoI's level, in the RoIs' order
+
+    with torch.autocast('cpu', dtype=torch.float16):
+        assert ext.map_roi_levels(rois.half(), 4).tolist() == [0, 3, 3]
+        assert levels_through_forward() == [0, 3, 3]  # mmdet's forward casts to float16 itself
+    want32 = ext.map_roi_levels(rois, 4)
+    monkeypatch.setattr(SingleRoIExtractor, 'map_roi_levels', SingleRoIExtractor.map_roi_levels)  # restored after
+    cfg = tmp_path / 'opt_in.py'  # the documented opt-in: a config's custom_imports
+    cfg.write_text("custom_imports = dict(imports=['mmdet_ohem', 'mmdet_ohem.compat.fp32_roi_levels'], "
+                   "allow_failed_imports=False)\n")
+    first = 'mmdet_ohem.compat.fp32_roi_levels' not in sys.modules
+    Config.fromfile(str(cfg))
+    assert getattr(SingleRoIExtractor.map_roi_levels, '_mmdet_ohem_fp32', False) or not first
+    module = importlib.import_module('mmdet_ohem.compat.fp32_roi_levels')
+    module.float32_roi_levels()
+    module.float32_roi_levels()  # idempotent: wrapped once
+    assert getattr(SingleRoIExtractor.map_roi_levels, '_mmdet_ohem_fp32', False)
+    assert not getattr(SingleRoIExtractor.map_roi_levels.__wrapped__, '_mmdet_ohem_fp32', False)
+    with torch.autocast('cpu', dtype=torch.float16):
+        assert ext.map_roi_levels(rois.half(), 4).tolist() == [0, 2, 3]
+        assert levels_through_forward() == [0, 2, 3]
+    assert torch.equal(ext.map_roi_levels(rois, 4), want32)
