@@ -206,10 +206,6 @@ def _fp16_conv(x, w, b=None, *args, **kwargs):
                     **kwargs).half().float()
 
 
-def _h(x: Tensor) -> Tensor:
-    return x.to(torch.float16)
-
-
 def _sample_axis_fp16(start: Tensor, i: int, bin_size: Tensor, grid: Tensor, size: int):
     """One axis of mmcv's ``bilinear_interpolate`` for sample ``i`` of every bin, with ``T = c10::Half``
     (float16 tensors: each CPU operation computes in float32 and rounds to half, as a c10::Half one does):
