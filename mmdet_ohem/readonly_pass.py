@@ -276,12 +276,10 @@ def extract_levels_one_read(ext: nn.Module, feats: Sequence[Tensor], rois: Tenso
         float32_rois: See above.
     """
     num_levels = len(feats)
-    if float32_rois and num_levels == 1:  # mmdet's one-level path, without the cast (and, as there,
-        # without roi_scale_factor)
-        return ext.roi_layers[0](feats[0], rois) if rois.shape[0] else \
-            feats[0].new_zeros((0, ext.out_channels, *ext.roi_layers[0].output_size))
-    if num_levels == 1 or rois.shape[0] == 0:  # mmdet's own path makes no read there
+    if rois.shape[0] == 0 or (num_levels == 1 and not float32_rois):  # mmdet's own path makes no read there
         return type(ext).forward(ext, feats, rois, roi_scale_factor)
+    if num_levels == 1:  # mmdet's one-level path without the cast (and, as there, without roi_scale_factor)
+        return ext.roi_layers[0](feats[0], rois)
     if not float32_rois:
         rois = rois.type_as(feats[0])
     target_lvls = ext.map_roi_levels(rois, num_levels)

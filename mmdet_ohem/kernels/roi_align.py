@@ -38,7 +38,7 @@ from typing import Any, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .roi_pool import channels_last_launch, patched_forwards, triton_available
+from .roi_pool import channels_last_launch, gradient_free_cuda, patched_forwards
 
 __all__ = ['fast_roi_align_layers', 'readonly_roi_align', 'roi_align_f32', 'roi_align_fp16']
 
@@ -69,12 +69,11 @@ def _launch(name: str, input: Tensor, rois: Tensor, output_size: Tuple[int, int]
     if not _fits_int32(input):  # the kernels' offsets within one image are int32
         raise ValueError(f'roi_align ({name}): a feature map of {tuple(input.shape[1:])} (C, H, W) per image has '
                          f'2**31 values or more')
-    out, launch = channels_last_launch(input, rois.shape[0], output_size, block_c)
+    out, launch = channels_last_launch(input, rois.shape[0], output_size, block_c, out_dtype)
     if launch is None:
         return out
     feats, block_b, grid = launch
     _, c, h, w = input.shape
-    out = out.to(out_dtype)
     _kernels()[name][grid](feats, rois.contiguous(), out, c, h, w, scale, 0.5 if aligned else 0.0,
                            int(sampling_ratio), int(bool(aligned)), PH=output_size[0], PW=output_size[1],
                            BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps, **options)
@@ -116,15 +115,9 @@ def readonly_roi_align(layer: nn.Module, input: Tensor, rois: Tensor) -> Optiona
     """``layer(input, rois)`` (an mmcv ``RoIAlign``) in float32 arithmetic by :func:`roi_align_f32`, or ``None``
     where it does not apply: not CUDA, no Triton, features not float32/float16/bfloat16, gradients needed,
     ``pool_mode='max'`` or torchvision's op, 2**31 or more values per image. ``rois`` may be float32 with reduced-precision features."""
-    if not (input.is_cuda and rois.is_cuda and input.dim() == 4 and triton_available()):
+    if not gradient_free_cuda(input, rois, (torch.float32, torch.float16, torch.bfloat16), float32_math=True):
         return None
-    if input.dtype not in (torch.float32, torch.float16, torch.bfloat16) or not rois.is_floating_point():
-        return None
-    if torch.is_grad_enabled() and (input.requires_grad or rois.requires_grad):
-        return None
-    if layer.pool_mode != 'avg' or getattr(layer, 'use_torchvision', False):
-        return None
-    if not _fits_int32(input):
+    if layer.pool_mode != 'avg' or getattr(layer, 'use_torchvision', False) or not _fits_int32(input):
         return None
     return roi_align_f32(input, rois, tuple(layer.output_size), float(layer.spatial_scale),
                          int(layer.sampling_ratio), bool(layer.aligned))

@@ -170,27 +170,30 @@ def _bin_bounds(input: Tensor, rois: Tensor, output_size: Tuple[int, int], spati
     return argmax
 
 
-def gradient_free_cuda(input: Tensor, rois: Tensor, dtypes: Sequence[torch.dtype]) -> bool:
+def gradient_free_cuda(input: Tensor, rois: Tensor, dtypes: Sequence[torch.dtype], float32_math: bool = False
+                       ) -> bool:
     """Whether a read-only Triton path applies to ``input``/``rois``: both on CUDA with Triton, ``input``
-    ``(B, C, H, W)`` of one of ``dtypes`` and ``rois`` of the same dtype, no gradient needed (a training
-    forward runs mmcv's layer, which has the backward), and feature maps no larger than 2048 px a side (the
-    kernels' coordinates must be exact in float16)."""
+    ``(B, C, H, W)`` of one of ``dtypes``, no gradient needed (a training forward runs mmcv's layer, which
+    has the backward), and ``rois`` of ``input``'s dtype with feature maps no larger than 2048 px a side (the
+    kernels' coordinates must be exact in float16) unless ``float32_math`` (a kernel that computes its
+    coordinates in float32: RoIs of any floating dtype, any size)."""
     if not (input.is_cuda and rois.is_cuda and input.dim() == 4 and triton_available()):
         return False
-    if input.dtype not in dtypes or rois.dtype != input.dtype:
+    if input.dtype not in dtypes or not rois.is_floating_point():
         return False
     if torch.is_grad_enabled() and (input.requires_grad or rois.requires_grad):
         return False
-    return max(input.shape[2], input.shape[3]) <= 2048
+    return float32_math or (rois.dtype == input.dtype and max(input.shape[2], input.shape[3]) <= 2048)
 
 
-def channels_last_launch(input: Tensor, n: int, output_size: Tuple[int, int], block_c: int
+def channels_last_launch(input: Tensor, n: int, output_size: Tuple[int, int], block_c: int,
+                         out_dtype: Optional[torch.dtype] = None
                          ) -> Tuple[Tensor, Optional[Tuple[Tensor, int, Tuple[int, int]]]]:
-    """What the kernels start from: the ``(n, C, PH, PW)`` output, and (``None`` when there is nothing to
-    compute) the features in channels-last layout, the bin lanes (a power of 2, at least 16) and the grid
-    (one program per RoI and block of ``block_c`` channels)."""
+    """What the kernels start from: the ``(n, C, PH, PW)`` output (``out_dtype``, default ``input``'s), and
+    (``None`` when there is nothing to compute) the features in channels-last layout, the bin lanes (a power
+    of 2, at least 16) and the grid (one program per RoI and block of ``block_c`` channels)."""
     c = input.shape[1]
-    out = input.new_empty((n, c, *output_size))
+    out = input.new_empty((n, c, *output_size), dtype=out_dtype)
     if n == 0 or c == 0:
         return out, None
     block_b = max(16, 1 << (output_size[0] * output_size[1] - 1).bit_length())

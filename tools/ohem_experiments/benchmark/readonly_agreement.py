@@ -60,6 +60,7 @@ import argparse
 import contextlib
 import json
 from pathlib import Path
+from unittest import mock
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -166,33 +167,23 @@ class FixedDropout(TorchFunctionMode):
         return x * keep.to(x.dtype) * (1.0 / (1.0 - p))
 
 
-def _fp16_levels(rois: Tensor, num_levels: int, _map: Callable) -> Tensor:
-    """mmdet's ``map_roi_levels`` as it runs on float16 RoIs under fp16 autocast (the coordinates rounded
-    to float16, and the area ``w * h`` computed in float16, where it overflows to inf above 65,504:
-    ``sqrt(inf)`` then maps the RoI to the coarsest level)."""
-    return _map(rois.half(), num_levels)
-
-
 @contextlib.contextmanager
 def _fp16_roi_coordinates(levels_only: bool):
-    """In the block, mmdet's ``SingleRoIExtractor`` maps the RoIs to FPN levels from float16 RoIs (as under
-    fp16 ``--amp``, where ``forward`` casts them to the features' dtype) and, unless ``levels_only``, mmcv's
-    RoI layers see the coordinates rounded to float16; everything else stays float32."""
+    """In the block, mmdet's ``SingleRoIExtractor`` maps the RoIs to FPN levels from float16 RoIs, as under
+    fp16 ``--amp``, where ``forward`` casts them to the features' dtype: the coordinates are rounded to
+    float16 and the area ``w * h`` is a float16 product, which overflows to inf above 65,504 (``sqrt(inf)``
+    then maps the RoI to the coarsest level). Unless ``levels_only``, mmcv's RoI layers also see the
+    coordinates rounded to float16. Everything else stays float32."""
     from mmcv.ops import RoIAlign, RoIPool
     from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
-    saved = {SingleRoIExtractor: SingleRoIExtractor.map_roi_levels}
-    mapper = saved[SingleRoIExtractor]
-    SingleRoIExtractor.map_roi_levels = lambda self, rois, n: _fp16_levels(rois, n, mapper.__get__(self))
-    if not levels_only:
-        for cls in (RoIAlign, RoIPool):
-            saved[cls] = forward = cls.forward
-            cls.forward = (lambda f: lambda self, x, rois: f(self, x, rois.half().to(rois.dtype)))(forward)
-    try:
+    mapper = SingleRoIExtractor.map_roi_levels
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.object(SingleRoIExtractor, 'map_roi_levels',
+                                              lambda self, rois, n: mapper(self, rois.half(), n)))
+        for cls in () if levels_only else (RoIAlign, RoIPool):
+            stack.enter_context(mock.patch.object(cls, 'forward', (lambda f: lambda self, x, rois: f(
+                self, x, rois.half().to(rois.dtype)))(cls.forward)))
         yield
-    finally:
-        SingleRoIExtractor.map_roi_levels = saved.pop(SingleRoIExtractor)
-        for cls, forward in saved.items():
-            cls.forward = forward
 
 
 def _fp16_linear(x, w, b=None):
@@ -283,11 +274,8 @@ def _fp16_roi_align_arithmetic():
         return roi_align_fp16_torch(x, rois, tuple(self.output_size), float(self.spatial_scale),
                                     int(self.sampling_ratio), bool(self.aligned)).to(x.dtype)
 
-    RoIAlign.forward = half_forward
-    try:
+    with mock.patch.object(RoIAlign, 'forward', half_forward):
         yield
-    finally:
-        RoIAlign.forward = forward
 
 
 @contextlib.contextmanager
