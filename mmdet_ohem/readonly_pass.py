@@ -632,6 +632,27 @@ def batch_feature_view(per_image: Sequence[Sequence[Tensor]]) -> Optional[Tuple[
     return (levels, index) if index is not None else None
 
 
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def loss_settings(module: Optional[nn.Module]) -> tuple:
+    """A loss module's class and public settings that are numbers, strings or tuples/lists of them (e.g.
+    ``SmoothL1Loss``'s ``beta`` and ``loss_weight``, ``CrossEntropyLoss``'s ``class_weight``), as a hashable
+    tuple: what a CUDA graph of its forward has baked in. ``()`` for ``None``."""
+    if module is None:
+        return ()
+    items = []
+    for name, value in sorted(vars(module).items()):
+        if name.startswith('_') or name == 'training':
+            continue
+        if isinstance(value, (list, tuple)) and all(isinstance(v, _SCALARS) for v in value):
+            value = tuple(value)
+        elif not isinstance(value, _SCALARS):
+            continue
+        items.append((name, value))
+    return (type(module).__qualname__, ) + tuple(items)
+
+
 class RowRanking:
     """A :attr:`~RoIHeadAdapter.batchable` head's read-only targets, per-row losses and ranking loss as one
     function of per-row tensors (a :class:`~mmdet_ohem.selection.RankingFront`): no host read, shapes fixed
@@ -639,8 +660,11 @@ class RowRanking:
     (:func:`~mmdet_ohem.selection.select_hard_examples_front`). The same operations as
     :meth:`RoIHeadAdapter.readonly_losses_batch`'s targets and losses, so the same values.
 
-    What it bakes in beyond the inputs (``key``): the head (its loss modules and their settings), the
-    ranking mode, ``pos_weight`` and the box coder's means and stds.
+    What it bakes in beyond the inputs (``key``): the head, the ranking mode, ``pos_weight``, the box
+    coder's means and stds, and the loss modules' settings as they are now (:func:`loss_settings`): a captured
+    graph holds the Python numbers its kernels were launched with, and some heads change them during
+    training (Dynamic R-CNN's ``DynamicRoIHead`` sets ``loss_bbox.beta`` every 100 iterations), so a change
+    makes a new key, and a new graph, instead of a replay with the old value.
     """
 
     def __init__(self, adapter: 'RoIHeadAdapter', mode: str) -> None:
@@ -648,7 +672,9 @@ class RowRanking:
             raise ValueError(f"ranking_loss must be one of 'cls', 'loc', 'cls+loc', got {mode!r}")
         self.head, self.mode, self.pos_weight = adapter.bbox_head, mode, adapter.pos_weight
         coder = self.head.bbox_coder
-        self.key = ('RowRanking', id(self.head), mode, self.pos_weight, tuple(coder.means), tuple(coder.stds))
+        self.key = ('RowRanking', id(self.head), mode, self.pos_weight, tuple(coder.means), tuple(coder.stds),
+                    loss_settings(getattr(self.head, 'loss_cls', None)),
+                    loss_settings(getattr(self.head, 'loss_bbox', None)))
 
     def deltas(self, boxes: Tensor, gt_boxes: Tensor) -> Tensor:
         """The box targets, in the boxes' dtype as mmdet's (fp16 proposals under --amp give fp16 targets)."""

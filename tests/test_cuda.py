@@ -382,3 +382,24 @@ def test_vgg16_ohem_trains_amp_steps_with_the_selection_as_a_cuda_graph(vgg_ohem
     for losses_b, boxes, args, kwargs, gpu_indices, device in calls:
         cpu = select_hard_examples(losses_b, boxes, *args, **{**kwargs, 'method': 'host'})
         assert cpu.indices.tolist() == gpu_indices.tolist()
+
+
+def test_selection_graph_follows_dynamic_rcnns_smooth_l1_beta():
+    """A captured CUDA graph replays the numbers it was captured with. Dynamic R-CNN's head moves its SmoothL1
+    ``beta`` during training; after it does, the selection (a graph of its own, its key holding the loss
+    settings) mines the RoIs the host selection mines from losses computed eagerly with the new beta."""
+    import copy
+    from ._detectors import mmdet_config
+    model = build(mmdet_config('dynamic_rcnn/dynamic-rcnn_r50_fpn_1x_coco.py'), seed=0, device='cuda')
+    data = batch(model, 2, (800, 1333), (6, 4))
+    sampler, loss_bbox = model.roi_head.bbox_sampler, model.roi_head.bbox_head.loss_bbox
+    for beta in (loss_bbox.beta, 0.02):
+        loss_bbox.beta = beta  # what DynamicRoIHead.update_hyperparameters does every 100 iterations
+        calls = mined_selections(model, copy.deepcopy(data))
+        assert len(calls) == 2
+        for losses, boxes, args, kwargs, indices, device in calls:
+            assert device.type == 'cuda'
+            cpu = select_hard_examples(losses, boxes, *args, **{**kwargs, 'method': 'host'})
+            assert cpu.indices.tolist() == indices.tolist(), f'beta {beta}'
+    graphs = sampler._graphs
+    assert graphs.failed is None and graphs.captures == 2 and graphs.replays == 2, vars(graphs)

@@ -295,6 +295,49 @@ def test_graph_path_mines_what_the_host_selection_mines_from_the_same_losses(gpu
         assert host.indices.tolist() == indices.tolist()
 
 
+DYNAMIC = 'dynamic_rcnn/dynamic-rcnn_r50_fpn_1x_coco.py'
+
+
+def test_graph_key_follows_loss_settings_changed_in_training(gpu_selection_path):
+    """Dynamic R-CNN's RoI head sets ``loss_bbox.beta`` (SmoothL1) every 100 iterations; a captured graph
+    holds the beta it was captured with. The ranking front's key holds the loss modules' settings, so a new
+    beta gets a graph of its own (here the CPU's eager stand-in), and the RoIs are the host selection's on
+    losses computed with the new beta."""
+    import copy
+
+    from mmdet_ohem.readonly_pass import loss_settings
+
+    from ._detectors import mined_selections
+    model = build(mmdet_config(DYNAMIC, sampler=dict(num=48), rpn_max_per_img=200))
+    data = batch(model, num_items=(4, 3), size=96)
+    sampler, loss_bbox = model.roi_head.bbox_sampler, model.roi_head.bbox_head.loss_bbox
+    assert type(loss_bbox).__name__ == 'SmoothL1Loss' and sampler.batched
+    key = sampler.head.row_ranking(sampler.ranking_loss).key
+    assert loss_settings(loss_bbox) in key and loss_settings(model.roi_head.bbox_head.loss_cls) in key
+    mined_selections(model, copy.deepcopy(data))
+    assert len(sampler._graphs._cache) == 1 and sampler._graphs.replays == 1
+    assert sampler.head.row_ranking(sampler.ranking_loss).key == key  # unchanged settings: the same graph
+    loss_bbox.beta = 0.02  # what DynamicRoIHead.update_hyperparameters does
+    assert sampler.head.row_ranking(sampler.ranking_loss).key != key
+    calls = mined_selections(model, copy.deepcopy(data))
+    assert len(sampler._graphs._cache) == 2 and sampler._graphs.replays == 2
+    assert len(calls) == 2
+    for losses, boxes, args, kwargs, indices, _ in calls:
+        host = select_hard_examples(losses, boxes, *args, **{**kwargs, 'method': 'host'})
+        assert host.indices.tolist() == indices.tolist()
+
+
+def test_loss_settings_are_the_modules_public_numbers():
+    from mmdet.models.losses import CrossEntropyLoss, SmoothL1Loss
+
+    from mmdet_ohem.readonly_pass import loss_settings
+    assert loss_settings(SmoothL1Loss(beta=0.5, loss_weight=2.0)) == \
+        ('SmoothL1Loss', ('beta', 0.5), ('loss_weight', 2.0), ('reduction', 'mean'))
+    ce = loss_settings(CrossEntropyLoss(class_weight=[1.0, 2.0]))
+    assert ce[0] == 'CrossEntropyLoss' and ('class_weight', (1.0, 2.0)) in ce and hash(ce) is not None
+    assert loss_settings(None) == ()
+
+
 def test_cuda_graph_setting_is_checked():
     model = build(mmdet_config(FASTER_FPN))
     from mmdet_ohem.samplers import OHEMSampler
