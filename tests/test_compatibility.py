@@ -18,7 +18,7 @@ from mmengine.structures import InstanceData
 from mmdet_ohem.readonly_pass import per_roi_loss
 from mmdet_ohem.samplers import OHEMSampler
 from mmdet_ohem.selection import invalid_boxes, select_hard_examples, select_hard_examples_ratio
-from ohem_experiments.compat_survey import FAMILIES, family_config, try_family
+from ohem_experiments.compat_survey import family_config, try_family
 
 from ._detectors import FASTER_FPN, batch, build, mmdet_config, train_step
 from .test_detectors import _assign_and_feats
@@ -168,6 +168,69 @@ TRAIN_FAMILIES = ['seesaw', 'htc', 'sabl', 'grid', 'dynamic', 'libra', 'double_h
 def test_mmdet_family_trains_with_ohem_where_random_sampler_trains(family):
     assert try_family(family, 'RandomSampler') == 'ok'
     assert try_family(family, 'OHEMSampler') == 'ok'
+
+
+def test_survey_reports_each_stages_selection_path():
+    """The survey's per-stage record: a head on the batched path (and so, on a GPU, the captured selection
+    graph) and one mined per image; on the CPU the graph never captures."""
+    from ohem_experiments.compat_survey import survey_family
+    faster = survey_family('faster_fpn', 'OHEMSampler')
+    assert faster['results'] == {'fp32': 'ok'} and faster['peak_mib'] == {}
+    assert faster['graphs'] == [{'batched': True, 'cuda_graph': True, 'captures': 0, 'replays': 0, 'fallbacks': 0,
+                                 'failed': None}]
+    sabl = survey_family('sabl', 'OHEMSampler')  # SABL's bucket losses: not the batched fast path
+    assert sabl['results'] == {'fp32': 'ok'} and [g['batched'] for g in sabl['graphs']] == [False]
+    assert survey_family('faster_fpn', 'RandomSampler')['graphs'] is None
+
+
+def test_survey_refuses_amp_without_cuda_and_unknown_precisions(tmp_path):
+    from ohem_experiments.compat_survey import main, survey_family
+    with pytest.raises(ValueError, match=r"\['fp16'\] are `--amp` training .* needs CUDA; device is 'cpu'"):
+        survey_family('faster_fpn', 'OHEMSampler', ('fp32', 'fp16'))
+    with pytest.raises(ValueError, match=r"unknown precision\(s\) \['fp8'\]"):
+        survey_family('faster_fpn', 'OHEMSampler', ('fp8', ))
+    with pytest.raises(SystemExit):
+        main(['--only', 'pisa', '--precisions', 'bf16'])
+    # the command line: JSON and markdown written, nothing wrong (PISA refused by OHEM, failing as its control)
+    assert main(['--only', 'pisa', '--json', str(tmp_path / 's.json'), '--md', str(tmp_path / 's.md')]) == 0
+    import json
+    res = json.loads((tmp_path / 's.json').read_text())
+    assert res['device'] == 'cpu' and res['size'] == 128
+    assert res['results']['pisa']['OHEMSampler']['results']['fp32'].startswith('refused at build: TypeError: '
+                                                                             'OHEMSampler does not support PISARoIHead')
+    rows = (tmp_path / 's.md').read_text().splitlines()
+    assert rows[0].startswith('| family | sampler | fp32 | peak MiB |') and len(rows) == 4
+    assert rows[3].startswith('| pisa | OHEMSampler | refused at build')
+
+
+def _run(results, batched=True, cuda_graph=True, captures=1, replays=1, failed=None):
+    graphs = [{'batched': batched, 'cuda_graph': cuda_graph, 'captures': captures, 'replays': replays,
+               'fallbacks': 0, 'failed': failed}]
+    return {'results': results, 'peak_mib': {}, 'graphs': graphs}
+
+
+def test_survey_problems_name_what_is_wrong():
+    """OHEM must train where the control trains, the unsupported heads be refused at build, and on a GPU each
+    stage mined together run its selection as a CUDA graph."""
+    from ohem_experiments.compat_survey import markdown, problems
+    ok, bad = {'fp32': 'ok', 'fp16': 'ok'}, {'fp32': 'ok', 'fp16': 'RuntimeError: x (a.py:1)'}
+    control = {'results': ok, 'peak_mib': {}, 'graphs': None}
+    assert problems({'cascade': {'RandomSampler': control, 'OHEMSampler': _run(ok)}}, 'cuda') == []
+    assert problems({'cascade': {'RandomSampler': control, 'OHEMSampler': _run(bad)}}) == \
+        ['cascade fp16: OHEMSampler: RuntimeError: x (a.py:1) (RandomSampler: ok)']
+    # where the control fails too, it is not OHEM's failure
+    failing = {'results': bad, 'peak_mib': {}, 'graphs': None}
+    assert problems({'cascade': {'RandomSampler': failing, 'OHEMSampler': _run(bad)}}) == []
+    assert problems({'pisa': {'OHEMSampler': _run(ok)}})[0].startswith('pisa: OHEMSampler was not refused at build')
+    # the graph: required on CUDA for stages mined together, not on the CPU or for heads mined per image
+    assert problems({'cascade': {'OHEMSampler': _run(ok, captures=0, replays=0)}}, 'cpu') == []
+    assert problems({'sabl': {'OHEMSampler': _run(ok, batched=False, captures=0, replays=0)}}, 'cuda') == []
+    assert problems({'cascade': {'OHEMSampler': _run(ok, captures=0, replays=0)}}, 'cuda') == \
+        ['cascade stage 0: the selection did not run as a CUDA graph (0/0/0)']
+    assert problems({'cascade': {'OHEMSampler': _run(ok, failed='RuntimeError: capture')}}, 'cuda') == \
+        ['cascade stage 0: the selection did not run as a CUDA graph (1/1/0 (capture failed: RuntimeError: capture))']
+    table = markdown({'cascade': {'OHEMSampler': _run(bad)}}, ['fp32', 'fp16'])
+    assert table.splitlines()[2] == '| cascade | OHEMSampler | ok | RuntimeError: x (a.py:1) | - | 1/1/0 |'
 
 
 # --------------------------------------------------------------------------------------------------

@@ -403,3 +403,35 @@ def test_selection_graph_follows_dynamic_rcnns_smooth_l1_beta():
             assert cpu.indices.tolist() == indices.tolist(), f'beta {beta}'
     graphs = sampler._graphs
     assert graphs.failed is None and graphs.captures == 2 and graphs.replays == 2, vars(graphs)
+
+
+def test_mmdet_families_train_with_ohem_on_the_gpu():
+    """Issue 11's survey on the GPU: each of mmdet 3.3's two-stage families, built from its shipped config
+    with only the sampler type changed (its own RoI budget, RPN proposals and RoI layers; no pretrained
+    weights), trains two steps in fp32 and two each under fp16 and bf16 ``--amp`` (mmengine's
+    AmpOptimWrapper) at 800x1333 with OHEMSampler's defaults wherever RandomSampler does; the families
+    OHEM does not support are refused at build. Stages mined together ran the selection as a captured CUDA
+    graph, and no capture failed (:func:`compat_survey.problems`). ``OHEM_FAMILIES_OUT`` (a folder): the
+    table and JSON are written there (``tools/gpu_check.sh``'s ``families`` step)."""
+    import os
+    import time
+    from ohem_experiments.compat_survey import FAMILIES, PRECISIONS, REFUSED, markdown, problems, survey_family
+    results = {}
+    for name in FAMILIES:
+        t = time.perf_counter()
+        results[name] = {s: survey_family(name, s, PRECISIONS, 'cuda', 2, (800, 1333), shipped=True)
+                         for s in ('RandomSampler', 'OHEMSampler')}
+        ohem, random = results[name]['OHEMSampler'], results[name]['RandomSampler']
+        print(f'{name}: ' + ', '.join(f'{p} {ohem["results"][p]} (random: {random["results"][p]})' for p in PRECISIONS)
+              + f', graphs {ohem["graphs"]} ({time.perf_counter() - t:.1f}s)', flush=True)
+    out = os.environ.get('OHEM_FAMILIES_OUT')
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / 'families.md').write_text(markdown(results, PRECISIONS))
+        (Path(out) / 'families.json').write_text(json.dumps(results, indent=1))
+    print(markdown(results, PRECISIONS))
+    found = problems(results, 'cuda')
+    assert not found, '\n'.join(found)
+    # the control trains everywhere but in the families it needs its own sampler for (as on the CPU)
+    control = {n: per['RandomSampler']['results'] for n, per in results.items() if n not in REFUSED}
+    assert all(r == 'ok' for per in control.values() for r in per.values()), control

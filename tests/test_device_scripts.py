@@ -47,7 +47,7 @@ def test_gpu_check_runs_or_skips_each_step_and_packs_at_most_8_files(tmp_path, d
     progress = (out / 'progress.log').read_text()
     steps = ('read-only RoIPool', 'cuda tests', 'sweep smoke', 'benchmark VGG16', 'benchmark R50-FPN', 'read-only precision agreement',
              'profile one AMP iteration per variant, r50_fpn', 'profile one AMP iteration per variant, vgg16',
-             'RPN miner cost vgg16', 'RPN miner cost r50_fpn', 'every config')
+             'RPN miner cost vgg16', 'RPN miner cost r50_fpn', 'every config', "mmdet's two-stage families")
     for step in steps:
         assert (f'{step}' in progress) and (('rc=0' in progress) if ran else ('skipped (deadline)' in progress)), step
     if ran:
@@ -60,7 +60,8 @@ def test_gpu_check_runs_or_skips_each_step_and_packs_at_most_8_files(tmp_path, d
         assert any(n.endswith('sweep/progress.log') for n in names) and any(n.endswith('sweep/logs.tgz') for n in names)
         assert 'finished runs so far: 0' in progress
         assert progress.index('read-only RoIPool') < progress.index('cuda tests') < progress.index('benchmark VGG16') \
-            < progress.index('read-only precision agreement') < progress.index('sweep smoke') \
+            < progress.index('read-only precision agreement') < progress.index('every config') \
+            < progress.index("mmdet's two-stage families") < progress.index('sweep smoke') \
             < progress.index('RPN miner cost')
         assert any(n.endswith('roi_pool.json') for n in names)
 

@@ -36,6 +36,11 @@
 #         decide more: the targets take the paired ratio's 95% interval, which at 30 rounds spanned 2-8
 #         points on the H100 (name them in BENCH_VARIANTS to time them again);
 # configs one fp16 and one bf16 AMP step of every config in configs/ (one per distinct model);
+# families issue 11's survey on the GPU (since the fifteenth session, never run yet): each of mmdet 3.3's
+#         two-stage families from its shipped config (own RoI budget, RPN proposals, RoI layers) with only the
+#         sampler swapped, RandomSampler as control, 2 steps each in fp32, fp16 and bf16 AMP at 800x1333; fails
+#         where OHEM fails and the control trains, or a stage mined together did not run its selection as a
+#         CUDA graph (Cascade, Double-Head, ...: tested on the CPU only); table in progress.log and the tgz;
 # profile a torch.profiler view of one AMP iteration per variant (host vs device time, kernel launches);
 # sweep   issue 13: the restartable sweep tool on the GPU, SMOKE=1 of tools/gpu_sweep.sh (table1 rows
 #         frcn and ohem_b, 4 seeds, 30 iterations, 8 worker processes sharing the GPU);
@@ -50,6 +55,9 @@
 # Since the twelfth session (no GPU) the tests step holds 9 more cuda tests and the agreement step measures
 # two training precisions (about twice its 57 s). The thirteenth session's first call:
 # STEPS='roipool tests vgg16 r50_fpn agreement configs' DEADLINE=555 (the profile in a later call if time is left).
+# The next session's plan (15 device minutes in all): STEPS='roipool tests r50_fpn agreement' DEADLINE=400
+# (timeout_s 440: fast_roi_align's checks), then at once, on the warm machine, STEPS='families' DEADLINE=220
+# (timeout_s 260; its duration is not known yet: 42 models of up to three stages, 6 steps each).
 # Only 8 files come back from $OUT: the markdown tables, the agreement JSON and progress log come back as
 # files, everything (logs, JSON, the sweep's cells and table) also in gpu_check.tgz. Each step has its own
 # time limit, cut to what is left before DEADLINE, so a cut-off run still returns the earlier results.
@@ -94,7 +102,7 @@ pack() {
     ls -la "$FINAL"
 }
 
-STEPS=${STEPS:-roipool tests vgg16 r50_fpn agreement configs profile sweep rpn}  # which steps to run (always in this order)
+STEPS=${STEPS:-roipool tests vgg16 r50_fpn agreement configs families profile sweep rpn}  # which steps to run (always in this order)
 want() { case " $STEPS " in *" $1 "*) return 0;; *) return 1;; esac; }
 TRAIN_STEPS=${TRAIN_STEPS:-0 100}  # agreement: measured at random init and after 100 float32 SGD steps
 SEEDS=${SEEDS:-0 1}  # agreement: one batch of 2 images per seed
@@ -111,7 +119,7 @@ if want roipool; then
 fi
 if want tests; then
     run_step 220 'cuda tests' bash -c "python3 -m pytest tests/test_fast_roi_pool.py tests/test_fast_roi_align.py tests/test_cuda.py tests/test_rpn_ohem.py tests/test_reliability_runs.py -m cuda \
-        -k 'not every_config' -q -rA -s -p no:cacheprovider --durations=10 > '$OUT/cuda_tests.log' 2>&1"
+        -k 'not every_config and not mmdet_families' -q -rA -s -p no:cacheprovider --durations=10 > '$OUT/cuda_tests.log' 2>&1"
     tail -3 "$OUT/cuda_tests.log"
 fi
 want vgg16 && run_step 120 'benchmark VGG16 600x1000' bash -c "python3 tools/benchmark.py --device cuda --models vgg16 \
@@ -129,6 +137,13 @@ if want configs; then
     run_step 220 'every config: fp16 and bf16 AMP steps' bash -c "python3 -m pytest tests/test_cuda.py -m cuda \
         -k every_config -q -rA -s -p no:cacheprovider > '$OUT/cuda_configs.log' 2>&1"
     grep -E ': (ok|NON-FINITE|[A-Za-z]+Error)' "$OUT/cuda_configs.log" | tail -40
+fi
+if want families; then
+    run_step 200 "mmdet's two-stage families: OHEM vs RandomSampler, fp32/fp16/bf16 AMP steps" bash -c "OHEM_FAMILIES_OUT='$OUT' \
+        python3 -m pytest tests/test_cuda.py -m cuda -k mmdet_families -q -rA -s -p no:cacheprovider \
+        > '$OUT/cuda_families.log' 2>&1"
+    grep -h '^|' "$OUT/families.md" 2>/dev/null | while read -r line; do note "  $line"; done
+    tail -3 "$OUT/cuda_families.log"
 fi
 want profile && for spec in 'r50_fpn 800 1333' 'vgg16 600 1000'; do
     set -- $spec

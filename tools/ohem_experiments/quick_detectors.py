@@ -24,7 +24,7 @@ DOUBLE_HEAD = 'double_heads/dh-faster-rcnn_r50_fpn_1x_coco.py'
 
 
 def mmdet_config(name: str, sampler: Optional[dict] = None, sampler_type: str = 'OHEMSampler',
-                 rpn_max_per_img: Optional[int] = None) -> Config:
+                 rpn_max_per_img: Optional[int] = None, roi_align: bool = True) -> Config:
     """mmdet's shipped config ``name`` (e.g. ``'faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'``) with the
     sampler type/settings changed and the CPU necessities applied.
 
@@ -33,10 +33,13 @@ def mmdet_config(name: str, sampler: Optional[dict] = None, sampler_type: str = 
         sampler: Sampler settings to override (the config's ``num``/``pos_fraction``... are kept).
         sampler_type: Registered sampler type for every R-CNN stage.
         rpn_max_per_img: Optionally fewer RPN training proposals (heavy shared heads on CPU).
+        roi_align: Replace ``RoIPool`` layers with ``RoIAlign`` (default; mmcv has no CPU RoIPool). ``False``
+            keeps the shipped RoI layers (a GPU run).
     """
     cfg = Config.fromfile(config_path(name))
     drop_pretrained(cfg)
-    use_roi_align(cfg)
+    if roi_align:
+        use_roi_align(cfg)
     set_rcnn_sampler(cfg, sampler_type, **(sampler or {}))
     if rpn_max_per_img is not None:
         cfg.model.train_cfg.rpn_proposal.max_per_img = rpn_max_per_img
@@ -94,4 +97,4 @@ def train_step(model: torch.nn.Module, data: dict, optim: torch.optim.Optimizer)
     optim.zero_grad()
     loss.backward()
     optim.step()
-    return {k: float(v) for k, v in log_vars.items()}
+    return {k: float(torch.as_tensor(v).detach()) for k, v in log_vars.items()}
