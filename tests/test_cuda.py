@@ -416,6 +416,9 @@ def test_mmdet_families_train_with_ohem_on_the_gpu():
     import os
     import time
     from ohem_experiments.compat_survey import FAMILIES, PRECISIONS, REFUSED, markdown, problems, survey_family
+    out = os.environ.get('OHEM_FAMILIES_OUT')
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
     results = {}
     for name in FAMILIES:
         t = time.perf_counter()
@@ -424,11 +427,9 @@ def test_mmdet_families_train_with_ohem_on_the_gpu():
         ohem, random = results[name]['OHEMSampler'], results[name]['RandomSampler']
         print(f'{name}: ' + ', '.join(f'{p} {ohem["results"][p]} (random: {random["results"][p]})' for p in PRECISIONS)
               + f', graphs {ohem["graphs"]} ({time.perf_counter() - t:.1f}s)', flush=True)
-    out = os.environ.get('OHEM_FAMILIES_OUT')
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / 'families.md').write_text(markdown(results, PRECISIONS))
-        (Path(out) / 'families.json').write_text(json.dumps(results, indent=1))
+        if out:  # after each family: a run cut off by the step's time limit keeps the rows it finished
+            (Path(out) / 'families.md').write_text(markdown(results, PRECISIONS))
+            (Path(out) / 'families.json').write_text(json.dumps(results, indent=1))
     print(markdown(results, PRECISIONS))
     found = problems(results, 'cuda')
     assert not found, '\n'.join(found)
