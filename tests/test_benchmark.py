@@ -175,6 +175,12 @@ def test_rerender_rebuilds_a_saved_runs_tables_from_its_samples(tmp_path, capsys
     path.write_text(json.dumps(saved))
     cli.main(['--rerender', str(path)])
     assert '| ours | as it was run |' in json.loads(path.read_text())['models'][0]['table']
+    # a Triton path that failed in the run (and fell back to mmcv's layer) is said at the top of the report
+    saved['triton_fallbacks'] = {'roi_pool': 'RuntimeError: ptxas fatal'}
+    path.write_text(json.dumps(saved))
+    cli.main(['--rerender', str(path)])
+    assert "**The read-only pass's Triton roi_pool failed in this run (RuntimeError: ptxas fatal); mmcv's layer " \
+        "ran in its place" in path.with_suffix('.md').read_text()
     for bad in ('[1, 2]', '{"models": []}', '{"models": [{"memory": {}}]}'):
         path.write_text(bad)
         with pytest.raises(ValueError, match='bench.json is not a benchmark JSON'):
@@ -224,6 +230,7 @@ def test_tool_end_to_end_tiny(tmp_path):
     assert set(mem) == {'random', 'ours'} and all(m['peak_mb'] > 100 for m in mem.values())
     assert out.with_suffix('.md').read_text().startswith('# OHEM benchmark')
     assert result['nms'] and 'R50-FPN' in out.with_suffix('.md').read_text()
+    assert saved['triton_fallbacks'] == {}  # recorded (on the CPU no Triton path runs)
 
 
 def test_tools_script_shows_help():

@@ -175,8 +175,9 @@ def _mined_with_and_without(model, data, setting: str, module, kernel: str, dtyp
     default, calls, orig = getattr(head, setting), [], getattr(module, kernel)
 
     def spy(*args, **kwargs):
-        calls.append(1)
-        return orig(*args, **kwargs)
+        out = orig(*args, **kwargs)
+        calls.append(1)  # after it returned: a kernel that raised fell back to mmcv's layer, unseen here
+        return out
 
     runs = []
     for fast in (True, False):
@@ -191,6 +192,8 @@ def _mined_with_and_without(model, data, setting: str, module, kernel: str, dtyp
             setattr(head, setting, default)
         assert bool(calls) == fast, (setting, dtype, fast)
         calls.clear()
+    from mmdet_ohem.kernels.roi_pool import FAILED
+    assert not FAILED, FAILED  # no Triton path fell back to mmcv's layer
     return runs
 
 

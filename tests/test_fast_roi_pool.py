@@ -179,3 +179,62 @@ def test_roi_pool_timing_tool_on_the_gpu(tmp_path):
     rows = json.loads(out.read_text())['rows']
     assert len(rows) == 2 and all(r['values_differ'] == 0 and r['triton_ms'] > 0 for r in rows)
     assert (tmp_path / 'roi_pool.md').read_text().count('| (2, 512, 38, 63) |') == 2
+
+
+def _warnings_of(fn):
+    import logging
+
+    from mmengine.logging import MMLogger
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()  # MMLogger does not propagate: attach directly
+    logger.addHandler(handler)
+    try:
+        fn()
+    finally:
+        logger.removeHandler(handler)
+    return [r.getMessage() for r in records if r.levelno == logging.WARNING]
+
+
+def test_a_failing_triton_path_falls_back_to_mmcvs_layer_and_says_so_once(monkeypatch):
+    """A Triton compilation or launch error (the kernels ran on H100/H200s only) does not stop training: the
+    layer's own forward runs, one warning names the error, and the path is not tried again. Out-of-memory
+    errors are raised as they are."""
+    from mmcv.ops import RoIAlign, RoIPool
+
+    from mmdet_ohem.kernels import roi_align as ra
+    monkeypatch.setattr(rp, 'FAILED', {})
+    tried = []
+
+    def broken(*args):
+        tried.append(args)
+        raise RuntimeError('PTX .version 8.7 does not support .target sm_70')
+
+    monkeypatch.setattr(rp, 'readonly_roi_pool', broken)
+    monkeypatch.setattr(ra, 'readonly_roi_align', broken)
+    feats, rois = torch.randn(1, 4, 8, 8), torch.tensor([[0., 0., 0., 20., 20.]])
+    pool = RoIPool((2, 2), 1 / 4)
+
+    def mmcv_pool(input, rois):  # mmcv 2.1 has no CPU RoIPool: a stand-in for the layer's own forward
+        return 'mmcv'
+
+    out = []
+    warned = _warnings_of(lambda: out.extend(rp._fast_forward(pool, mmcv_pool, feats, rois) for _ in range(3)))
+    assert out == ['mmcv'] * 3 and len(tried) == 1
+    assert len(warned) == 1 and "Triton roi_pool failed on this machine (RuntimeError: PTX .version 8.7" in warned[0]
+    assert 'fast_roi_pool=False' in warned[0] and set(rp.FAILED) == {'roi_pool'}
+    # RoIAlign (fast_roi_align): mmcv's own CPU layer, its values
+    align = RoIAlign((2, 2), 1 / 4, 0)
+    warned = _warnings_of(lambda: out.append(ra._fast_forward(align, align.forward, feats, rois)))
+    assert torch.equal(out[-1], align(feats, rois)) and len(tried) == 2 and 'Triton roi_align failed' in warned[0]
+    # out of memory: raised, the path not marked as failed
+    monkeypatch.setattr(rp, 'FAILED', {})
+
+    def oom(*args):
+        raise torch.cuda.OutOfMemoryError('CUDA out of memory')
+
+    monkeypatch.setattr(rp, 'readonly_roi_pool', oom)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        rp._fast_forward(pool, mmcv_pool, feats, rois)
+    assert rp.FAILED == {}

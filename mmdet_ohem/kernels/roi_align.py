@@ -38,7 +38,7 @@ from typing import Any, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .roi_pool import channels_last_launch, gradient_free_cuda, patched_forwards
+from .roi_pool import channels_last_launch, gradient_free_cuda, patched_forwards, run_or_fall_back
 
 __all__ = ['fast_roi_align_layers', 'readonly_roi_align', 'roi_align_f32', 'roi_align_fp16']
 
@@ -124,7 +124,7 @@ def readonly_roi_align(layer: nn.Module, input: Tensor, rois: Tensor) -> Optiona
 
 
 def _fast_forward(layer: nn.Module, original: Any, input: Tensor, rois: Tensor) -> Tensor:
-    out = readonly_roi_align(layer, input, rois)
+    out = run_or_fall_back('roi_align', readonly_roi_align, layer, input, rois)
     return original(input, rois.to(input.dtype)) if out is None else out  # mmcv takes the features' dtype
 
 

@@ -31,13 +31,13 @@ import contextlib
 import functools
 import importlib
 from collections import OrderedDict
-from typing import Any, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ['channels_last_launch', 'fast_roi_pool_layers', 'gradient_free_cuda', 'patched_forwards',
-           'readonly_roi_pool', 'roi_pool_from_bounds', 'triton_available']
+__all__ = ['FAILED', 'channels_last_launch', 'fast_roi_pool_layers', 'gradient_free_cuda', 'patched_forwards',
+           'readonly_roi_pool', 'roi_pool_from_bounds', 'run_or_fall_back', 'triton_available']
 
 BLOCK_C = 64  # channels per program
 NUM_WARPS = 4
@@ -215,8 +215,36 @@ def readonly_roi_pool(input: Tensor, rois: Tensor, output_size: Tuple[int, int],
     return roi_pool_from_bounds(input, bounds, rois[:, 0], output_size, **launch)
 
 
+#: The read-only pass's Triton paths that failed on this machine (name -> the error); mmcv's layers run in
+#: their place for the rest of the process (:func:`run_or_fall_back`).
+FAILED: Dict[str, str] = {}
+
+
+def run_or_fall_back(name: str, fast: Callable[..., Optional[Tensor]], *args: Any) -> Optional[Tensor]:
+    """``fast(*args)``: a Triton path's result, or ``None`` where it does not apply and the caller runs mmcv's
+    layer. Also ``None`` once path ``name`` failed on this machine: Triton's kernels were compiled and run on
+    H100/H200s only, and a compilation or launch error elsewhere (a GPU Triton does not support, a driver
+    older than Triton's ptxas, ...) must not stop training. The first failure is logged as a warning naming
+    the error, and mmcv's layer (the same values for RoIPool) runs from then on. Out-of-memory errors are
+    raised as they are: mmcv's layer would need the memory too."""
+    if name in FAILED:
+        return None
+    try:
+        return fast(*args)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 (any Triton failure: mmcv's layer from now on)
+        FAILED[name] = f'{type(e).__name__}: {e}'
+        from mmengine.logging import MMLogger
+        MMLogger.get_current_instance().warning(
+            f'[mmdet_ohem] the read-only pass\'s Triton {name} failed on this machine ({FAILED[name][:500]}); '
+            f'mmcv\'s layer runs in its place from now on (set fast_{name}=False to skip the attempt)')
+        return None
+
+
 def _fast_forward(layer: nn.Module, original: Any, input: Tensor, rois: Tensor) -> Tensor:
-    out = readonly_roi_pool(input, rois, tuple(layer.output_size), float(layer.spatial_scale))
+    out = run_or_fall_back('roi_pool', readonly_roi_pool, input, rois, tuple(layer.output_size),
+                           float(layer.spatial_scale))
     return original(input, rois) if out is None else out
 
 

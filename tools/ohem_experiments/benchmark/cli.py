@@ -155,6 +155,9 @@ def render(result: dict) -> str:
              + f"breakdown from {a['profile_rounds']} separate synchronised iteration(s) per variant.", '']
     if result.get('rerendered'):
         lines += [f"Tables re-rendered from this run's raw samples by a later version: `{result['rerendered']}`.", '']
+    for name, error in (result.get('triton_fallbacks') or {}).items():
+        lines += [f"**The read-only pass's Triton {name} failed in this run ({error}); mmcv's layer ran in its "
+                  f"place from then on, so the variants that use it were timed partly or wholly with mmcv's.**", '']
     for r in result['models']:
         lines += [f"## {r['label']}", '', f"Config `{r['config']}`; {'; '.join(r['notes'])}; "
                   f"sampler budget {r['sampler_budget']} for every variant.", '', r['table'], '',
@@ -273,6 +276,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         budgets = sorted({int(r['sampler_budget']['num']) for r in result['models']} or {64, 512})
         _log('== loss-NMS alone')
         result['nms'] = time_loss_nms(args.nms_sizes, budgets, repeats=args.nms_repeats, device=args.device)
+    from mmdet_ohem.kernels.roi_pool import FAILED
+    result['triton_fallbacks'] = dict(FAILED)  # Triton paths that failed and fell back to mmcv's layers
     mems = {m['method'] for r in result['models'] for m in r['memory'].values()}
     result['memory_method'] = '; '.join(sorted(mems))
     result['load_after'] = [round(x, 2) for x in os.getloadavg()]
