@@ -195,12 +195,28 @@ def test_survey_refuses_amp_without_cuda_and_unknown_precisions(tmp_path):
     assert main(['--only', 'pisa', '--json', str(tmp_path / 's.json'), '--md', str(tmp_path / 's.md')]) == 0
     import json
     res = json.loads((tmp_path / 's.json').read_text())
-    assert res['device'] == 'cpu' and res['size'] == 128
+    assert res['device'] == 'cpu' and res['size'] == 128 and res['shipped'] is False
     assert res['results']['pisa']['OHEMSampler']['results']['fp32'].startswith('refused at build: TypeError: '
                                                                              'OHEMSampler does not support PISARoIHead')
     rows = (tmp_path / 's.md').read_text().splitlines()
     assert rows[0].startswith('| family | sampler | fp32 | peak MiB |') and len(rows) == 4
     assert rows[3].startswith('| pisa | OHEMSampler | refused at build')
+
+
+def test_shipped_family_config_keeps_the_configs_budgets_and_roi_layers():
+    """What the GPU survey (and ``--shipped``) builds: only the sampler type changed; the CPU survey cuts to
+    64 RoIs and 128 RPN proposals, and ``mmdet_config`` swaps RoIPool for RoIAlign unless told not to."""
+    from pathlib import Path
+
+    from ohem_experiments.compat_survey import family_config
+    from ohem_experiments.quick_detectors import mmdet_config
+    shipped = family_config('faster_fpn', num=None, rpn_max_per_img=None, roi_align=False)
+    for cfg, num, proposals in ((shipped, 512, 1000), (family_config('faster_fpn'), 64, 128)):
+        assert cfg.model.train_cfg.rcnn.sampler.type == 'OHEMSampler' and cfg.model.train_cfg.rcnn.sampler.num == num
+        assert cfg.model.train_cfg.rpn_proposal.max_per_img == proposals
+    vgg = str(Path(__file__).resolve().parents[1] / 'configs/frcn/faster_rcnn_vgg16_voc07.py')  # RoIPool
+    assert mmdet_config(vgg, roi_align=False).model.roi_head.bbox_roi_extractor.roi_layer.type == 'RoIPool'
+    assert mmdet_config(vgg).model.roi_head.bbox_roi_extractor.roi_layer.type == 'RoIAlign'
 
 
 def _run(results, batched=True, cuda_graph=True, captures=1, replays=1, failed=None):

@@ -271,6 +271,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--size', type=int, nargs='+', default=None, help='image side, or H W (default: 128 on the '
                    'CPU, 800 1333 on CUDA)')
     p.add_argument('--steps', type=int, default=2, help='training steps per precision (default 2)')
+    p.add_argument('--shipped', action='store_true', help="on the CPU too: the configs' own RoI budget, RPN "
+                   'proposals and RoI layers (always on CUDA; RoIPool configs then need a GPU)')
     p.add_argument('--json', help='write the results here as JSON')
     p.add_argument('--md', help='write the results here as a markdown table')
     args = p.parse_args(argv)
@@ -296,7 +298,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.json:
         with open(args.json, 'w') as f:
             json.dump({'device': args.device, 'size': size, 'steps': args.steps, 'precisions': args.precisions,
-                       'results': results}, f, indent=1)
+                       'shipped': cuda or args.shipped, 'results': results}, f, indent=1)
     if args.md:
         Path(args.md).write_text(markdown(results, args.precisions))
     found = problems(results, args.device)
@@ -312,7 +314,8 @@ def _survey(names: List[str], args: argparse.Namespace, size: Union[int, Tuple[i
         results[name] = {}
         for sampler in args.samplers:
             t0 = time.time()
-            r = survey_family(name, sampler, args.precisions, args.device, args.steps, size, shipped=cuda)
+            r = survey_family(name, sampler, args.precisions, args.device, args.steps, size,
+                              shipped=cuda or args.shipped)
             results[name][sampler] = r
             graphs = '' if not r['graphs'] else ' graphs ' + ', '.join(_graph_cell(g) for g in r['graphs'])
             peak = ' peak ' + '/'.join(f'{v:.0f}' for v in r['peak_mib'].values()) + ' MiB' if r['peak_mib'] else ''
