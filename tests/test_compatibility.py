@@ -409,6 +409,8 @@ BAD_TYPED = [
     (dict(type='OHEMSampler', num=64, nms=dict(type='LossNMS', per_class='False')),
      r"per_class must be True or False, got 'False'"),
     (dict(type='LossNMS', per_class=1), r'LossNMS: per_class .*got 1'),
+    (dict(type='OHEMSampler'), r"OHEMSampler: num \(RoIs mined per image\) is required .* dict\(type='OHEMSampler', num=512\)"),
+    (dict(type='RPNOHEMSampler'), r'RPNOHEMSampler: num \(anchors mined per image\) is required'),
     (dict(type='UniformSampler', num=64, add_gt_as_proposals='False'),
      r"UniformSampler: add_gt_as_proposals .*got 'False'"),
     (dict(type='UniformSampler', num=64, neg_pos_ub='3'), r"UniformSampler: neg_pos_ub .*got '3'"),
@@ -421,6 +423,14 @@ def test_mistyped_setting_fails_at_build_naming_setting_and_value(cfg, match):
     import mmdet_ohem  # noqa: F401
     with pytest.raises((TypeError, ValueError), match=match):
         TASK_UTILS.build(cfg)
+
+
+def test_sampler_without_num_names_an_unsupported_head_first():
+    """Sparse R-CNN's stages use PseudoSampler, which has no ``num``: swapping only its type gives the head's
+    refusal (no ``num`` would make it work), not a missing argument."""
+    cfg = family_config('sparse_rcnn', num=None, rpn_max_per_img=None)
+    with pytest.raises(TypeError, match='OHEMSampler does not support SparseRoIHead'):
+        build(cfg)
 
 
 def test_mistyped_setting_fails_when_the_detector_is_built():

@@ -64,6 +64,10 @@ def check_mining_settings(owner: str, unit: str, num: Any, ranking_loss: Any, po
     Raises:
         ValueError / TypeError: Naming the setting and the value.
     """
+    if num is None:
+        raise TypeError(f'{owner}: num ({unit} mined per image) is required and was not given: mmdet\'s configs set '
+                        f'it in the sampler dict, so a sampler dict written from scratch (or one replacing a sampler '
+                        f"without it, such as PseudoSampler) must too, e.g. dict(type='{owner}', num=512)")
     if isinstance(num, bool) or not isinstance(num, int) or num <= 0:
         raise ValueError(f'{owner}: num ({unit} mined per image) must be a positive int, got {num!r}')
     if ranking_loss not in RANKING_LOSSES:

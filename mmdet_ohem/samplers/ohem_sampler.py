@@ -345,7 +345,8 @@ class OHEMSampler(MinerMixin, CandidateSampler):
     ``MaxIoUAssigner(neg_iou_thr=(0.1, 0.5))``; ignored RoIs are never mined.
 
     Args:
-        num: RoIs mined per image (B/N; 64 in the paper, 512 in mmdet's R-CNN configs).
+        num: RoIs mined per image (B/N; 64 in the paper, 512 in mmdet's R-CNN configs). Required: without it
+            the build fails with a message saying so (after naming an unsupported RoI head, if that is one).
         pos_fraction: Foreground quota, used **only** with ``keep_ratio=True``. Accepted otherwise so
             that configs inheriting ``RandomSampler`` settings can switch ``type`` alone; it is then
             ignored, and the build log says so.
@@ -417,7 +418,7 @@ class OHEMSampler(MinerMixin, CandidateSampler):
     """
 
     def __init__(self,
-                 num: int,
+                 num: Optional[int] = None,
                  pos_fraction: float = 0.25,
                  context: Any = None,
                  neg_pos_ub: int = -1,
@@ -434,6 +435,9 @@ class OHEMSampler(MinerMixin, CandidateSampler):
                  fast_roi_pool: bool = True,
                  fast_roi_align: bool = False,
                  **kwargs: Any) -> None:
+        stage = getattr(context, 'current_stage', None) if hasattr(context, 'num_stages') else None
+        if num is None and context is not None:  # no setting fixes an unsupported head: say that first
+            RoIHeadAdapter(context, stage)
         check_mining_settings('OHEMSampler', 'RoIs', num, ranking_loss, pos_fraction, neg_pos_ub, nonfinite,
                               add_gt_as_proposals=add_gt_as_proposals, keep_ratio=keep_ratio, log_stats=log_stats)
         if readonly_dtype not in READONLY_PRECISIONS:
@@ -453,7 +457,6 @@ class OHEMSampler(MinerMixin, CandidateSampler):
         nms = TASK_UTILS.build(nms) if isinstance(nms, dict) else nms
         if nms is not None and not isinstance(nms, LossNMS):
             raise TypeError(f'OHEMSampler: nms must be a LossNMS config, instance or None, got {nms!r}')
-        stage = getattr(context, 'current_stage', None) if hasattr(context, 'num_stages') else None
         head = RoIHeadAdapter(context, stage)  # refuses unsupported heads, naming them
         # Libra R-CNN's CombinedSampler sub-samplers: accepted so that its config can switch type alone.
         ignored = {k: kwargs.pop(k) for k in ('pos_sampler', 'neg_sampler') if k in kwargs}

@@ -50,7 +50,8 @@ class RPNOHEMSampler(MinerMixin, CandidateSampler):
     so that inheriting configs can switch ``type`` alone.
 
     Args:
-        num: Anchors mined per image (256 in Faster R-CNN's RPN configs).
+        num: Anchors mined per image (256 in Faster R-CNN's RPN configs). Required: without it the build
+            fails with a message saying so.
         pos_fraction: Foreground quota, used **only** with ``keep_ratio=True`` (otherwise ignored).
         context: The anchor head (mmdet passes it). It must use ``AnchorHead``'s target and loss code.
         neg_pos_ub: Negatives-per-positive cap, only with ``keep_ratio=True``.
@@ -70,7 +71,7 @@ class RPNOHEMSampler(MinerMixin, CandidateSampler):
     """
 
     def __init__(self,
-                 num: int,
+                 num: Optional[int] = None,
                  pos_fraction: float = 0.5,
                  context: Any = None,
                  neg_pos_ub: int = -1,
