@@ -203,7 +203,7 @@ def test_compare_prints_one_variant_over_another_from_saved_runs(tmp_path, capsy
     assert row['ratio'] == pytest.approx(1.10 / 1.21) and row['ci'] == pytest.approx((1.10 / 1.21, 1.10 / 1.21))
     assert row['saved_ms'] == pytest.approx((1.21 - 1.10) * 1.5 * 1e3)
     out = capsys.readouterr().out
-    assert '| ours / ours_eager (paired, 95% CI) |' in out and f'| vgg16 | fp16 | 12 | 0.909× (0.909–0.909) |' in out
+    assert '| ours / ours_eager (paired, 95% CI) |' in out and '| vgg16 | fp16 | 12 | 0.909× (0.909–0.909) |' in out
     assert path.read_text() == before
     with pytest.raises(ValueError, match=r"\(vgg16, fp16\) has no variant \['mmdet_ohem'\]"):
         cli.main(['--compare', 'mmdet_ohem', 'ours', str(path)])

@@ -20,7 +20,7 @@ from mmdet_ohem.readonly_pass import RoIHeadAdapter
 from mmdet_ohem.samplers import OHEMSampler
 from tests.test_configs import CONFIGS, NAMES, _train_datasets, _walk
 
-from ._detectors import FASTER_FPN, batch, build, linear_calls_by_pass, mmdet_config, sampler_inputs, train_step
+from ._detectors import FASTER_FPN, batch, build, linear_calls_by_pass, mmdet_config, sampler_inputs
 
 
 def _proposals(n: int, seed: int = 0):

@@ -1,5 +1,4 @@
 """torch >= 2.6 loads mmengine checkpoints again once mmdet_ohem is imported, without weights_only=False."""
-import io
 import os
 import pickle
 import pickletools
