@@ -125,3 +125,21 @@ def linear_calls_by_pass(head, device_type: str):
         RoIHeadAdapter._readonly_outputs = orig
         for h in hooks:
             h.remove()
+
+
+def mmlogger_records(fn) -> list:
+    """Runs ``fn()`` with a handler on mmengine's current ``MMLogger`` (it does not propagate to the root
+    logger, so pytest's ``caplog`` misses it): the ``logging.LogRecord`` s it logged."""
+    import logging
+
+    from mmengine.logging import MMLogger
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        fn()
+    finally:
+        logger.removeHandler(handler)
+    return records

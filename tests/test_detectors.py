@@ -86,20 +86,13 @@ def test_rpn_use_fails_at_build_time_with_reason():
 
 
 def test_build_logs_which_ohem_is_active():
-    import logging
+    from ._detectors import mmlogger_records
 
-    from mmengine.logging import MMLogger
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = MMLogger.get_current_instance()  # MMLogger does not propagate: attach directly
-    logger.addHandler(handler)
-    try:
+    def builds():
         build(mmdet_config(FASTER_FPN))
         build(mmdet_config(FASTER_FPN, sampler_type='MMDetOHEMSampler'))
-    finally:
-        logger.removeHandler(handler)
-    text = '\n'.join(r.getMessage() for r in records)
+
+    text = '\n'.join(r.getMessage() for r in mmlogger_records(builds))
     assert 'mmdet_ohem.OHEMSampler' in text and 'no fg:bg ratio (pos_fraction=0.25 ignored)' in text
     assert 'loss-NMS=LossNMS(iou_threshold=0.7' in text
     assert 'mmdet built-in OHEMSampler (MMDetOHEMSampler)' in text

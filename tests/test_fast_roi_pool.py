@@ -184,17 +184,8 @@ def test_roi_pool_timing_tool_on_the_gpu(tmp_path):
 def _warnings_of(fn):
     import logging
 
-    from mmengine.logging import MMLogger
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = MMLogger.get_current_instance()  # MMLogger does not propagate: attach directly
-    logger.addHandler(handler)
-    try:
-        fn()
-    finally:
-        logger.removeHandler(handler)
-    return [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    from ._detectors import mmlogger_records
+    return [r.getMessage() for r in mmlogger_records(fn) if r.levelno == logging.WARNING]
 
 
 def test_a_failing_triton_path_falls_back_to_mmcvs_layer_and_says_so_once(monkeypatch):
