@@ -183,6 +183,22 @@ def test_survey_reports_each_stages_selection_path():
     assert survey_family('faster_fpn', 'RandomSampler')['graphs'] is None
 
 
+def test_wrapper_train_step_is_a_train_step_through_an_optimizer_wrapper():
+    """The step the AMP survey and the ``cuda`` tests take through mmengine's ``AmpOptimWrapper``, here through
+    its plain ``OptimWrapper``: two steps give the log vars two plain SGD steps give, bit for bit."""
+    from mmengine.optim import OptimWrapper
+    from ohem_experiments.quick_detectors import wrapper_train_step
+    logs = []
+    for wrapped in (False, True):
+        model = build(family_config('faster_fpn'))
+        data = batch(model)
+        optim = torch.optim.SGD(model.parameters(), lr=0.002, momentum=0.9)
+        wrapper = OptimWrapper(optimizer=optim)
+        logs.append([wrapper_train_step(model, data, wrapper) if wrapped else train_step(model, data, optim)
+                     for _ in range(2)])
+    assert logs[0] == logs[1] and logs[0][1]['loss'] != logs[0][0]['loss']
+
+
 def test_survey_refuses_amp_without_cuda_and_unknown_precisions(tmp_path):
     from ohem_experiments.compat_survey import main, survey_family
     with pytest.raises(ValueError, match=r"\['fp16'\] are `--amp` training .* needs CUDA; device is 'cpu'"):

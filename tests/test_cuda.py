@@ -40,16 +40,10 @@ def vgg_ohem():
 def _amp_steps(model, data, dtype: str, steps: int = 2) -> list:
     """``steps`` iterations through mmengine's AmpOptimWrapper, exactly what ``tools/train.py --amp`` uses."""
     from mmengine.optim import AmpOptimWrapper
+    from ohem_experiments.quick_detectors import wrapper_train_step
     wrapper = AmpOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9),
                               dtype=dtype)
-    losses = []
-    for _ in range(steps):
-        with wrapper.optim_context(model):
-            raw = model.loss(data['inputs'], data['data_samples'])
-        loss, _ = model.parse_losses(raw)
-        wrapper.update_params(loss)
-        losses.append(float(loss))
-    return losses
+    return [wrapper_train_step(model, data, wrapper)['loss'] for _ in range(steps)]
 
 
 @pytest.mark.parametrize('dtype', ['float16', 'bfloat16'])

@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .quick_detectors import build_detector, mmdet_config, synthetic_batch, train_step
+from .quick_detectors import build_detector, mmdet_config, synthetic_batch, train_step, wrapper_train_step
 
 __all__ = ['Family', 'FAMILIES', 'PRECISIONS', 'REFUSED', 'family_config', 'markdown', 'problems', 'survey_family',
            'try_family']
@@ -185,13 +185,10 @@ def _steps(model: torch.nn.Module, data: dict, precision: str, steps: int) -> Di
     from mmengine.optim import AmpOptimWrapper
     wrapper = AmpOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.002, momentum=0.9),
                               dtype=_AMP_DTYPES[precision])
+    log = {}
     for _ in range(steps):
-        batch = copy.deepcopy(data)
-        with wrapper.optim_context(model):
-            raw = model.loss(batch['inputs'], batch['data_samples'])
-        loss, log_vars = model.parse_losses(raw)
-        wrapper.update_params(loss)
-    return {k: float(v) for k, v in log_vars.items()}
+        log = wrapper_train_step(model, copy.deepcopy(data), wrapper)
+    return log
 
 
 #: The families OHEMSampler refuses at build, naming the head (docs/compatibility.md): PISA needs its

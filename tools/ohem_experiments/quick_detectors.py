@@ -14,7 +14,7 @@ from mmengine.config import Config
 from mmdet_ohem.config_tools import config_path, drop_pretrained, set_rcnn_sampler, use_roi_align
 
 __all__ = ['FASTER_FPN', 'FASTER_C4', 'MASK_FPN', 'CASCADE_FPN', 'DOUBLE_HEAD', 'mmdet_config',
-           'build_detector', 'synthetic_batch', 'train_step']
+           'build_detector', 'synthetic_batch', 'train_step', 'wrapper_train_step']
 
 FASTER_FPN = 'faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
 FASTER_C4 = 'faster_rcnn/faster-rcnn_r50-caffe_c4-1x_coco.py'
@@ -88,6 +88,17 @@ def synthetic_batch(model: torch.nn.Module, batch_size: int = 2, size: Union[int
     packed['inputs'] = [x.to(device) for x in packed['inputs']]
     packed['data_samples'] = [d.to(device) for d in packed['data_samples']]
     return model.data_preprocessor(packed, True)
+
+
+def wrapper_train_step(model: torch.nn.Module, data: dict, wrapper) -> dict:
+    """One step through an mmengine optimizer wrapper as mmengine's ``train_step`` runs it (the forward in
+    ``optim_context``, ``parse_losses``, ``update_params``): with ``AmpOptimWrapper``, what ``tools/train.py
+    --amp`` runs. Returns the log vars as floats."""
+    with wrapper.optim_context(model):
+        raw = model.loss(data['inputs'], data['data_samples'])
+    loss, log_vars = model.parse_losses(raw)
+    wrapper.update_params(loss)
+    return {k: float(torch.as_tensor(v).detach()) for k, v in log_vars.items()}
 
 
 def train_step(model: torch.nn.Module, data: dict, optim: torch.optim.Optimizer) -> dict:
