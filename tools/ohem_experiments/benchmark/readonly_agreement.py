@@ -405,13 +405,8 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
                             with EMULATED[d]():
                                 approx = sampler.head.readonly_losses(feats32, *args[1:5], None)
                         elif d == FAST_ALIGN:  # the default precision with fast_roi_align=True
-                            fast = sampler.head.fast_roi_align
-                            sampler.head.fast_roi_align = True
-                            try:
-                                with amp():
-                                    approx = sampler.head.readonly_losses(*args[:5], READONLY_PRECISIONS['tf32'])
-                            finally:
-                                sampler.head.fast_roi_align = fast
+                            with mock.patch.object(sampler.head, 'fast_roi_align', True), amp():
+                                approx = sampler.head.readonly_losses(*args[:5], READONLY_PRECISIONS['tf32'])
                         else:
                             with amp():
                                 approx = sampler.head.readonly_losses(*args[:5], READONLY_PRECISIONS[d])
