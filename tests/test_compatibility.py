@@ -219,6 +219,21 @@ def test_survey_refuses_amp_without_cuda_and_unknown_precisions(tmp_path):
     assert rows[3].startswith('| pisa | OHEMSampler | refused at build')
 
 
+def test_gpu_survey_does_not_run_a_control_that_indexes_out_of_bounds():
+    """CrowdDet's control (mmdet's RandomSampler on multi-instance targets) raises an IndexError on the CPU; on
+    the H200 (2026-11-27) the same index tripped a device-side assert that took the CUDA context, and every
+    later family, with it. On CUDA the survey reports it as not run, builds nothing, and OHEM is still asked
+    (refused at build)."""
+    from ohem_experiments.compat_survey import FAMILIES, survey_family
+    assert [n for n, f in FAMILIES.items() if f.no_cuda_control] == ['crowddet']
+    res = survey_family('crowddet', 'RandomSampler', ('fp32', 'fp16'), device='cuda')
+    assert res['results'] == {p: 'not run on CUDA: ' + FAMILIES['crowddet'].no_cuda_control for p in ('fp32', 'fp16')}
+    assert res['peak_mib'] == {} and res['graphs'] is None
+    assert 'MultiInsRandomSampler' in FAMILIES['crowddet'].no_cuda_control
+    cpu = survey_family('crowddet', 'RandomSampler', steps=1)['results']['fp32']  # the CPU still runs it
+    assert cpu.startswith('IndexError: ') and 'random_sampler.py' in cpu
+
+
 def test_shipped_family_config_keeps_the_configs_budgets_and_roi_layers():
     """What the GPU survey (and ``--shipped``) builds: only the sampler type changed; the CPU survey cuts to
     64 RoIs and 128 RPN proposals, and ``mmdet_config`` swaps RoIPool for RoIAlign unless told not to."""

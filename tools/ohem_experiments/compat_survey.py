@@ -48,6 +48,10 @@ class Family:
     with_semantic: bool = False
     num_proposals: int = 0  # > 0: no RPN, proposals come with the data (Fast R-CNN)
     num_classes: int = 5
+    #: Why mmdet's RandomSampler (the control) is not run on CUDA, or ``''``: a control that indexes out of
+    #: bounds raises an IndexError on the CPU, but on a GPU it trips a device-side assert, which leaves the
+    #: CUDA context unusable for every later family of the process.
+    no_cuda_control: str = ''
 
 
 FAMILIES: Dict[str, Family] = {
@@ -71,7 +75,10 @@ FAMILIES: Dict[str, Family] = {
     'point_rend': Family('point_rend/point-rend_r50-caffe_fpn_ms-1x_coco.py', with_mask=True),
     'pisa': Family('pisa/faster-rcnn_r50_fpn_pisa_1x_coco.py'),
     'sparse_rcnn': Family('sparse_rcnn/sparse-rcnn_r50_fpn_1x_coco.py'),
-    'crowddet': Family('crowddet/crowddet-rcnn_r50_fpn_8xb2-30e_crowdhuman.py', num_classes=1),
+    'crowddet': Family('crowddet/crowddet-rcnn_r50_fpn_8xb2-30e_crowdhuman.py', num_classes=1,
+                       no_cuda_control='RandomSampler indexes out of bounds on its multi-instance targets '
+                                       '(CPU: IndexError in random_sampler.py; the H200 survey of 2026-11-27: a '
+                                       'device-side assert); CrowdDet needs its MultiInsRandomSampler'),
 }
 
 
@@ -118,7 +125,8 @@ def survey_family(name: str, sampler_type: str, precisions: Sequence[str] = ('fp
     ``None``/``False``), for a GPU; otherwise the CPU cuts (64 RoIs, 128 proposals, RoIAlign).
 
     Returns a JSON-ready dict: ``results`` (per precision: ``'ok'``, ``'non-finite: {...}'``, ``'refused at
-    build: ...'`` or ``'<Error>: ... (file:line)'``); ``peak_mib`` (per precision that ran on CUDA: the
+    build: ...'``, ``'<Error>: ... (file:line)'`` or, for a control that cannot run on CUDA
+    (:attr:`Family.no_cuda_control`), ``'not run on CUDA: ...'``); ``peak_mib`` (per precision that ran on CUDA: the
     largest ``torch.cuda.max_memory_allocated`` over its steps, what mmengine logs as ``memory``);
     ``graphs`` (for ``OHEMSampler``: per R-CNN stage, ``batched``, whether its images are mined together,
     the path a captured selection graph serves (other heads are mined one image at a time), ``cuda_graph``,
@@ -138,6 +146,9 @@ def survey_family(name: str, sampler_type: str, precisions: Sequence[str] = ('fp
     fam = FAMILIES[name]
     out: Dict[str, Any] = {'results': {}, 'peak_mib': {}, 'graphs': None}
     cuda = str(device).startswith('cuda')
+    if cuda and sampler_type == 'RandomSampler' and fam.no_cuda_control:
+        out['results'] = {p: f'not run on CUDA: {fam.no_cuda_control}' for p in precisions}
+        return out
     if cuda:  # the previous models (mmdet's RoI heads and their samplers refer to each other: a cycle) freed
         gc.collect()
         torch.cuda.empty_cache()
