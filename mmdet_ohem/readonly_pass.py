@@ -63,7 +63,6 @@ the losses and the selection while the device runs the forward.
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import sys
 import weakref
@@ -305,8 +304,9 @@ def one_read_extraction(roi_head: nn.Module, stage: Optional[int] = None,
     :func:`extract_levels_one_read` when it is mmdet's ``SingleRoIExtractor`` itself; anything else runs
     unchanged. With ``fast_roi_pool`` its mmcv ``RoIPool`` layers also run the Triton kernel of
     :mod:`mmdet_ohem.kernels.roi_pool` on a GPU (mmcv's values, bit for bit), and with ``fast_roi_align`` its
-    mmcv ``RoIAlign`` layers the experimental float32-arithmetic kernel of :mod:`mmdet_ohem.kernels.roi_align`,
-    on float32 RoIs mapped to levels in float32 (``float32_rois`` of :func:`extract_levels_one_read`). Used by
+    mmcv ``RoIAlign`` layers the float32-arithmetic kernel of :mod:`mmdet_ohem.kernels.roi_align`, on float32
+    RoIs mapped to levels in float32 (``float32_rois`` of :func:`extract_levels_one_read`; on CUDA features
+    only, where the kernel runs). Used by
     the read-only pass only (the training forward keeps mmdet's and mmcv's code)."""
     from mmcv.ops import RoIAlign
     from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
@@ -318,10 +318,16 @@ def one_read_extraction(roi_head: nn.Module, stage: Optional[int] = None,
         if type(ext) is not SingleRoIExtractor or 'forward' in vars(ext):
             yield
             return
-        # float32 RoIs where the RoIAlign layers were patched (Triton installed): off a GPU the patched
-        # layers cast them to the features' dtype for mmcv's kernel
-        float32_rois = fast_roi_align and any('forward' in vars(m) for m in layers if isinstance(m, RoIAlign))
-        ext.forward = functools.partial(extract_levels_one_read, ext, float32_rois=float32_rois)
+        # float32 RoIs where the RoIAlign layers were patched (Triton installed) and the features are on a GPU,
+        # where the kernel runs; elsewhere mmcv's layers run on RoIs in the features' dtype, mapped to levels
+        # as mmdet maps them (so the CPU's read-only pass is the same whatever fast_roi_align says)
+        patched = fast_roi_align and any('forward' in vars(m) for m in layers if isinstance(m, RoIAlign))
+
+        def forward(feats: Sequence[Tensor], rois: Tensor, roi_scale_factor: Optional[float] = None) -> Tensor:
+            return extract_levels_one_read(ext, feats, rois, roi_scale_factor,
+                                           float32_rois=patched and bool(feats[0].is_cuda))
+
+        ext.forward = forward
         try:
             yield
         finally:
@@ -742,9 +748,9 @@ class RoIHeadAdapter:
         #: The read-only pass's mmcv RoIPool layers run mmdet_ohem.kernels.roi_pool on a GPU (the sampler's
         #: ``fast_roi_pool``).
         self.fast_roi_pool = True
-        #: The read-only pass's mmcv RoIAlign layers run mmdet_ohem.kernels.roi_align under fp16 on a GPU (the
-        #: sampler's ``fast_roi_align``; experimental, off by default).
-        self.fast_roi_align = False
+        #: The read-only pass's mmcv RoIAlign layers run mmdet_ohem.kernels.roi_align on a GPU (the sampler's
+        #: ``fast_roi_align``).
+        self.fast_roi_align = True
 
     def _extra_forward_inputs(self) -> Tuple[str, ...]:
         """Names of the optional inputs ``_bbox_forward`` declares after ``[stage,] x, rois``."""

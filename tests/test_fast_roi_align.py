@@ -1,12 +1,13 @@
-"""The read-only pass's Triton RoIAlign kernels (mmdet_ohem.kernels.roi_align; ``fast_roi_align``,
-experimental, off by default).
+"""The read-only pass's Triton RoIAlign kernel (mmdet_ohem.kernels.roi_align; ``fast_roi_align``, the default
+since 2026-11-27's sixteenth session).
 
-On the CPU the kernels run in Triton's interpreter. The float32-arithmetic kernel (what ``fast_roi_align``
-runs) is compared with mmcv's own float32 CPU ``roi_align``. The half-arithmetic kernel is compared with a
-direct transcription of mmcv 2.1's ``roi_align_forward_cuda_kernel`` (average mode) with ``T = c10::Half``:
-every operation of mmcv's kernel on halves computes in float and rounds to half, as PyTorch's CPU float16
-operations do, so the transcription below uses float16 tensors and numpy float16 scalars. The ``cuda``
-tests compare the kernels with mmcv's layer itself.
+On the CPU the kernel runs in Triton's interpreter and is compared with mmcv's own float32 CPU
+``roi_align``; the ``cuda`` test compares it with mmcv's layer on the GPU, and with its CPU kernel. The
+scalar transcription of mmcv 2.1's ``roi_align_forward_cuda_kernel`` (average mode) with ``T = c10::Half``
+below checks the agreement tool's vectorised emulation of mmcv's half arithmetic: every operation of mmcv's
+kernel on halves, as its source reads, computes in float and rounds to half, as PyTorch's CPU float16
+operations do, so it uses float16 tensors and numpy float16 scalars. (A Triton kernel with these roundings
+differed from mmcv's compiled fp16 kernel in 43% of its values on the H200, and was dropped.)
 """
 import math
 import os
@@ -99,20 +100,6 @@ def device():
     return 'cuda' if torch.cuda.is_available() else 'cpu'
 
 
-@pytest.mark.parametrize('sampling_ratio, aligned', [(0, True), (2, True), (0, False)])
-def test_fp16_kernel_equals_mmcvs_half_arithmetic_bit_for_bit(device, sampling_ratio, aligned):
-    gen = torch.Generator().manual_seed(3)
-    b, c, height, width, scale = 2, 20, 9, 13, 1 / 4  # 20 channels: a partial block
-    feats = (torch.randn(b, c, height, width, generator=gen) * 3).half()
-    rois = some_rois(gen, 12, height / scale, width / scale, b)
-    want = mmcv_roi_align_fp16(feats, rois, (3, 4), scale, sampling_ratio, aligned)
-    got = ra.roi_align_fp16(feats.to(device), rois.to(device), (3, 4), scale, sampling_ratio, aligned).cpu()
-    assert got.dtype == torch.float16 and got.shape == want.shape
-    assert torch.equal(got.view(torch.int16), want.view(torch.int16)), \
-        f'{int((got != want).sum())} of {want.numel()} values differ'
-    assert (want != 0).any() and (want == 0).any()  # real values, and the zero cases
-
-
 def test_falls_back_to_mmcvs_layer_where_it_does_not_apply():
     from mmcv.ops import RoIAlign
     layer = RoIAlign((7, 7), 1 / 4, sampling_ratio=0)
@@ -131,20 +118,16 @@ GPU_CASES = [(2, 256, 200, 334, 1 / 4, 1000, 0, True), (2, 256, 50, 84, 1 / 16, 
              (1, 70, 11, 17, 1 / 4, 200, 0, False)]
 
 
-@pytest.mark.cuda
-def test_fp16_kernel_equals_mmcvs_roi_align_on_the_gpu():
-    pytest.importorskip('triton')
-    from mmcv.ops import RoIAlign
-    gen = torch.Generator().manual_seed(4)
-    for (b, c, height, width, scale, n, sr, aligned) in GPU_CASES:
-        feats = torch.randn(b, c, height, width, generator=gen).cuda().half()
-        rois = some_rois(gen, n, height / scale, width / scale, b).cuda()
-        layer = RoIAlign((7, 7), scale, sampling_ratio=sr, aligned=aligned)
-        with torch.no_grad():
-            want = layer(feats, rois)
-            got = ra.roi_align_fp16(feats, rois, (7, 7), scale, sr, aligned)
-            differ = int((got != want).sum())
-            assert differ == 0, f'{differ} of {want.numel()} values differ ({height}x{width}, sr={sr})'
+def samples_per_bin(rois, scale, output_size, sampling_ratio, aligned):
+    """mmcv's sample count per bin of each RoI (``roi_bin_grid_h * roi_bin_grid_w``, at least 1), float32."""
+    off = 0.5 if aligned else 0.0
+    size = torch.stack([rois[:, 4] * scale - off - (rois[:, 2] * scale - off),
+                        rois[:, 3] * scale - off - (rois[:, 1] * scale - off)], 1)  # (h, w)
+    if not aligned:
+        size = size.clamp(min=1.0)
+    grid = torch.full_like(size, float(sampling_ratio)) if sampling_ratio > 0 else \
+        torch.ceil(size / torch.tensor(output_size, dtype=size.dtype)).clamp(min=0)
+    return (grid[:, 0] * grid[:, 1]).clamp(min=1)
 
 
 @pytest.mark.cuda
@@ -152,30 +135,41 @@ def test_fp16_kernel_equals_mmcvs_roi_align_on_the_gpu():
 def test_float32_kernel_matches_mmcvs_float_roi_align_on_the_gpu(dtype):
     """The kernel runs without fused multiply-adds, as mmcv's CPU build computes: bit for bit mmcv's float32
     CPU ``roi_align`` (on the first 200 RoIs of each case, to bound the CPU's time). mmcv's CUDA build lets
-    nvcc fuse, so against its float32 layer the values agree to float32 rounding (and, rounded to the
-    features' dtype, within one unit in the last place)."""
+    nvcc fuse, so against its float32 layer the values agree within float32 rounding: both sum ``4 x count``
+    weighted samples per bin, so each lies within ``(4 count + 8) eps`` of the magnitude ``RoIAlign(|x|)``
+    of the exact value, and a fused sample position moves by at most one ulp of the map's extent; rounded to
+    the features' dtype, one more rounding. (A bound relative to the value itself fails where the samples
+    cancel: the H200, 2026-11-27, 1.8e-5 at most on float32 features.)"""
     pytest.importorskip('triton')
     from mmcv.ops import RoIAlign, roi_align
     gen = torch.Generator().manual_seed(6)
+    eps32 = torch.finfo(torch.float32).eps
     for (b, c, height, width, scale, n, sr, aligned) in GPU_CASES:
         feats = torch.randn(b, c, height, width, generator=gen).to(dtype)
         rois = some_rois(gen, n, height / scale, width / scale, b).float()
         rois[:, 1:] += torch.rand(rois.shape[0], 4, generator=gen)  # not float16 values
         layer = RoIAlign((7, 7), scale, sampling_ratio=sr, aligned=aligned)
         with torch.no_grad():
-            exact = layer(feats.float().cuda(), rois.cuda())
             got = ra.readonly_roi_align(layer, feats.cuda(), rois.cuda())
         assert got is not None and got.dtype == dtype
-        err = (got.float() - exact).abs()
-        tol = 1e-5 * exact.abs() + 1e-6 if dtype == torch.float32 else \
-            torch.finfo(dtype).eps * exact.abs() + torch.finfo(dtype).tiny
-        assert (err <= tol).all(), (dtype, height, width, sr, float(err.max()))
-        assert (exact != 0).any()
         sub = torch.arange(min(200, n))
         if aligned:  # mmcv's CPU kernel asserts a non-negative size there
             sub = sub[((rois[sub, 3] >= rois[sub, 1]) & (rois[sub, 4] >= rois[sub, 2]))]
         cpu = roi_align(feats.float(), rois[sub], (7, 7), scale, sr, 'avg', aligned).to(dtype)
-        assert torch.equal(got[sub.cuda()].cpu(), cpu), (dtype, height, width, sr)
+        differ = int((got[sub.cuda()].cpu() != cpu).sum())
+        assert differ == 0, f'{differ} of {cpu.numel()} values differ from mmcv\'s CPU kernel ({dtype}, {height}x{width})'
+        with torch.no_grad():
+            exact = layer(feats.float().cuda(), rois.cuda())
+            mag = layer(feats.float().abs().cuda(), rois.cuda())
+        count = samples_per_bin(rois, scale, (7, 7), sr, aligned).cuda()[:, None, None, None]
+        ulp_extent = 2.0 ** (math.floor(math.log2(max(height, width) + 1)) - 23)
+        tol = 2 * (4 * count + 8) * eps32 * mag + 8 * ulp_extent * float(feats.abs().max())
+        if dtype != torch.float32:
+            tol = tol + torch.finfo(dtype).eps * exact.abs()
+        err = (got.float() - exact).abs()
+        worst = int((err - tol).argmax())
+        assert (err <= tol).all(), (dtype, height, width, sr, float(err.flatten()[worst]), float(tol.flatten()[worst]))
+        assert (exact != 0).any()
 
 
 COMPILE_SM90 = r"""
@@ -188,11 +182,10 @@ except ImportError as e:
     print(json.dumps({'skip': f'no ahead-of-time compilation API in triton {triton.__version__}: {e}'}))
     sys.exit(0)
 from mmdet_ohem.kernels import roi_align as ra
-from mmdet_ohem.kernels._roi_align_triton import roi_align_avg_f16, roi_align_avg_f32
+from mmdet_ohem.kernels._roi_align_triton import roi_align_avg_f32
 res = {}
 for name, fn, feat, rois, out in (('f32_fp16', roi_align_avg_f32, '*fp16', '*fp32', '*fp16'),
-                                  ('f32_fp32', roi_align_avg_f32, '*fp32', '*fp32', '*fp32'),
-                                  ('f16', roi_align_avg_f16, '*fp16', '*fp16', '*fp16')):
+                                  ('f32_fp32', roi_align_avg_f32, '*fp32', '*fp32', '*fp32')):
     sig = dict(feat_ptr=feat, rois_ptr=rois, out_ptr=out, C='i32', H='i32', W='i32', scale='fp32', offset='fp32',
                sampling_ratio='i32', aligned='i32', PH='constexpr', PW='constexpr', BLOCK_B='constexpr',
                BLOCK_C='constexpr')
@@ -205,10 +198,10 @@ print(json.dumps(res))
 
 
 def test_kernels_compile_for_sm90_as_written():
-    """Triton's interpreter runs the kernels as Python; the GPU compiler is stricter. Both RoIAlign kernels
-    compile for an H100/H200 (sm_90) on this machine (in a process without ``TRITON_INTERPRET``), with no
-    fused multiply-add in either (the half kernel rounds after every operation; the float32 one is launched
-    with ``enable_fp_fusion=False``) and IEEE divisions."""
+    """Triton's interpreter runs the kernel as Python; the GPU compiler is stricter. The RoIAlign kernel
+    compiles for an H100/H200 (sm_90) on this machine (in a process without ``TRITON_INTERPRET``), for
+    float16 and float32 features, with no fused multiply-add (it is launched with ``enable_fp_fusion=False``)
+    and IEEE divisions."""
     import json
     import subprocess
     import sys

@@ -534,6 +534,33 @@ def test_float32_rois_extraction_keeps_the_coordinates_and_maps_levels_in_float3
     assert extract_levels_one_read(ext, feats, rois[:0], float32_rois=True).shape == (0, 2, 1, 1)
 
 
+def test_float32_rois_only_where_the_kernel_runs(monkeypatch):
+    """With ``fast_roi_align`` (the default) the read-only extraction keeps float32 RoIs and levels only for
+    CUDA features, where the Triton kernel runs; on the CPU (e.g. bf16 ``--amp`` there) mmcv's layers take
+    the RoIs in the features' dtype, mapped to levels as mmdet maps them, so the CPU's read-only pass is the
+    same whatever the setting says."""
+    from types import SimpleNamespace
+
+    import mmdet_ohem.readonly_pass as rp
+    from mmdet.registry import MODELS
+    from mmdet_ohem.kernels import triton_available
+    ext = MODELS.build(dict(type='SingleRoIExtractor', out_channels=2, featmap_strides=[4, 8],
+                            roi_layer=dict(type='RoIAlign', output_size=1, sampling_ratio=0)))
+    holder = SimpleNamespace(bbox_roi_extractor=ext)
+    seen = []
+    monkeypatch.setattr(rp, 'extract_levels_one_read', lambda ext, feats, rois, scale=None, float32_rois=False:
+                        seen.append(float32_rois))
+    cpu, gpu = [torch.zeros(1, 2, 4, 4)], [SimpleNamespace(is_cuda=True)]  # the stand-in is never read
+    rois = torch.zeros(1, 5)
+    for fast in (True, False):
+        with rp.one_read_extraction(holder, fast_roi_align=fast):
+            ext(cpu, rois)
+            ext(gpu, rois)
+    assert 'forward' not in vars(ext)
+    # float32 RoIs on CUDA features with the layers patched (Triton installed), never on the CPU
+    assert seen == [False, triton_available(), False, False]
+
+
 def test_fast_roi_align_on_the_cpu_is_mmcvs_float32_pass(tiny_fpn, monkeypatch):
     """``fast_roi_align=True`` off a GPU: the RoIAlign layers fall back to mmcv's (on RoIs cast to the
     features' dtype), so in float32 the read-only losses are those of ``fast_roi_align=False``, bit for bit;
@@ -549,19 +576,22 @@ def test_fast_roi_align_on_the_cpu_is_mmcvs_float32_pass(tiny_fpn, monkeypatch):
     from mmdet_ohem.kernels import triton_available
     tried, orig = [], ra.readonly_roi_align
     monkeypatch.setattr(ra, 'readonly_roi_align', lambda *a: tried.append(a[2].dtype) or orig(*a))
-    runs = []
+    runs, default = [], sampler.head.fast_roi_align
+    assert default  # the default since 2026-11-27's sixteenth session
     for fast in (True, False):
         sampler.head.fast_roi_align = fast
         try:
             runs.append(sampler.head.readonly_losses(*args))
         finally:
-            sampler.head.fast_roi_align = False
+            sampler.head.fast_roi_align = default
     assert torch.equal(runs[0].cls, runs[1].cls) and torch.equal(runs[0].loc, runs[1].loc)
     if triton_available():  # the layers were patched: each level's call tried the kernel first
         assert tried and set(tried) == {torch.float32}
-    built = TASK_UTILS.build(dict(type='OHEMSampler', num=64, fast_roi_align=True), default_args=dict(
-        context=model.roi_head))
+    built = TASK_UTILS.build(dict(type='OHEMSampler', num=64), default_args=dict(context=model.roi_head))
     assert built.head.fast_roi_align and 'fast_roi_align=True' in built.describe()
+    built = TASK_UTILS.build(dict(type='OHEMSampler', num=64, fast_roi_align=False), default_args=dict(
+        context=model.roi_head))
+    assert not built.head.fast_roi_align and 'fast_roi_align=False' in built.describe()
     with pytest.raises(TypeError, match="fast_roi_align must be True or False, got 'yes'"):
         TASK_UTILS.build(dict(type='OHEMSampler', num=64, fast_roi_align='yes'),
                          default_args=dict(context=model.roi_head))

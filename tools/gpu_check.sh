@@ -73,8 +73,9 @@ LABEL=gpu_check
 ITERS=${ITERS:-50}  # run 2 of the sixth session had 30 (with 10, R50-FPN's ratios moved by points)
 BENCH_VARIANTS=${BENCH_VARIANTS:-random mmdet_ohem ours ours_exact}
 VGG16_VARIANTS=${VGG16_VARIANTS:-$BENCH_VARIANTS ours_mmcv_pool}  # + the read-only pass with mmcv's RoIPool
-R50_VARIANTS=${R50_VARIANTS:-$BENCH_VARIANTS ours_fast_align}  # + the experimental float32 Triton RoIAlign
-# (fast_roi_align; R50-FPN has RoIAlign: ours_mmcv_pool would equal ours there)
+R50_VARIANTS=${R50_VARIANTS:-$BENCH_VARIANTS ours_mmcv_align}  # + the read-only pass with mmcv's RoIAlign
+# (fast_roi_align=False; the default runs the float32 Triton RoIAlign since 2026-11-27; R50-FPN has RoIAlign:
+# ours_mmcv_pool would equal ours there)
 ROIPOOL_LAUNCHES=${ROIPOOL_LAUNCHES:-32x2 64x8 128x4 128x8 256x8}  # roipool: launch shapes timed beside the default
 ALIGN_LAUNCHES=${ALIGN_LAUNCHES:-128x4 64x4 64x8 32x8 16x4}  # roipool: the float32 RoIAlign's launch shapes timed
 # beside its default 32x4 (ptxas: 128x4 spills 880 bytes, 64x4 and 128x8 112 bytes, 32x4 none)

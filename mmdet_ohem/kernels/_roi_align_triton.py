@@ -2,12 +2,7 @@
 import triton
 import triton.language as tl
 
-__all__ = ['roi_align_avg_f16', 'roi_align_avg_f32']
-
-
-@triton.jit
-def _h(x):  # round to float16, as every c10::Half operation does
-    return x.to(tl.float16).to(tl.float32)
+__all__ = ['roi_align_avg_f32']
 
 
 @triton.jit
@@ -25,19 +20,9 @@ def _clamp_axis(v, size):
 
 
 @triton.jit
-def _sample_axis(start, i, bin_size, grid, size):
-    """One axis of sample ``i`` in each bin, with every operation rounded to half as in mmcv's half kernel:
-    :func:`_clamp_axis`, then the weights ``l`` (towards high) and ``h = 1 - l``."""
-    # start + static_cast<T>(i + .5f) * bin_size / static_cast<T>(roi_bin_grid)
-    v = _h(start + _h(tl.math.div_rn(_h(_h(i.to(tl.float32) + 0.5) * bin_size), grid)))
-    outside, low, high, v = _clamp_axis(v, size)
-    lo_w = _h(v - low.to(tl.float32))
-    return outside, low, high, lo_w, _h(1.0 - lo_w)
-
-
-@triton.jit
 def _sample_axis_f32(start, i, bin_size, grid, size):
-    """:func:`_sample_axis` in float32, as mmcv's float kernel computes it."""
+    """One axis of sample ``i`` in each bin, in float32 as mmcv's float kernel computes it: :func:`_clamp_axis`,
+    then the weights ``l`` (towards high) and ``h = 1 - l``."""
     v = start + tl.math.div_rn((i.to(tl.float32) + 0.5) * bin_size, grid)
     outside, low, high, v = _clamp_axis(v, size)
     lo_w = v - low.to(tl.float32)
@@ -70,57 +55,6 @@ def _store(out_ptr, res, n, cs, cmask, bins, bmask, C, PH: tl.constexpr, PW: tl.
     """``res`` (bins x channels) into ``out[n]``, laid out ``(C, PH, PW)``, in the output's dtype."""
     out = out_ptr + n * C * (PH * PW) + cs[None, :].to(tl.int64) * (PH * PW) + bins[:, None]
     tl.store(out, res.to(out_ptr.dtype.element_ty), mask=bmask[:, None] & cmask[None, :])
-
-
-@triton.jit
-def roi_align_avg_f16(feat_ptr, rois_ptr, out_ptr, C, H, W, scale, offset, sampling_ratio, aligned,
-                      PH: tl.constexpr, PW: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
-    """mmcv's average-mode RoIAlign with ``T = c10::Half``: float16 features and RoIs, every operation rounded
-    to half (``_h``) where mmcv's kernel rounds."""
-    n, cs, cmask, bins, bmask, ph, pw = _lanes(C, PH, PW, BLOCK_B, BLOCK_C)
-    r = rois_ptr + n * 5
-    b = tl.load(r).to(tl.float32).to(tl.int64)  # int roi_batch_ind = offset_rois[0]
-    roi_start_w = _h(_h(tl.load(r + 1).to(tl.float32) * scale) - offset)
-    roi_start_h = _h(_h(tl.load(r + 2).to(tl.float32) * scale) - offset)
-    roi_end_w = _h(_h(tl.load(r + 3).to(tl.float32) * scale) - offset)
-    roi_end_h = _h(_h(tl.load(r + 4).to(tl.float32) * scale) - offset)
-    roi_width = _h(roi_end_w - roi_start_w)
-    roi_height = _h(roi_end_h - roi_start_h)
-    if aligned == 0:
-        roi_width = tl.maximum(roi_width, 1.0)
-        roi_height = tl.maximum(roi_height, 1.0)
-    bin_h = _h(tl.math.div_rn(roi_height, PH * 1.0))
-    bin_w = _h(tl.math.div_rn(roi_width, PW * 1.0))
-    # roi_height / pooled_height (half / int) is bin_h; ceilf of it
-    grid_h = tl.where(sampling_ratio > 0, sampling_ratio, tl.ceil(bin_h).to(tl.int32))
-    grid_w = tl.where(sampling_ratio > 0, sampling_ratio, tl.ceil(bin_w).to(tl.int32))
-    count = _h(tl.maximum(grid_h * grid_w, 1).to(tl.float32))
-    grid_h_f = _h(grid_h.to(tl.float32))  # static_cast<T>(roi_bin_grid_h)
-    grid_w_f = _h(grid_w.to(tl.float32))
-    y0 = _h(roi_start_h + _h(ph * bin_h))  # roi_start_h + ph * bin_size_h
-    x0 = _h(roi_start_w + _h(pw * bin_w))
-    base = feat_ptr + b * H * W * C
-    acc = tl.zeros((BLOCK_B, BLOCK_C), tl.float32)
-    iy = grid_h * 0
-    while iy < grid_h:
-        y_out, y_low, y_high, ly, hy = _sample_axis(y0, iy, bin_h, grid_h_f, H)
-        ix = grid_w * 0
-        while ix < grid_w:
-            x_out, x_low, x_high, lx, hx = _sample_axis(x0, ix, bin_w, grid_w_f, W)
-            out_of_map = y_out | x_out
-            w1 = _h(hy * hx)
-            w2 = _h(hy * lx)
-            w3 = _h(ly * hx)
-            w4 = _h(ly * lx)
-            v1, v2, v3, v4 = _neighbours(base, y_low, y_high, x_low, x_high, W, C, cs,
-                                         (bmask & ~out_of_map)[:, None] & cmask[None, :])
-            val = _h(_h(_h(_h(w1[:, None] * v1) + _h(w2[:, None] * v2)) + _h(w3[:, None] * v3))
-                     + _h(w4[:, None] * v4))
-            val = tl.where(out_of_map[:, None], 0.0, val)  # bilinear_interpolate returns 0 there
-            acc = _h(acc + val)  # output_val += val
-            ix += 1
-        iy += 1
-    _store(out_ptr, _h(tl.math.div_rn(acc, count)), n, cs, cmask, bins, bmask, C, PH, PW)
 
 
 @triton.jit

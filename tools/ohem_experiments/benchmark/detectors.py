@@ -81,8 +81,13 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     # thirteenth session; 'ours' takes the bins' maxima with mmdet_ohem.kernels.roi_pool (the same values).
     'ours_mmcv_pool': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
                                            fast_roi_pool=False)),
-    # fast_roi_align=True: the experimental Triton RoIAlign in the read-only pass (mmdet_ohem.kernels.roi_align:
-    # float32 arithmetic and RoIs on any features; off by default until it has run on a GPU); on the CPU 'ours'.
+    # fast_roi_align=False: the read-only pass's RoIAlign (R50-FPN) is mmcv's kernel on RoIs in the features'
+    # dtype, as before 2026-11-27's sixteenth session; 'ours' runs mmdet_ohem.kernels.roi_align (float32
+    # arithmetic and RoIs on any features) on a GPU. On the CPU both are 'ours'.
+    'ours_mmcv_align': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
+                                            fast_roi_align=False)),
+    # fast_roi_align=True named: 'ours' since 2026-11-27's sixteenth session, when it became the default; kept
+    # so that the runs of before (where it was off by default) and their commands still read.
     'ours_fast_align': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
                                             fast_roi_align=True)),
     # cuda_graph=True named: 'ours' since 2026-11-27, when it became the default; kept so that the runs of
@@ -142,6 +147,7 @@ def describe_variant(variant: str, cuda_graph_default: bool = True) -> str:
             + (f', read-only {precision}' if typ == 'OHEMSampler' else '')
             + (', one image at a time' if extra.get('batch_images', True) is False else '')
             + (", mmcv's RoIPool in the read-only pass" if extra.get('fast_roi_pool', True) is False else '')
+            + (", mmcv's RoIAlign in the read-only pass" if extra.get('fast_roi_align', True) is False else '')
             + (', Triton float32 RoIAlign in the read-only pass' if extra.get('fast_roi_align') else '')
             + ((', losses and selection as a CUDA graph on a GPU' if graph else ', eager selection') if ohem_rcnn
                else '')

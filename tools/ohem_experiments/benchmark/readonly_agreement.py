@@ -31,9 +31,11 @@ each float32 but for the rounding it names:
   accumulation, a float16 result;
 * ``fp16_emulated``: all of these at once, the fp16 read-only pass.
 
-``tf32_fast_align`` is the default precision with ``fast_roi_align=True``: on a GPU the float32-arithmetic
-Triton RoIAlign on float32 RoIs and levels (:mod:`mmdet_ohem.kernels.roi_align`); on the CPU it equals
-``tf32``.
+``tf32_fast_align`` is the default read-only pass since 2026-11-27's sixteenth session: the default
+precision with ``fast_roi_align=True``, on a GPU the float32-arithmetic Triton RoIAlign on float32 RoIs and
+levels (:mod:`mmdet_ohem.kernels.roi_align`); on the CPU it equals ``tf32``. Every other pass, the
+reference included, runs mmcv's RoIAlign (``fast_roi_align=False``): ``tf32`` is the default precision as it
+was before, with mmcv's layer.
 
 Dropout: the read-only pass runs the head in training mode, as the authors' read-only network does, so a
 head with dropout (our VGG16/VGGM ``FRCNBBoxHead``: 0.5 after fc6 and fc7) draws new masks in every pass.
@@ -215,10 +217,13 @@ def _sample_axis_fp16(start: Tensor, i: int, bin_size: Tensor, grid: Tensor, siz
 
 def roi_align_fp16_torch(feats: Tensor, rois: Tensor, output_size: Sequence[int], spatial_scale: float,
                          sampling_ratio: int, aligned: bool) -> Tensor:
-    """mmcv's average-mode ``roi_align_forward_cuda_kernel`` with ``T = c10::Half``, vectorised over RoIs,
-    bins and channels in float16 CPU tensors (every operation rounded to half, in mmcv's order), so it
-    equals :func:`mmdet_ohem.kernels.roi_align.roi_align_fp16` bit for bit at CPU speed (the Triton
-    interpreter takes about a second per RoI). ``(n, C, PH, PW)`` float16."""
+    """mmcv's average-mode ``roi_align_forward_cuda_kernel`` with ``T = c10::Half`` as its source reads,
+    vectorised over RoIs, bins and channels in float16 CPU tensors (every operation rounded to half, in
+    mmcv's order; equal to the test's scalar transcription bit for bit). ``(n, C, PH, PW)`` float16. An
+    emulation, not mmcv's compiled kernel: on the H200 (2026-11-27) a Triton kernel with these roundings
+    differed from mmcv's fp16 layer in 43% of its values (nvcc keeps some of the mixed half/float
+    expressions in float and may fuse them), though the fp16 pass emulated with it mined 98.6% of an exact
+    pass's RoIs on R50-FPN where the H200's fp16 pass mined 98.5%."""
     feats, rois = feats.half(), rois.half()
     b, c, height, width = feats.shape
     ph_n, pw_n = output_size
@@ -297,8 +302,9 @@ EMULATED: Dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     'fp16_linear': lambda: _Rewrite(_fp16_linear, _fp16_conv),
     'fp16_emulated': _fp16_emulated,
 }
-#: The default read-only precision with ``fast_roi_align=True`` (the float32-arithmetic Triton RoIAlign on
-#: float32 RoIs, :mod:`mmdet_ohem.kernels.roi_align`; on the CPU mmcv's layer runs, so it equals ``tf32``).
+#: The default read-only pass: the default precision with ``fast_roi_align=True`` (the float32-arithmetic
+#: Triton RoIAlign on float32 RoIs, :mod:`mmdet_ohem.kernels.roi_align`; on the CPU mmcv's layer runs, so it
+#: equals ``tf32``, which every other pass's ``fast_roi_align=False`` keeps as it was).
 FAST_ALIGN = 'tf32_fast_align'
 DTYPES = ('tf32', 'fp32', 'fp16', 'bf16', FAST_ALIGN) + tuple(EMULATED)
 #: --train-precision: the autocast dtype the features are captured (and the passes run) under.
@@ -360,6 +366,9 @@ def readonly_agreement(model: str, size: Sequence[int], device: str = 'cuda', se
             # (precision: on the CPU, mmcv's float32-only kernels then run in float32 under autocast)
             prep = prepare(model, ['ours_per_image'], size, 2, (6, 4), device, seed, lr=lr, precision=train_precision)
             sampler: OHEMSampler = prep.samplers['ours_per_image']
+            # Every pass but FAST_ALIGN's runs mmcv's RoIAlign (the reference's and the columns' layer since the
+            # tool was written); FAST_ALIGN turns the Triton kernel on, the default since 2026-11-27.
+            sampler.head.fast_roi_align = False
             swap_sampler(prep.model, sampler)
             for _ in range(train_steps):  # PyTorch's default precision (TF32 convolutions): only the weights matter
                 log_vars = train_step(prep.model, prep.optim, prep.data)

@@ -6,8 +6,8 @@ map, step 1 of :mod:`mmdet_ohem.kernels.roi_pool`) and of the whole Triton path 
 each timed with CUDA events over ``repeats`` calls after a warm-up, the variants interleaved; and whether
 the two outputs are equal bit for bit (NaN where mmcv has NaN).
 
-``--op align`` times the experimental RoIAlign kernels (:mod:`mmdet_ohem.kernels.roi_align`: float32
-arithmetic on fp16 features, what ``fast_roi_align=True`` runs, and mmcv's half arithmetic) against mmcv's fp16
+``--op align`` times the RoIAlign kernel (:mod:`mmdet_ohem.kernels.roi_align`: float32 arithmetic on fp16
+features, what ``fast_roi_align=True``, the default, runs) against mmcv's fp16
 ``RoIAlign`` (``sampling_ratio=0``, aligned) on R50-FPN's four levels at 800x1333, each with RoIs of the sizes
 mmdet's ``SingleRoIExtractor`` maps to it, and reports each one's largest difference from mmcv's float32 layer.
 
@@ -118,8 +118,7 @@ ALIGN_LEVELS = [((2, 256, 200, 334, 1 / 4), (16, 112)), ((2, 256, 100, 167, 1 / 
 
 
 def time_roi_align(per_image: int = 500, repeats: int = 50, launches: Sequence[str] = ()) -> List[dict]:
-    """One row per R50-FPN level: mmcv's fp16 ``RoIAlign`` against the two Triton kernels (gradients off):
-    ``roi_align_fp16`` (mmcv's half arithmetic, bit for bit: ``fp16_differ`` counts values that differ) and
+    """One row per R50-FPN level: mmcv's fp16 ``RoIAlign`` against the Triton kernel (gradients off),
     ``readonly_roi_align`` (float32 arithmetic on the fp16 features and float32 RoIs, what
     ``fast_roi_align=True`` runs: ``f32_max_err`` is its largest difference from mmcv's float32 layer on
     the same values, ``mmcv_fp16_max_err`` that of mmcv's fp16 layer). ``launches``: other launch shapes of
@@ -144,11 +143,8 @@ def time_roi_align(per_image: int = 500, repeats: int = 50, launches: Sequence[s
         with torch.no_grad():
             want = layer(feats, rois)
             exact = layer(feats.float(), rois32)
-            half = ra.roi_align_fp16(feats, rois, (7, 7), scale, 0, True)
             f32 = ra.readonly_roi_align(layer, feats, rois32)
-            fns = {'mmcv': lambda: layer(feats, rois),
-                   'triton_fp16': lambda: ra.roi_align_fp16(feats, rois, (7, 7), scale, 0, True),
-                   'triton_f32': lambda: ra.readonly_roi_align(layer, feats, rois32)}
+            fns = {'mmcv': lambda: layer(feats, rois), 'triton_f32': lambda: ra.readonly_roi_align(layer, feats, rois32)}
             launch_differ = 0
             for shape in launches:
                 bc, nw = (int(v) for v in shape.split('x'))
@@ -158,27 +154,25 @@ def time_roi_align(per_image: int = 500, repeats: int = 50, launches: Sequence[s
             ms = _events_ms(fns, repeats)
         best = min(['triton_f32', *launches], key=ms.get)
         rows.append(dict(features=[b, c, h, w], rois=f'{lo}-{hi} px', num_rois=int(rois.shape[0]), dtype='fp16',
-                         mmcv_ms=ms['mmcv'], triton_fp16_ms=ms['triton_fp16'], triton_f32_ms=ms['triton_f32'],
-                         speedup=ms['mmcv'] / ms['triton_f32'], fp16_differ=int((half != want).sum()),
+                         mmcv_ms=ms['mmcv'], triton_f32_ms=ms['triton_f32'], speedup=ms['mmcv'] / ms['triton_f32'],
                          f32_max_err=float((f32.float() - exact).abs().max()),
                          mmcv_fp16_max_err=float((want.float() - exact).abs().max()),
                          launches={k: ms[k] for k in launches}, f32_launch_differ=launch_differ,
                          best=f'{ra.F32_BLOCK_C}x{ra.F32_NUM_WARPS}' if best == 'triton_f32' else best))
         r = rows[-1]
-        print(f"align {(b, c, h, w)}: mmcv {ms['mmcv']:.3f} ms, triton fp16 {ms['triton_fp16']:.3f} ms "
-              f"({r['fp16_differ']} values differ), triton f32 {ms['triton_f32']:.3f} ms (max err {r['f32_max_err']:.2e}"
-              f" against mmcv fp16's {r['mmcv_fp16_max_err']:.2e})", flush=True)
+        print(f"align {(b, c, h, w)}: mmcv {ms['mmcv']:.3f} ms, triton f32 {ms['triton_f32']:.3f} ms (max err "
+              f"{r['f32_max_err']:.2e} against mmcv fp16's {r['mmcv_fp16_max_err']:.2e})", flush=True)
     return rows
 
 
 def align_table(rows: List[dict]) -> str:
     lines = ['| level features (B, C, H, W) | RoIs | mmcv fp16 RoIAlign ms | Triton float32 arithmetic ms | speed-up '
-             '| max error vs float32 (Triton / mmcv fp16) | Triton half arithmetic ms | its values differing from mmcv '
-             '| float32 kernel, other launch shapes ms (best) |', '|---|---|---|---|---|---|---|---|---|']
+             '| max error vs float32 (Triton / mmcv fp16) | other launch shapes ms (best) |',
+             '|---|---|---|---|---|---|---|']
     for r in rows:
         lines.append(f"| {tuple(r['features'])} | {r['num_rois']} of {r['rois']} | {r['mmcv_ms']:.3f} "
                      f"| {r['triton_f32_ms']:.3f} | {r['speedup']:.2f}x | {r['f32_max_err']:.1e} / "
-                     f"{r['mmcv_fp16_max_err']:.1e} | {r['triton_fp16_ms']:.3f} | {r['fp16_differ']} | "
+                     f"{r['mmcv_fp16_max_err']:.1e} | "
                      + (', '.join(f'{k}: {v:.3f}' for k, v in r['launches'].items()) or '-') + f" ({r['best']}) |")
     return '\n'.join(lines)
 
