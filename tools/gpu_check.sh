@@ -5,12 +5,11 @@
 # Steps, in the order they run (issue 10's open questions first; 13 and 14 are resolved):
 # roipool the read-only pass's RoIPool alone: mmcv's kernel vs the Triton path (mmdet_ohem.kernels.roi_pool,
 #         since the thirteenth session), VGG16 feature sizes, fp32/fp16, times and equality (table in
-#         progress.log, JSON in the tgz); then the experimental RoIAlign kernels (mmdet_ohem.kernels.roi_align,
-#         never run on a GPU: fast_roi_align, off by default, runs the float32-arithmetic one on float32 RoIs
-#         since the fourteenth session; the half-arithmetic one equals mmcv's fp16 kernel) on R50-FPN's levels
-#         against mmcv's fp16 layer, with each one's largest error against mmcv's float32 layer; the tests
-#         step runs their cuda tests, R50-FPN's benchmark times fast_roi_align as ours_fast_align, and the
-#         agreement step measures it as tf32_fast_align;
+#         progress.log, JSON in the tgz); then the read-only pass's float32 Triton RoIAlign
+#         (mmdet_ohem.kernels.roi_align: fast_roi_align, the default since the sixteenth session, when it first
+#         ran on a GPU) on R50-FPN's levels against mmcv's fp16 layer, with its largest error against mmcv's
+#         float32 layer; the tests step runs its cuda tests, R50-FPN's benchmark times mmcv's layer in its place
+#         as ours_mmcv_align, and the agreement step measures it as tf32_fast_align;
 # tests   the Triton RoIPool against mmcv's bit for bit, and the `cuda` tests (AMP training steps of the VGG16 OHEM config at 600 px in fp16/bf16 with every
 #         readonly_dtype, fp32 steps with the default TF32 read-only pass, GPU-vs-CPU selection, host-sync
 #         count, benchmark path, the selection as a captured CUDA graph; issue 14's RPN miner on the GPU;
@@ -52,12 +51,9 @@
 # On 2026-11-27 (H100) STEPS='tests agreement vgg16 r50_fpn configs profile' took 464 s: set-up 26 s, tests 87 s
 # (the NCCL run 30 s of it), agreement 57 s, VGG16 54 s and R50-FPN 61 s (50 rounds of 4), configs 122 s, profile 57 s. A step cut off by the
 # DEADLINE can be rerun alone on the warm machine, e.g. STEPS='configs' DEADLINE=240.
-# Since the twelfth session (no GPU) the tests step holds 9 more cuda tests and the agreement step measures
-# two training precisions (about twice its 57 s). The thirteenth session's first call:
-# STEPS='roipool tests vgg16 r50_fpn agreement configs' DEADLINE=555 (the profile in a later call if time is left).
-# The next session's plan (15 device minutes in all): STEPS='roipool tests r50_fpn agreement' DEADLINE=400
-# (timeout_s 440: fast_roi_align's checks), then at once, on the warm machine, STEPS='families' DEADLINE=220
-# (timeout_s 260; its duration is not known yet: 42 models of up to three stages, 6 steps each).
+# The sixteenth session (H200, 15 device minutes): STEPS='roipool tests r50_fpn agreement' DEADLINE=400 took
+# 301 s (tests 84 s, R50-FPN 67 s, agreement 84 s), STEPS='families' 110 s on the warm machine (families
+# 94-117 s), and STEPS='tests families r50_fpn' DEADLINE=320 321 s from a cold start.
 # Only 8 files come back from $OUT: the markdown tables, the agreement JSON and progress log come back as
 # files, everything (logs, JSON, the sweep's cells and table) also in gpu_check.tgz. Each step has its own
 # time limit, cut to what is left before DEADLINE, so a cut-off run still returns the earlier results.
