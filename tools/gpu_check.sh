@@ -70,6 +70,7 @@ ITERS=${ITERS:-50}  # run 2 of the sixth session had 30 (with 10, R50-FPN's rati
 BENCH_VARIANTS=${BENCH_VARIANTS:-random mmdet_ohem ours ours_exact}
 VGG16_VARIANTS=${VGG16_VARIANTS:-$BENCH_VARIANTS ours_mmcv_pool}  # + the read-only pass with mmcv's RoIPool
 R50_VARIANTS=${R50_VARIANTS:-$BENCH_VARIANTS ours_mmcv_align}  # + the read-only pass with mmcv's RoIAlign
+# R50_LIMIT: the R50-FPN step's time limit (default 95 s, for 50 rounds of 5 variants; 200 rounds of 3: 150)
 # (fast_roi_align=False; the default runs the float32 Triton RoIAlign since 2026-11-27; R50-FPN has RoIAlign:
 # ours_mmcv_pool would equal ours there)
 ROIPOOL_LAUNCHES=${ROIPOOL_LAUNCHES:-32x2 64x8 128x4 128x8 256x8}  # roipool: launch shapes timed beside the default
@@ -122,7 +123,7 @@ fi
 want vgg16 && run_step 120 'benchmark VGG16 600x1000' bash -c "python3 tools/benchmark.py --device cuda --models vgg16 \
     --size 600 1000 --batch 2 --precision fp32 fp16 bf16 --variants $VGG16_VARIANTS --iters $ITERS --warmup $WARMUP --nms-sizes 2000 \
     --nms-repeats 10 --out '$OUT/bench_vgg16.json' > '$OUT/bench_vgg16.log' 2>&1"
-want r50_fpn && run_step 95 'benchmark R50-FPN 800x1333' bash -c "python3 tools/benchmark.py --device cuda --models r50_fpn \
+want r50_fpn && run_step ${R50_LIMIT:-95} 'benchmark R50-FPN 800x1333' bash -c "python3 tools/benchmark.py --device cuda --models r50_fpn \
     --size 800 1333 --batch 2 --precision fp32 fp16 --variants $R50_VARIANTS --iters $ITERS --warmup $WARMUP --no-nms \
     --out '$OUT/bench_r50_fpn.json' > '$OUT/bench_r50_fpn.log' 2>&1"
 if want agreement; then
