@@ -22,7 +22,7 @@ import argparse
 import functools
 import json
 import statistics
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import torch
 from torch import Tensor
@@ -68,6 +68,19 @@ def _events_ms(fns: Dict[str, object], repeats: int) -> Dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def _add_launches(fns: Dict[str, Callable[[], Tensor]], launches: Sequence[str], run: Callable[..., Tensor],
+                  reference: Tensor) -> int:
+    """Adds ``run`` at each of the other launch shapes ``launches`` (``'<channels per program>x<warps>'``,
+    passed as ``block_c`` and ``num_warps``) to the timed ``fns``; returns how many of their values differ
+    from ``reference`` (a launch shape must not change a value)."""
+    differ = 0
+    for shape in launches:
+        bc, nw = (int(v) for v in shape.split('x'))
+        fns[shape] = functools.partial(run, block_c=bc, num_warps=nw)
+        differ += int((fns[shape]() != reference).sum())
+    return differ
+
+
 def time_roi_pool(sizes: Sequence[str] = tuple(SIZES), kinds: Sequence[str] = ('anchors', 'proposals'),
                   dtypes: Sequence[str] = ('fp32', 'fp16'), per_image: int = 2000,
                   repeats: int = 50, launches: Sequence[str] = ()) -> List[dict]:
@@ -95,11 +108,8 @@ def time_roi_pool(sizes: Sequence[str] = tuple(SIZES), kinds: Sequence[str] = ('
                         'bounds': lambda: rp._bin_bounds(feats, rois, (7, 7), scale),
                         'triton': lambda: rp.readonly_roi_pool(feats, rois, (7, 7), scale),
                     }
-                    for shape in launches:
-                        bc, nw = (int(v) for v in shape.split('x'))
-                        fns[shape] = functools.partial(rp.readonly_roi_pool, feats, rois, (7, 7), scale,
-                                                       block_c=bc, num_warps=nw)
-                        differ += int((fns[shape]() != want).sum())
+                    differ += _add_launches(fns, launches, functools.partial(
+                        rp.readonly_roi_pool, feats, rois, (7, 7), scale), want)
                     ms = _events_ms(fns, repeats)
                 best = min(['triton', *launches], key=ms.get)
                 rows.append(dict(size=size, features=[b, c, h, w], rois=kind, num_rois=int(rois.shape[0]),
@@ -145,12 +155,8 @@ def time_roi_align(per_image: int = 500, repeats: int = 50, launches: Sequence[s
             exact = layer(feats.float(), rois32)
             f32 = ra.readonly_roi_align(layer, feats, rois32)
             fns = {'mmcv': lambda: layer(feats, rois), 'triton_f32': lambda: ra.readonly_roi_align(layer, feats, rois32)}
-            launch_differ = 0
-            for shape in launches:
-                bc, nw = (int(v) for v in shape.split('x'))
-                fns[shape] = functools.partial(ra.roi_align_f32, feats, rois32, (7, 7), scale, 0, True,
-                                               block_c=bc, num_warps=nw)
-                launch_differ += int((fns[shape]() != f32).sum())
+            launch_differ = _add_launches(fns, launches, functools.partial(
+                ra.roi_align_f32, feats, rois32, (7, 7), scale, 0, True), f32)
             ms = _events_ms(fns, repeats)
         best = min(['triton_f32', *launches], key=ms.get)
         rows.append(dict(features=[b, c, h, w], rois=f'{lo}-{hi} px', num_rois=int(rois.shape[0]), dtype='fp16',
@@ -209,7 +215,7 @@ def main(argv=None) -> None:
                 f' --per-image {args.per_image} --repeats {args.repeats}'
                 + (f' --launches {" ".join(args.launches)}' if args.launches else '')
                 + '`; medians of CUDA-event times, gradients off; '
-                f'per level a quarter of --per-image RoIs per image.\n\n' + align_table(rows) + '\n')
+                'per level a quarter of --per-image RoIs per image.\n\n' + align_table(rows) + '\n')
     else:
         rows = time_roi_pool(args.sizes, dtypes=args.dtypes, per_image=args.per_image, repeats=args.repeats,
                              launches=args.launches)
