@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .quick_detectors import build_detector, mmdet_config, synthetic_batch, train_step, wrapper_train_step
+from .quick_detectors import build_detector, mmdet_config, synthetic_batch, wrapper_train_step
 
 __all__ = ['Family', 'FAMILIES', 'PRECISIONS', 'REFUSED', 'family_config', 'markdown', 'problems', 'survey_family',
            'try_family']
@@ -186,17 +186,15 @@ def survey_family(name: str, sampler_type: str, precisions: Sequence[str] = ('fp
 
 def _steps(model: torch.nn.Module, data: dict, precision: str, steps: int) -> Dict[str, float]:
     """``steps`` training steps in ``precision`` (each on a fresh copy of ``data``: mmdet's RoI heads rename
-    the proposals' fields in place); the last step's log vars."""
-    if precision == 'fp32':
-        optim = torch.optim.SGD(model.parameters(), lr=0.002, momentum=0.9)
-        log: Dict[str, float] = {}
-        for _ in range(steps):
-            log = train_step(model, copy.deepcopy(data), optim)
-        return log
-    from mmengine.optim import AmpOptimWrapper
-    wrapper = AmpOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.002, momentum=0.9),
-                              dtype=_AMP_DTYPES[precision])
-    log = {}
+    the proposals' fields in place); the last step's log vars. ``fp32``: plain SGD through mmengine's
+    ``OptimWrapper`` (the same steps, bit for bit, as
+    ``test_wrapper_train_step_is_a_train_step_through_an_optimizer_wrapper`` checks); ``fp16``/``bf16``: its
+    ``AmpOptimWrapper``, what ``tools/train.py --amp`` builds."""
+    from mmengine.optim import AmpOptimWrapper, OptimWrapper
+    optim = torch.optim.SGD(model.parameters(), lr=0.002, momentum=0.9)
+    wrapper = OptimWrapper(optimizer=optim) if precision == 'fp32' else \
+        AmpOptimWrapper(optimizer=optim, dtype=_AMP_DTYPES[precision])
+    log: Dict[str, float] = {}
     for _ in range(steps):
         log = wrapper_train_step(model, copy.deepcopy(data), wrapper)
     return log
