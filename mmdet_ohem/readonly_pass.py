@@ -248,7 +248,8 @@ def float32_inputs(value: Any) -> Any:
 
 
 def extract_levels_one_read(ext: nn.Module, feats: Sequence[Tensor], rois: Tensor,
-                            roi_scale_factor: Optional[float] = None, float32_rois: bool = False) -> Tensor:
+                            roi_scale_factor: Optional[float] = None, float32_rois: bool = False,
+                            one_launch: bool = False) -> Tensor:
     """mmdet's ``SingleRoIExtractor.forward`` with one host read for all feature levels.
 
     mmdet finds each level's RoIs with a ``nonzero`` (a host synchronisation per level, between the
@@ -273,6 +274,12 @@ def extract_levels_one_read(ext: nn.Module, feats: Sequence[Tensor], rois: Tenso
         ext: A ``SingleRoIExtractor`` (exactly that class).
         feats, rois, roi_scale_factor: As ``SingleRoIExtractor.forward``.
         float32_rois: See above.
+        one_launch: With ``float32_rois``, align every RoI on its level in one launch of
+            :func:`mmdet_ohem.kernels.roi_align.roi_align_levels_f32` where
+            :func:`~mmdet_ohem.kernels.roi_align.readonly_roi_align_levels` applies (mmcv ``RoIAlign`` layers
+            alike but for their scale, CUDA features): no sort, split or scatter by level and **no host read**;
+            the same values as the per-level kernel, RoI by RoI. Elsewhere, or if that path failed on this
+            machine (:func:`~mmdet_ohem.kernels.roi_pool.run_or_fall_back`), the levels as above.
     """
     num_levels = len(feats)
     if rois.shape[0] == 0 or (num_levels == 1 and not float32_rois):  # mmdet's own path makes no read there
@@ -284,6 +291,13 @@ def extract_levels_one_read(ext: nn.Module, feats: Sequence[Tensor], rois: Tenso
     target_lvls = ext.map_roi_levels(rois, num_levels)
     if roi_scale_factor is not None:
         rois = ext.roi_rescale(rois, roi_scale_factor)
+    if one_launch and float32_rois:
+        from .kernels.roi_align import readonly_roi_align_levels
+        from .kernels.roi_pool import run_or_fall_back
+        out = run_or_fall_back('roi_align_levels', readonly_roi_align_levels, list(ext.roi_layers),
+                               list(feats), rois, target_lvls)
+        if out is not None:
+            return out
     order = torch.sort(target_lvls, stable=True).indices
     levels = torch.arange(num_levels, device=rois.device)
     counts = (target_lvls == levels[:, None]).sum(1).tolist()  # the one read
@@ -299,17 +313,21 @@ def extract_levels_one_read(ext: nn.Module, feats: Sequence[Tensor], rois: Tenso
 
 @contextlib.contextmanager
 def one_read_extraction(roi_head: nn.Module, stage: Optional[int] = None,
-                        fast_roi_pool: bool = False, fast_roi_align: bool = False) -> Iterator[None]:
+                        fast_roi_pool: bool = False, fast_roi_align: bool = False,
+                        one_launch_levels: bool = False) -> Iterator[None]:
     """Inside the block the RoI head's box extractor (that of ``stage`` in a cascade) runs
     :func:`extract_levels_one_read` when it is mmdet's ``SingleRoIExtractor`` itself; anything else runs
     unchanged. With ``fast_roi_pool`` its mmcv ``RoIPool`` layers also run the Triton kernel of
     :mod:`mmdet_ohem.kernels.roi_pool` on a GPU (mmcv's values, bit for bit), and with ``fast_roi_align`` its
     mmcv ``RoIAlign`` layers the float32-arithmetic kernel of :mod:`mmdet_ohem.kernels.roi_align`, on float32
     RoIs mapped to levels in float32 (``float32_rois`` of :func:`extract_levels_one_read`; on CUDA features
-    only, where the kernel runs). Used by
+    only, where the kernel runs); with ``one_launch_levels`` too, all levels in one launch
+    (``one_launch`` of :func:`extract_levels_one_read`). Used by
     the read-only pass only (the training forward keeps mmdet's and mmcv's code)."""
     from mmcv.ops import RoIAlign
     from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
+
+    from .kernels import roi_pool as roi_pool_kernels
     ext = getattr(roi_head, 'bbox_roi_extractor', None)
     if isinstance(ext, nn.ModuleList):
         ext = ext[stage or 0]
@@ -325,7 +343,8 @@ def one_read_extraction(roi_head: nn.Module, stage: Optional[int] = None,
 
         def forward(feats: Sequence[Tensor], rois: Tensor, roi_scale_factor: Optional[float] = None) -> Tensor:
             return extract_levels_one_read(ext, feats, rois, roi_scale_factor,
-                                           float32_rois=patched and bool(feats[0].is_cuda))
+                                           float32_rois=patched and roi_pool_kernels.on_kernel_device(feats[0]),
+                                           one_launch=one_launch_levels)
 
         ext.forward = forward
         try:
@@ -751,6 +770,10 @@ class RoIHeadAdapter:
         #: The read-only pass's mmcv RoIAlign layers run mmdet_ohem.kernels.roi_align on a GPU (the sampler's
         #: ``fast_roi_align``).
         self.fast_roi_align = True
+        #: With ``fast_roi_align``, mmdet's multi-level ``SingleRoIExtractor`` aligns every level's RoIs in one
+        #: launch with no host read (:func:`extract_levels_one_read`'s ``one_launch``; the sampler's
+        #: ``one_launch_levels``, experimental, off by default).
+        self.one_launch_levels = False
 
     def _extra_forward_inputs(self) -> Tuple[str, ...]:
         """Names of the optional inputs ``_bbox_forward`` declares after ``[stage,] x, rois``."""
@@ -947,7 +970,8 @@ class RoIHeadAdapter:
         step = max(1, int(max_rois))
         cls_parts, box_parts = [], []
         with readonly_autocast(rois.device.type, autocast_dtype) as upcast, \
-                one_read_extraction(self.roi_head, self.stage, self.fast_roi_pool, self.fast_roi_align):
+                one_read_extraction(self.roi_head, self.stage, self.fast_roi_pool, self.fast_roi_align,
+                                    self.one_launch_levels):
             if upcast:
                 feats = float32_inputs(feats)  # once for all chunks
             for r in range(0, n, step):
@@ -1010,7 +1034,8 @@ class RoIHeadAdapter:
                 view = _CandidateView(pos_priors, neg_priors, get_box_tensor(pos_gt_bboxes), pos_gt_labels)
                 targets = head.get_targets([view], self.train_cfg, concat=True)
             with readonly_autocast(device_type, autocast_dtype) as upcast, \
-                    one_read_extraction(self.roi_head, self.stage, self.fast_roi_pool, self.fast_roi_align):
+                    one_read_extraction(self.roi_head, self.stage, self.fast_roi_pool, self.fast_roi_align,
+                                        self.one_launch_levels):
                 out = self.bbox_forward(feats, rois, upcast)
             cls_score, bbox_pred = _as_float(out.get('cls_score')), _as_float(out.get('bbox_pred'))
             del out  # drop RoI features now: nothing of the read-only pass outlives this block

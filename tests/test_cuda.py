@@ -229,6 +229,19 @@ def test_fast_roi_align_in_the_readonly_pass_of_r50_fpn():
         assert torch.equal(b1, b2) and l1.shape == l2.shape and torch.isfinite(l1).all()
 
 
+def test_one_launch_levels_mine_the_rois_of_the_per_level_kernel_on_r50_fpn():
+    """``one_launch_levels=True`` (experimental) on the R50-FPN OHEM config at 800x1333: the FPN levels aligned
+    in one launch give the read-only losses of the per-level kernel (the default) bit for bit, so the same
+    RoIs, in float32 and under fp16 and bf16 autocast; the one-launch kernel really ran."""
+    import mmdet_ohem.kernels.roi_align as ra
+    model = _model(R50_OHEM)
+    data = batch(model, 2, (800, 1333), (6, 4))
+    assert not model.roi_head.bbox_sampler.head.one_launch_levels  # off by default
+    for dtype in (None, torch.float16, torch.bfloat16):
+        _assert_same_losses_and_rois(
+            _mined_with_and_without(model, data, 'one_launch_levels', ra, 'roi_align_levels_f32', dtype), dtype)
+
+
 def _count_syncs(fn, where=None) -> int:
     from ohem_experiments.benchmark.timing import count_syncs
     torch.cuda.synchronize()

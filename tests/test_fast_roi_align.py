@@ -182,14 +182,25 @@ except ImportError as e:
     print(json.dumps({'skip': f'no ahead-of-time compilation API in triton {triton.__version__}: {e}'}))
     sys.exit(0)
 from mmdet_ohem.kernels import roi_align as ra
-from mmdet_ohem.kernels._roi_align_triton import roi_align_avg_f32
+from mmdet_ohem.kernels._roi_align_triton import roi_align_avg_f32, roi_align_levels_avg_f32
 res = {}
 for name, fn, feat, rois, out in (('f32_fp16', roi_align_avg_f32, '*fp16', '*fp32', '*fp16'),
-                                  ('f32_fp32', roi_align_avg_f32, '*fp32', '*fp32', '*fp32')):
-    sig = dict(feat_ptr=feat, rois_ptr=rois, out_ptr=out, C='i32', H='i32', W='i32', scale='fp32', offset='fp32',
-               sampling_ratio='i32', aligned='i32', PH='constexpr', PW='constexpr', BLOCK_B='constexpr',
-               BLOCK_C='constexpr')
-    src = ASTSource(fn=fn, signature=sig, constexprs=dict(PH=7, PW=7, BLOCK_B=64, BLOCK_C=ra.F32_BLOCK_C))
+                                  ('f32_fp32', roi_align_avg_f32, '*fp32', '*fp32', '*fp32'),
+                                  ('levels_fp16', roi_align_levels_avg_f32, '*fp16', '*fp32', '*fp16'),
+                                  ('levels_fp32', roi_align_levels_avg_f32, '*fp32', '*fp32', '*fp32')):
+    if fn is roi_align_avg_f32:
+        sig = dict(feat_ptr=feat, rois_ptr=rois, out_ptr=out, C='i32', H='i32', W='i32', scale='fp32', offset='fp32',
+                   sampling_ratio='i32', aligned='i32')
+    else:
+        sig = {f'f{i}': feat for i in range(5)}
+        sig.update({f'{k}{i}': t for k, t in (('H', 'i32'), ('W', 'i32'), ('S', 'fp32')) for i in range(5)})
+        sig.update(rois_ptr=rois, levels_ptr='*i64', out_ptr=out, C='i32', offset='fp32', sampling_ratio='i32',
+                   aligned='i32', L='constexpr')
+    sig.update(PH='constexpr', PW='constexpr', BLOCK_B='constexpr', BLOCK_C='constexpr')
+    consts = dict(PH=7, PW=7, BLOCK_B=64, BLOCK_C=ra.F32_BLOCK_C)
+    if fn is roi_align_levels_avg_f32:
+        consts['L'] = 4
+    src = ASTSource(fn=fn, signature=sig, constexprs=consts)
     ptx = triton.compile(src, target=GPUTarget('cuda', 90, 32),
                          options=dict(num_warps=ra.F32_NUM_WARPS, enable_fp_fusion=False)).asm['ptx']
     res[name] = dict(fma=ptx.count('fma.rn.f32'), div_rn=ptx.count('div.rn.f32'), div_full=ptx.count('div.full'))
@@ -198,10 +209,10 @@ print(json.dumps(res))
 
 
 def test_kernels_compile_for_sm90_as_written():
-    """Triton's interpreter runs the kernel as Python; the GPU compiler is stricter. The RoIAlign kernel
-    compiles for an H100/H200 (sm_90) on this machine (in a process without ``TRITON_INTERPRET``), for
-    float16 and float32 features, with no fused multiply-add (it is launched with ``enable_fp_fusion=False``)
-    and IEEE divisions."""
+    """Triton's interpreter runs the kernel as Python; the GPU compiler is stricter. The RoIAlign kernels (one
+    level, all levels in one launch) compile for an H100/H200 (sm_90) on this machine (in a process without
+    ``TRITON_INTERPRET``), for float16 and float32 features, with no fused multiply-add (they are launched
+    with ``enable_fp_fusion=False``) and IEEE divisions."""
     import json
     import subprocess
     import sys
@@ -248,3 +259,118 @@ def test_agreement_tools_vectorised_half_roi_align_equals_the_transcription(samp
     want = mmcv_roi_align_fp16(feats, rois, (3, 4), 1 / 4, sampling_ratio, aligned)
     got = roi_align_fp16_torch(feats, rois, (3, 4), 1 / 4, sampling_ratio, aligned)
     assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+
+
+def _fpn_extractor(out_channels, sampling_ratio=0, aligned=True, finest_scale=56):
+    from mmdet.registry import MODELS
+    return MODELS.build(dict(type='SingleRoIExtractor', out_channels=out_channels, featmap_strides=[4, 8, 16, 32],
+                             finest_scale=finest_scale,
+                             roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=sampling_ratio,
+                                            aligned=aligned)))
+
+
+def _fpn_inputs(gen, b, c, height, width, n, dtype):
+    """Four FPN levels of a ``height x width`` image and ``n`` RoIs spread over all levels (float32, not
+    float16 values), with ``some_rois``' edge cases."""
+    feats = [(torch.randn(b, c, -(-height // s), -(-width // s), generator=gen) * 3).to(dtype) for s in (4, 8, 16, 32)]
+    side = torch.rand(n, 2, generator=gen) * torch.tensor([width, height]) * 0.8 + 2  # 2 px to most of the image
+    xy = torch.rand(n, 2, generator=gen) * torch.tensor([width, height]) * 0.5
+    rois = torch.cat([torch.randint(0, b, (n, 1), generator=gen).float(), xy, xy + side], 1)
+    rois = torch.cat([rois, some_rois(gen, 4, height, width, b).float()])
+    rois[:, 1:] += torch.rand(rois.shape[0], 4, generator=gen) * 0.01
+    return feats, rois
+
+
+@pytest.mark.parametrize('sampling_ratio, aligned', [(0, True), (2, False)])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+def test_one_launch_levels_equal_the_per_level_kernel(device, monkeypatch, sampling_ratio, aligned, dtype):
+    """``one_launch`` extraction (``OHEMSampler``'s read-only pass with ``one_launch_levels``): every RoI aligned
+    on its FPN level in one launch gives the per-level kernel's values bit for bit (so mmcv's float32 CPU
+    kernel's: the float32 features through mmdet's own extractor), in the RoIs' order, and makes no host read
+    (the per-level path reads the level counts once). Off a GPU the path is taken with the CUDA check lifted
+    and the kernel in Triton's interpreter; the ``cuda`` test runs it on the GPU."""
+    from mmdet_ohem.kernels import roi_pool
+    from mmdet_ohem.readonly_pass import extract_levels_one_read, one_read_extraction
+    from .test_gpu_path import _HostReads
+    if device == 'cpu':
+        monkeypatch.setattr(ra, 'gradient_free_cuda', lambda *a, **k: True)
+    gen = torch.Generator().manual_seed(8)
+    ext = _fpn_extractor(12, sampling_ratio, aligned, finest_scale=8)  # all four levels on a small image
+    feats, rois = _fpn_inputs(gen, 2, 12, 96, 136, 40, dtype)
+    if aligned:  # mmcv's CPU kernel asserts a non-negative size there
+        rois = rois[(rois[:, 3] >= rois[:, 1]) & (rois[:, 4] >= rois[:, 2])]
+    levels = ext.map_roi_levels(rois, 4)
+    on_a_level = (levels >= 0) & (levels < 4)  # mmdet maps a RoI of negative area (x2 < x1) to no level
+    assert sorted(set(levels[on_a_level].tolist())) == [0, 1, 2, 3] and bool(on_a_level.all()) == aligned
+    feats, rois = [f.to(device) for f in feats], rois.to(device)
+    holder = torch.nn.Module()
+    holder.bbox_roi_extractor = ext
+    with torch.no_grad(), one_read_extraction(holder, fast_roi_align=True):
+        # (the per-level path cannot take a RoI of no level: the split by level counts would miss it)
+        per_level = extract_levels_one_read(ext, feats, rois[on_a_level.to(device)], float32_rois=True)
+        extract_levels_one_read(ext, feats, rois[:3], float32_rois=True, one_launch=True)  # the level table
+        reads = _HostReads(monkeypatch)
+        got = extract_levels_one_read(ext, feats, rois, float32_rois=True, one_launch=True)
+        assert reads.count == 0
+        reads.paused += 1  # the checks below read
+    with torch.no_grad(), one_read_extraction(holder, fast_roi_align=True, one_launch_levels=True):
+        via_context = ext(feats, rois) if device == 'cuda' else None  # on the CPU the extractor keeps mmcv's path
+    assert 'roi_align_levels' not in roi_pool.FAILED, roi_pool.FAILED.get('roi_align_levels')
+    assert got.dtype == dtype and got.shape == (rois.shape[0], 12, 7, 7)
+    assert torch.equal(got[on_a_level.to(device)], per_level), \
+        f'{int((got[on_a_level.to(device)] != per_level).sum())} of {per_level.numel()} values differ'
+    if via_context is not None:
+        assert torch.equal(via_context, got)
+    want = ext([f.float().cpu() for f in feats], rois.cpu()).to(dtype)  # mmdet's extractor, mmcv's CPU kernel
+    assert torch.equal(got.cpu(), want)  # zeros where no level takes the RoI
+    assert (want != 0).any() and bool((got.cpu()[~on_a_level] == 0).all())
+    empty = extract_levels_one_read(ext, feats, rois[:0], float32_rois=True, one_launch=True)
+    assert empty.shape == (0, 12, 7, 7)
+
+
+def test_one_launch_levels_refuse_what_the_kernel_cannot_take(monkeypatch):
+    """``readonly_roi_align_levels`` applies only where every level does (else ``None``: the per-level path
+    runs); the kernel itself names a bad input."""
+    from mmcv.ops import RoIAlign
+    monkeypatch.setattr(ra, 'gradient_free_cuda', lambda *a, **k: True)
+    feats = [torch.zeros(1, 4, 8, 8), torch.zeros(1, 4, 4, 4)]
+    rois, levels = torch.zeros(1, 5), torch.zeros(1, dtype=torch.long)
+    alike = [RoIAlign(7, 1 / 4), RoIAlign(7, 1 / 8)]
+    assert ra.readonly_roi_align_levels(alike[:1], feats, rois, levels) is None  # a layer per level
+    assert ra.readonly_roi_align_levels([RoIAlign(7, 1 / 4), RoIAlign(5, 1 / 8)], feats, rois, levels) is None
+    assert ra.readonly_roi_align_levels([RoIAlign(7, 1 / 4), RoIAlign(7, 1 / 8, sampling_ratio=2)], feats, rois,
+                                        levels) is None
+    assert ra.readonly_roi_align_levels([RoIAlign(7, 1 / 4), RoIAlign(7, 1 / 8, pool_mode='max')], feats, rois,
+                                        levels) is None
+    assert ra.readonly_roi_align_levels(alike, [feats[0], feats[1].half()], rois, levels) is None
+    assert ra.readonly_roi_align_levels(alike, [feats[0], torch.zeros(1, 3, 4, 4)], rois, levels) is None
+    with pytest.raises(ValueError, match='level 1 is'):
+        ra.roi_align_levels_f32([feats[0], torch.zeros(1, 3, 4, 4)], rois, levels, (7, 7), [0.25, 0.125], 0, True)
+    with pytest.raises(ValueError, match='2 feature levels and 1 scales'):
+        ra.roi_align_levels_f32(feats, rois, levels, (7, 7), [0.25], 0, True)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+def test_one_launch_levels_on_the_gpu_at_r50_fpns_scale(dtype, monkeypatch):
+    """On the GPU, at R50-FPN's 800x1333 (256 channels, 2 images, 2,000 RoIs over the four levels): the one
+    launch equals the per-level kernel bit for bit, with no host read once the level table is on the device."""
+    from mmdet_ohem.kernels import roi_pool
+    from mmdet_ohem.readonly_pass import extract_levels_one_read, one_read_extraction
+    from .test_gpu_path import _HostReads
+    gen = torch.Generator().manual_seed(9)
+    ext = _fpn_extractor(256).cuda()
+    feats, rois = _fpn_inputs(gen, 2, 256, 800, 1344, 2000, dtype)
+    feats, rois = [f.cuda() for f in feats], rois.cuda()
+    holder = torch.nn.Module()
+    holder.bbox_roi_extractor = ext
+    with torch.no_grad(), one_read_extraction(holder, fast_roi_align=True):
+        per_level = extract_levels_one_read(ext, feats, rois, float32_rois=True)
+        extract_levels_one_read(ext, feats, rois, float32_rois=True, one_launch=True)
+        reads = _HostReads(monkeypatch)
+        got = extract_levels_one_read(ext, feats, rois, float32_rois=True, one_launch=True)
+        assert reads.count == 0
+        reads.paused += 1
+    assert 'roi_align_levels' not in roi_pool.FAILED, roi_pool.FAILED.get('roi_align_levels')
+    assert torch.equal(got, per_level), f'{int((got != per_level).sum())} of {got.numel()} values differ'
+    assert len(set(ext.map_roi_levels(rois, 4).tolist())) == 4

@@ -548,8 +548,8 @@ def test_float32_rois_only_where_the_kernel_runs(monkeypatch):
                             roi_layer=dict(type='RoIAlign', output_size=1, sampling_ratio=0)))
     holder = SimpleNamespace(bbox_roi_extractor=ext)
     seen = []
-    monkeypatch.setattr(rp, 'extract_levels_one_read', lambda ext, feats, rois, scale=None, float32_rois=False:
-                        seen.append(float32_rois))
+    monkeypatch.setattr(rp, 'extract_levels_one_read', lambda ext, feats, rois, scale=None, float32_rois=False,
+                        one_launch=False: seen.append(float32_rois))
     cpu, gpu = [torch.zeros(1, 2, 4, 4)], [SimpleNamespace(is_cuda=True)]  # the stand-in is never read
     rois = torch.zeros(1, 5)
     for fast in (True, False):
@@ -594,6 +594,28 @@ def test_fast_roi_align_on_the_cpu_is_mmcvs_float32_pass(tiny_fpn, monkeypatch):
     assert not built.head.fast_roi_align and 'fast_roi_align=False' in built.describe()
     with pytest.raises(TypeError, match="fast_roi_align must be True or False, got 'yes'"):
         TASK_UTILS.build(dict(type='OHEMSampler', num=64, fast_roi_align='yes'),
+                         default_args=dict(context=model.roi_head))
+
+
+def test_one_launch_levels_setting(tiny_fpn):
+    """``one_launch_levels`` (experimental, off by default): type-checked, reaches the read-only pass, shown in
+    the build log's description when on, and changes nothing on the CPU (the extraction takes the one-launch
+    path on CUDA features only)."""
+    from mmdet.registry import TASK_UTILS
+    from .test_detectors import _assign_and_feats
+    model, data = tiny_fpn
+    res, gt, assign, feats = _assign_and_feats(model, data)
+    built = TASK_UTILS.build(dict(type='OHEMSampler', num=64), default_args=dict(context=model.roi_head))
+    assert not built.head.one_launch_levels and 'one_launch_levels' not in built.describe()
+    on = TASK_UTILS.build(dict(type='OHEMSampler', num=64, one_launch_levels=True),
+                          default_args=dict(context=model.roi_head))
+    assert on.head.one_launch_levels and 'one_launch_levels=True' in on.describe()
+    every = built.collect(assign, res, gt).all
+    args = (feats, every.pos_priors, every.pos_gt_bboxes, every.pos_gt_labels, every.neg_priors)
+    a, b = built.head.readonly_losses(*args), on.head.readonly_losses(*args)
+    assert torch.equal(a.cls, b.cls) and torch.equal(a.loc, b.loc)
+    with pytest.raises(TypeError, match="one_launch_levels must be True or False, got 1"):
+        TASK_UTILS.build(dict(type='OHEMSampler', num=64, one_launch_levels=1),
                          default_args=dict(context=model.roi_head))
 
 

@@ -9,7 +9,9 @@
 #         (mmdet_ohem.kernels.roi_align: fast_roi_align, the default since the sixteenth session, when it first
 #         ran on a GPU) on R50-FPN's levels against mmcv's fp16 layer, with its largest error against mmcv's
 #         float32 layer; the tests step runs its cuda tests, R50-FPN's benchmark times mmcv's layer in its place
-#         as ours_mmcv_align, and the agreement step measures it as tf32_fast_align;
+#         as ours_mmcv_align, and the agreement step measures it as tf32_fast_align; the seventeenth session's
+#         one-launch FPN extraction (one_launch_levels, experimental, never run on a GPU) has two cuda tests in
+#         the tests step and is timed as ours_one_launch in the R50-FPN step;
 # tests   the Triton RoIPool against mmcv's bit for bit, and the `cuda` tests (AMP training steps of the VGG16 OHEM config at 600 px in fp16/bf16 with every
 #         readonly_dtype, fp32 steps with the default TF32 read-only pass, GPU-vs-CPU selection, host-sync
 #         count, benchmark path, the selection as a captured CUDA graph; issue 14's RPN miner on the GPU;
@@ -69,8 +71,10 @@ LABEL=gpu_check
 ITERS=${ITERS:-50}  # run 2 of the sixth session had 30 (with 10, R50-FPN's ratios moved by points)
 BENCH_VARIANTS=${BENCH_VARIANTS:-random mmdet_ohem ours ours_exact}
 VGG16_VARIANTS=${VGG16_VARIANTS:-$BENCH_VARIANTS ours_mmcv_pool}  # + the read-only pass with mmcv's RoIPool
-R50_VARIANTS=${R50_VARIANTS:-$BENCH_VARIANTS ours_mmcv_align}  # + the read-only pass with mmcv's RoIAlign
-# R50_LIMIT: the R50-FPN step's time limit (default 95 s, for 50 rounds of 5 variants; 200 rounds of 3: 150)
+R50_VARIANTS=${R50_VARIANTS:-$BENCH_VARIANTS ours_mmcv_align ours_one_launch}  # + the read-only pass with mmcv's
+# RoIAlign, and with the FPN levels aligned in one launch (one_launch_levels=True, experimental since the seventeenth
+# session)
+# R50_LIMIT: the R50-FPN step's time limit (default 110 s, for 50 rounds of 6 variants; 200 rounds of 3: 150)
 # (fast_roi_align=False; the default runs the float32 Triton RoIAlign since 2026-11-27; R50-FPN has RoIAlign:
 # ours_mmcv_pool would equal ours there)
 ROIPOOL_LAUNCHES=${ROIPOOL_LAUNCHES:-32x2 64x8 128x4 128x8 256x8}  # roipool: launch shapes timed beside the default
@@ -123,7 +127,7 @@ fi
 want vgg16 && run_step 120 'benchmark VGG16 600x1000' bash -c "python3 tools/benchmark.py --device cuda --models vgg16 \
     --size 600 1000 --batch 2 --precision fp32 fp16 bf16 --variants $VGG16_VARIANTS --iters $ITERS --warmup $WARMUP --nms-sizes 2000 \
     --nms-repeats 10 --out '$OUT/bench_vgg16.json' > '$OUT/bench_vgg16.log' 2>&1"
-want r50_fpn && run_step ${R50_LIMIT:-95} 'benchmark R50-FPN 800x1333' bash -c "python3 tools/benchmark.py --device cuda --models r50_fpn \
+want r50_fpn && run_step ${R50_LIMIT:-110} 'benchmark R50-FPN 800x1333' bash -c "python3 tools/benchmark.py --device cuda --models r50_fpn \
     --size 800 1333 --batch 2 --precision fp32 fp16 --variants $R50_VARIANTS --iters $ITERS --warmup $WARMUP --no-nms \
     --out '$OUT/bench_r50_fpn.json' > '$OUT/bench_r50_fpn.log' 2>&1"
 if want agreement; then

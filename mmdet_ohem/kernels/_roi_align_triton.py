@@ -2,7 +2,7 @@
 import triton
 import triton.language as tl
 
-__all__ = ['roi_align_avg_f32']
+__all__ = ['roi_align_avg_f32', 'roi_align_levels_avg_f32']
 
 
 @triton.jit
@@ -58,13 +58,11 @@ def _store(out_ptr, res, n, cs, cmask, bins, bmask, C, PH: tl.constexpr, PW: tl.
 
 
 @triton.jit
-def roi_align_avg_f32(feat_ptr, rois_ptr, out_ptr, C, H, W, scale, offset, sampling_ratio, aligned,
-                      PH: tl.constexpr, PW: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
-    """mmcv's average-mode RoIAlign with ``T = float`` on features of any floating dtype (each loaded value
-    is exact in float32) and float32 RoIs; the result is stored in the output's dtype."""
-    n, cs, cmask, bins, bmask, ph, pw = _lanes(C, PH, PW, BLOCK_B, BLOCK_C)
-    r = rois_ptr + n * 5
-    b = tl.load(r).to(tl.int64)  # int roi_batch_ind = offset_rois[0]
+def _align_bins_f32(base, r, scale, offset, H, W, C, cs, cmask, bins, bmask, ph, pw, sampling_ratio, aligned,
+                    PH: tl.constexpr, PW: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
+    """mmcv's average-mode RoIAlign with ``T = float`` of the RoI at ``r`` (``batch, x1, y1, x2, y2``; the batch
+    index is read by the caller, ``base`` is that image's channels-last map of ``H x W x C``): each bin's mean
+    over the block's channels, ``(BLOCK_B, BLOCK_C)`` float32."""
     roi_start_w = tl.load(r + 1) * scale - offset
     roi_start_h = tl.load(r + 2) * scale - offset
     roi_width = (tl.load(r + 3) * scale - offset) - roi_start_w
@@ -79,7 +77,6 @@ def roi_align_avg_f32(feat_ptr, rois_ptr, out_ptr, C, H, W, scale, offset, sampl
     count = tl.maximum(grid_h * grid_w, 1).to(tl.float32)
     y0 = roi_start_h + ph * bin_h
     x0 = roi_start_w + pw * bin_w
-    base = feat_ptr + b * H * W * C
     acc = tl.zeros((BLOCK_B, BLOCK_C), tl.float32)
     iy = grid_h * 0
     while iy < grid_h:
@@ -95,4 +92,62 @@ def roi_align_avg_f32(feat_ptr, rois_ptr, out_ptr, C, H, W, scale, offset, sampl
             acc += tl.where(out_of_map[:, None], 0.0, val)  # bilinear_interpolate returns 0 there
             ix += 1
         iy += 1
-    _store(out_ptr, tl.math.div_rn(acc, count), n, cs, cmask, bins, bmask, C, PH, PW)
+    return tl.math.div_rn(acc, count)
+
+
+@triton.jit
+def roi_align_avg_f32(feat_ptr, rois_ptr, out_ptr, C, H, W, scale, offset, sampling_ratio, aligned,
+                      PH: tl.constexpr, PW: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
+    """mmcv's average-mode RoIAlign with ``T = float`` on features of any floating dtype (each loaded value
+    is exact in float32) and float32 RoIs; the result is stored in the output's dtype."""
+    n, cs, cmask, bins, bmask, ph, pw = _lanes(C, PH, PW, BLOCK_B, BLOCK_C)
+    r = rois_ptr + n * 5
+    b = tl.load(r).to(tl.int64)  # int roi_batch_ind = offset_rois[0]
+    base = feat_ptr + b * H * W * C
+    res = _align_bins_f32(base, r, scale, offset, H, W, C, cs, cmask, bins, bmask, ph, pw, sampling_ratio, aligned,
+                          PH, PW, BLOCK_B, BLOCK_C)
+    _store(out_ptr, res, n, cs, cmask, bins, bmask, C, PH, PW)
+
+
+@triton.jit
+def _pick_level(lvl, level: tl.constexpr, f, h, w, s, base, H, W, scale, b, C):
+    """Level ``level``'s map (``f``: ``B x h x w x C`` channels-last), size and scale where ``lvl == level``, else
+    what the caller had."""
+    if lvl == level:
+        base = f + b * h * w * C
+        H = h
+        W = w
+        scale = s
+    return base, H, W, scale
+
+
+@triton.jit(do_not_specialize=['H0', 'H1', 'H2', 'H3', 'H4', 'W0', 'W1', 'W2', 'W3', 'W4'])
+def roi_align_levels_avg_f32(f0, f1, f2, f3, f4, H0, H1, H2, H3, H4, W0, W1, W2, W3, W4, S0, S1, S2, S3, S4,
+                             rois_ptr, levels_ptr, out_ptr, C, offset, sampling_ratio, aligned, L: tl.constexpr,
+                             PH: tl.constexpr, PW: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
+    """:func:`roi_align_avg_f32` over ``L`` (at most 5) feature levels in one launch: RoI ``n`` is aligned on
+    level ``l = levels[n]``, the channels-last map ``fl`` (``B x Hl x Wl x C``) with ``spatial_scale = Sl``:
+    per RoI the same arithmetic as :func:`roi_align_avg_f32` on that level alone. (The sizes are not
+    specialised: a size of 1 would otherwise become a constant of another type in one branch.) A level
+    outside ``[0, L)`` (mmdet's mapping of a RoI of negative area is NaN cast to an integer) gives zeros, as in
+    mmdet's extractor, where no level takes that RoI."""
+    n, cs, cmask, bins, bmask, ph, pw = _lanes(C, PH, PW, BLOCK_B, BLOCK_C)
+    r = rois_ptr + n * 5
+    b = tl.load(r).to(tl.int64)
+    lvl = tl.load(levels_ptr + n).to(tl.int64)  # compared before any narrowing: mmdet's NaN level is -2**63
+    on_a_level = (lvl >= 0) & (lvl < L)
+    base = f0 + b * H0 * W0 * C
+    H = H0
+    W = W0
+    scale = S0
+    if L > 1:
+        base, H, W, scale = _pick_level(lvl, 1, f1, H1, W1, S1, base, H, W, scale, b, C)
+    if L > 2:
+        base, H, W, scale = _pick_level(lvl, 2, f2, H2, W2, S2, base, H, W, scale, b, C)
+    if L > 3:
+        base, H, W, scale = _pick_level(lvl, 3, f3, H3, W3, S3, base, H, W, scale, b, C)
+    if L > 4:
+        base, H, W, scale = _pick_level(lvl, 4, f4, H4, W4, S4, base, H, W, scale, b, C)
+    res = _align_bins_f32(base, r, scale, offset, H, W, C, cs, cmask, bins, bmask & on_a_level, ph, pw,
+                          sampling_ratio, aligned, PH, PW, BLOCK_B, BLOCK_C)
+    _store(out_ptr, tl.where(on_a_level, res, 0.0), n, cs, cmask, bins, bmask, C, PH, PW)

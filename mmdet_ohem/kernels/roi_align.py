@@ -34,7 +34,8 @@ from torch import Tensor, nn
 
 from .roi_pool import channels_last_launch, gradient_free_cuda, patched_forwards, run_or_fall_back
 
-__all__ = ['fast_roi_align_layers', 'readonly_roi_align', 'roi_align_f32']
+__all__ = ['fast_roi_align_layers', 'readonly_roi_align', 'readonly_roi_align_levels', 'roi_align_f32',
+           'roi_align_levels_f32']
 
 #: Launch of the kernel: 32 channels, 4 warps, i.e. 16 of the (64 bin lanes x 32 channels) values per
 #: thread. ptxas (Triton 3.6's, sm_90a, ``-v``) gives it 212 registers and no spills; 128 x 4 needs 255
@@ -51,8 +52,8 @@ def _fits_int32(input: Tensor) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _kernels() -> dict:
-    from ._roi_align_triton import roi_align_avg_f32  # imports triton
-    return {'f32': roi_align_avg_f32}
+    from ._roi_align_triton import roi_align_avg_f32, roi_align_levels_avg_f32  # imports triton
+    return {'f32': roi_align_avg_f32, 'levels_f32': roi_align_levels_avg_f32}
 
 
 def _launch(name: str, input: Tensor, rois: Tensor, output_size: Tuple[int, int], scale: float,
@@ -88,6 +89,86 @@ def roi_align_f32(input: Tensor, rois: Tensor, output_size: Tuple[int, int], spa
                   num_warps, torch.float32 if input.dtype == torch.bfloat16 else input.dtype,
                   enable_fp_fusion=False)  # mmcv's CPU arithmetic: no fused multiply-adds
     return out.to(input.dtype)
+
+
+#: Most feature levels :func:`roi_align_levels_f32` takes in one launch (mmdet's FPN configs have 4).
+MAX_LEVELS = 5
+
+
+def roi_align_levels_f32(feats: Sequence[Tensor], rois: Tensor, levels: Tensor, output_size: Tuple[int, int],
+                         spatial_scales: Sequence[float], sampling_ratio: int, aligned: bool,
+                         block_c: int = F32_BLOCK_C, num_warps: int = F32_NUM_WARPS) -> Tensor:
+    """Each RoI aligned on its own feature level, in one launch: row ``i`` of the result is
+    ``roi_align_f32(feats[levels[i]], rois[i:i + 1], output_size, spatial_scales[levels[i]], sampling_ratio,
+    aligned)``, the same arithmetic, so the same values bit for bit (``(n, C, PH, PW)`` in the features'
+    dtype). Each level is copied to channels-last once (as :func:`roi_align_f32` does per call), and the RoIs
+    need no sorting, splitting or scattering by level, and no host read of the levels.
+
+    Args:
+        feats: The levels' ``(B, C, H_l, W_l)`` maps (1 to :data:`MAX_LEVELS`), one dtype and ``B, C`` for all.
+        rois: ``(n, 5)`` RoIs ``(batch, x1, y1, x2, y2)`` of any floating dtype (used in float32).
+        levels: ``(n,)`` integer level of each RoI; a RoI whose level is outside ``[0, len(feats))`` gets zeros
+            (mmdet's extractor leaves it at zero: ``map_roi_levels`` gives a RoI of negative area a NaN level).
+        spatial_scales: Each level's ``spatial_scale``.
+
+    Raises:
+        ValueError: If the levels differ in dtype, batch size or channels, there are more than
+            :data:`MAX_LEVELS`, ``spatial_scales`` does not have one scale per level, or one image's map has 2**31
+            values or more.
+    """
+    if len(spatial_scales) != len(feats) or not 0 < len(feats) <= MAX_LEVELS:
+        raise ValueError(f'roi_align_levels_f32: {len(feats)} feature levels and {len(spatial_scales)} scales (one '
+                         f'scale per level, 1 to {MAX_LEVELS} levels)')
+    f0 = feats[0]
+    for lvl, f in enumerate(feats):
+        if f.dim() != 4 or f.dtype != f0.dtype or f.shape[:2] != f0.shape[:2] or f.device != f0.device:
+            raise ValueError(f'roi_align_levels_f32: level {lvl} is {tuple(f.shape)} {f.dtype} on {f.device}, '
+                             f'level 0 {tuple(f0.shape)} {f0.dtype} on {f0.device} (the levels need one dtype, '
+                             f'batch and channels)')
+        if not _fits_int32(f):
+            raise ValueError(f'roi_align_levels_f32: level {lvl}\'s map of {tuple(f.shape[1:])} (C, H, W) per '
+                             f'image has 2**31 values or more')
+    n, c = rois.shape[0], f0.shape[1]
+    out = f0.new_empty((n, c, *output_size), dtype=torch.float32 if f0.dtype == torch.bfloat16 else f0.dtype)
+    if n == 0 or c == 0:
+        return out.to(f0.dtype)
+    # channels-last, one copy per level (as roi_align_f32 makes per call; none where the map is channels-last)
+    maps = [f.contiguous(memory_format=torch.channels_last) for f in feats]
+    pad = MAX_LEVELS - len(feats)
+    maps, heights, widths = maps + maps[:1] * pad, [f.shape[2] for f in feats], [f.shape[3] for f in feats]
+    scales = [float(s) for s in spatial_scales] + [float(spatial_scales[0])] * pad
+    block_b = max(16, 1 << (output_size[0] * output_size[1] - 1).bit_length())
+    grid = (n, (c + block_c - 1) // block_c)
+    _kernels()['levels_f32'][grid](*maps, *heights, *heights[:1] * pad, *widths, *widths[:1] * pad, *scales,
+                                   rois.float().contiguous(), levels.contiguous(), out, c, 0.5 if aligned else 0.0,
+                                   int(sampling_ratio), int(bool(aligned)), L=len(feats), PH=output_size[0],
+                                   PW=output_size[1], BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps,
+                                   enable_fp_fusion=False)
+    return out.to(f0.dtype)
+
+
+def readonly_roi_align_levels(layers: Sequence[nn.Module], feats: Sequence[Tensor], rois: Tensor,
+                              levels: Tensor) -> Optional[Tensor]:
+    """mmdet's multi-level extraction over mmcv ``RoIAlign`` layers (one per level) by :func:`roi_align_levels_f32`
+    (RoI ``i`` through ``layers[levels[i]]`` on ``feats[levels[i]]``), or ``None`` where it does not apply: each
+    level as :func:`readonly_roi_align` takes it, and the layers alike but for their ``spatial_scale``, the
+    levels of one dtype, batch and channels."""
+    if len(layers) != len(feats) or not 0 < len(feats) <= MAX_LEVELS:
+        return None
+    first = layers[0]
+    for layer, f in zip(layers, feats):
+        if not gradient_free_cuda(f, rois, (torch.float32, torch.float16, torch.bfloat16), float32_math=True):
+            return None
+        if layer.pool_mode != 'avg' or getattr(layer, 'use_torchvision', False) or not _fits_int32(f):
+            return None
+        if (tuple(layer.output_size), int(layer.sampling_ratio), bool(layer.aligned)) != \
+                (tuple(first.output_size), int(first.sampling_ratio), bool(first.aligned)):
+            return None
+        if f.dtype != feats[0].dtype or f.shape[:2] != feats[0].shape[:2]:
+            return None
+    return roi_align_levels_f32(feats, rois, levels, tuple(first.output_size),
+                                [float(layer.spatial_scale) for layer in layers], int(first.sampling_ratio),
+                                bool(first.aligned))
 
 
 def readonly_roi_align(layer: nn.Module, input: Tensor, rois: Tensor) -> Optional[Tensor]:

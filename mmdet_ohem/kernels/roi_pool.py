@@ -36,8 +36,8 @@ from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-__all__ = ['FAILED', 'channels_last_launch', 'fast_roi_pool_layers', 'gradient_free_cuda', 'patched_forwards',
-           'readonly_roi_pool', 'roi_pool_from_bounds', 'run_or_fall_back', 'triton_available']
+__all__ = ['FAILED', 'channels_last_launch', 'fast_roi_pool_layers', 'gradient_free_cuda', 'on_kernel_device',
+           'patched_forwards', 'readonly_roi_pool', 'roi_pool_from_bounds', 'run_or_fall_back', 'triton_available']
 
 BLOCK_C = 64  # channels per program
 NUM_WARPS = 4
@@ -170,6 +170,12 @@ def _bin_bounds(input: Tensor, rois: Tensor, output_size: Tuple[int, int], spati
     return argmax
 
 
+def on_kernel_device(t: Tensor) -> bool:
+    """Whether the read-only pass's Triton kernels run on ``t``'s device: CUDA. (The operator count of
+    ``ohem_experiments.benchmark.count_ops --gpu-kernels`` widens it to the CPU, with the launches stubbed.)"""
+    return t.is_cuda
+
+
 def gradient_free_cuda(input: Tensor, rois: Tensor, dtypes: Sequence[torch.dtype], float32_math: bool = False
                        ) -> bool:
     """Whether a read-only Triton path applies to ``input``/``rois``: both on CUDA with Triton, ``input``
@@ -177,7 +183,7 @@ def gradient_free_cuda(input: Tensor, rois: Tensor, dtypes: Sequence[torch.dtype
     has the backward), and ``rois`` of ``input``'s dtype with feature maps no larger than 2048 px a side (the
     kernels' coordinates must be exact in float16) unless ``float32_math`` (a kernel that computes its
     coordinates in float32: RoIs of any floating dtype, any size)."""
-    if not (input.is_cuda and rois.is_cuda and input.dim() == 4 and triton_available()):
+    if not (on_kernel_device(input) and on_kernel_device(rois) and input.dim() == 4 and triton_available()):
         return False
     if input.dtype not in dtypes or not rois.is_floating_point():
         return False
@@ -197,7 +203,8 @@ def channels_last_launch(input: Tensor, n: int, output_size: Tuple[int, int], bl
     if n == 0 or c == 0:
         return out, None
     block_b = max(16, 1 << (output_size[0] * output_size[1] - 1).bit_length())
-    return out, (input.permute(0, 2, 3, 1).contiguous(), block_b, (n, (c + block_c - 1) // block_c))
+    # NHWC memory in one operator (a copy, none where the features are channels-last already)
+    return out, (input.contiguous(memory_format=torch.channels_last), block_b, (n, (c + block_c - 1) // block_c))
 
 
 def readonly_roi_pool(input: Tensor, rois: Tensor, output_size: Tuple[int, int], spatial_scale: float,

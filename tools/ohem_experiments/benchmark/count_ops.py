@@ -12,6 +12,12 @@ path (host loss-NMS) instead. A variant whose selection is a CUDA graph (``ours`
 2026-11-27; ``ours_eager`` is without) counts the graph's replay as one operator (``cuda_graph_replay``),
 and its input copies as they come.
 
+``--gpu-kernels`` also takes the read-only pass's Triton paths (``fast_roi_align``, ``fast_roi_pool``,
+``one_launch_levels``) as on a GPU although the tensors are on the CPU: each kernel launch counts as one
+operator (``triton_launch``) and is stubbed (its output zeroed; the counts do not depend on the values), so
+the extraction's operators are those a GPU run dispatches. Without it the CPU's extraction is counted (mmcv's
+RoI layers, on RoIs in the features' dtype).
+
 ``--by-source N`` also attributes every operator to the innermost frame of ``mmdet_ohem`` (else of
 mmdet/mmcv) that dispatched it, and prints, per variant, the N sources that add the most operators over
 the first variant: where to look for the next cut.
@@ -20,6 +26,7 @@ Usage::
 
     python -m ohem_experiments.benchmark.count_ops r50_fpn --size 320 --variants random mmdet_ohem ours ours_per_image
     python -m ohem_experiments.benchmark.count_ops vgg16 --size 320 --variants random ours --by-source 15
+    python -m ohem_experiments.benchmark.count_ops r50_fpn --size 800 1333 --variants ours ours_one_launch --gpu-kernels
 """
 from __future__ import annotations
 
@@ -114,12 +121,54 @@ def _graph_replay_as_one_launch(counter: _OpCounter):
         CapturedSelection.replay = orig
 
 
+class _StubLaunch:
+    """Stands in for a Triton kernel: ``kernel[grid](*args)`` counts one ``triton_launch`` and zeroes the output
+    (argument ``out_index``) outside the counting mode."""
+
+    def __init__(self, counter: '_OpCounter', out_index: int) -> None:
+        self.counter, self.out_index = counter, out_index
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            from torch.utils._python_dispatch import _disable_current_modes
+            self.counter.ops['triton_launch'] += 1
+            if self.counter.sources is not None:
+                self.counter.sources[_source()] += 1
+            with _disable_current_modes():
+                args[self.out_index].zero_()
+        return launch
+
+
+@contextlib.contextmanager
+def _gpu_kernels(counter: Optional['_OpCounter'], enabled: bool):
+    """The read-only pass's Triton paths taken on CPU tensors (``on_kernel_device``), their launches stubbed
+    (:class:`_StubLaunch`); ``counter=None`` (the warm-up) stubs them uncounted."""
+    if not enabled:
+        yield
+        return
+    import mmdet_ohem.kernels.roi_align as ra
+    import mmdet_ohem.kernels.roi_pool as rpool
+    sink = counter if counter is not None else _OpCounter()
+    saved = (rpool.on_kernel_device, ra._kernels, rpool._kernel)
+    rpool.on_kernel_device = lambda t: True
+    ra._kernels = lambda: {'f32': _StubLaunch(sink, 2), 'levels_f32': _StubLaunch(sink, 22)}  # out's positions
+    rpool._kernel = lambda: _StubLaunch(sink, 3)
+    try:
+        yield
+    finally:
+        rpool.on_kernel_device, ra._kernels, rpool._kernel = saved
+
+
 def count_ops(model: str, size: Sequence[int], variants: Sequence[str], gpu_path: bool = True,
-              batch_size: int = 2, top: int = 12, by_source: bool = False) -> Dict[str, dict]:
+              batch_size: int = 2, top: int = 12, by_source: bool = False,
+              gpu_kernels: bool = False) -> Dict[str, dict]:
     """Per variant: ``ops`` (ATen operators in ``model.loss``), ``extra_per_image`` (ops beyond the first
-    variant's, per image) and ``top`` (the most frequent operators); with ``by_source``, ``sources``
-    (operators per source, :func:`_source`) and ``added_by_source`` (per source, the operators beyond the
+    variant's, per image), ``triton_launches`` (with ``gpu_kernels``) and ``top`` (the most frequent
+    operators); with ``by_source``, ``sources`` (operators per source, :func:`_source`) and ``added_by_source`` (per source, the operators beyond the
     first variant's, largest first; negative where the first variant has more).
+
+    ``gpu_kernels``: the read-only pass's Triton paths as on a GPU, each launch one operator (see the module
+    docstring).
 
     Raises:
         KeyError: Unknown model or variant.
@@ -132,16 +181,18 @@ def count_ops(model: str, size: Sequence[int], variants: Sequence[str], gpu_path
         for v in variants:
             swap_sampler(prep.model, prep.samplers[v])
             torch.manual_seed(0)
-            prep.model.loss(prep.data['inputs'], prep.data['data_samples'])  # warm-up (lazy state)
+            with torch.no_grad(), _gpu_kernels(None, gpu_kernels):
+                prep.model.loss(prep.data['inputs'], prep.data['data_samples'])  # warm-up (lazy state)
             torch.manual_seed(0)
             counter = _OpCounter(by_source)
-            with counter, torch.no_grad(), _graph_replay_as_one_launch(counter):
+            with counter, torch.no_grad(), _graph_replay_as_one_launch(counter), _gpu_kernels(counter, gpu_kernels):
                 prep.model.loss(prep.data['inputs'], prep.data['data_samples'])
             total = sum(counter.ops.values())
             base = total if base is None else base
             stats = getattr(prep.samplers[v], 'last_stats', None)
             out[v] = {'ops': total, 'extra_per_image': (total - base) / batch_size,
                       'candidates_last_image': int(stats.candidates) if stats is not None else None,
+                      'triton_launches': counter.ops.get('triton_launch', 0),
                       'top': counter.ops.most_common(top)}
             if by_source:
                 out[v]['sources'] = dict(counter.sources)
@@ -176,6 +227,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument('--variants', nargs='+', default=['random', 'mmdet_ohem', 'ours', 'ours_eager', 'ours_per_image'],
                    choices=sorted(VARIANTS))
     p.add_argument('--cpu-path', action='store_true', help="count the CPU selection path (host loss-NMS)")
+    p.add_argument('--gpu-kernels', action='store_true',
+                   help="take the read-only pass's Triton paths as on a GPU (each launch counted as one operator)")
     p.add_argument('--by-source', type=int, default=0, metavar='N',
                    help='also print the N sources (file:function) that add the most operators over the first variant')
     p.add_argument('--out', default=None, help='JSON output (the table is printed)')
@@ -184,9 +237,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         p.error('--size takes H or H W')
     if args.by_source < 0:
         p.error(f'--by-source takes a number of rows >= 0, got {args.by_source}')
-    res = count_ops(args.model, args.size, args.variants, gpu_path=not args.cpu_path, by_source=args.by_source > 0)
+    res = count_ops(args.model, args.size, args.variants, gpu_path=not args.cpu_path, by_source=args.by_source > 0,
+                    gpu_kernels=args.gpu_kernels)
     print(f'{args.model} {"x".join(map(str, args.size))}, batch 2, '
-          f'{"CPU" if args.cpu_path else "GPU"} selection path')
+          f'{"CPU" if args.cpu_path else "GPU"} selection path, '
+          f'{"GPU (Triton) read-only RoI layers" if args.gpu_kernels else "CPU read-only RoI layers"}')
     print(table(res, args.variants[0]))
     for v in args.variants[1:] if args.by_source else ():
         print()
@@ -194,7 +249,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({'model': args.model, 'size': args.size, 'gpu_path': not args.cpu_path,
-                                              'variants': res}, indent=1))
+                                              'gpu_kernels': args.gpu_kernels, 'variants': res}, indent=1))
 
 
 if __name__ == '__main__':
