@@ -70,6 +70,41 @@ def test_graph_buffers_give_the_eager_rule_whatever_the_padding_holds(per_class)
     assert graphs.captures == 0  # on the CPU: the buffers only
 
 
+def test_loading_rows_copies_with_one_operator_once_a_width_is_known():
+    """``CapturedSelection.load``: the buffers' columns for a width are made once (training's widths repeat), so
+    a call dispatches one ``_foreach_copy_`` of every input and ``valid``, and one ``fill_`` of the padding;
+    what lands in the buffers is the inputs, the padding never valid. A width wider than the graph is named."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    graphs = SelectionGraphs(capture=False)
+    losses, boxes, valid, is_pos, _ = _problem(0, 2, 100)
+    select_hard_examples_padded(losses, boxes, 16, 0.7, None, 'skip', is_pos, method='device', valid=valid,
+                                graphs=graphs)
+    sel = next(iter(graphs._cache.values()))
+    inputs = {'values': losses.flip(1), 'boxes': boxes.flip(1), 'is_pos': is_pos.flip(1)}
+    assert sorted(inputs) == sorted(sel.buffers)
+    flipped = valid.flip(1)
+    with Ops() as ops:
+        sel.load(inputs, flipped)
+    assert ops.names == ['_foreach_copy_', 'fill_']
+    for name, t in inputs.items():
+        assert torch.equal(sel.buffers[name][:, :100], t)
+    assert torch.equal(sel.valid[:, :100], flipped) and not sel.valid[:, 100:].any()
+    sel.load(inputs, None)
+    assert sel.valid[:, :100].all() and not sel.valid[:, 100:].any()
+    with pytest.raises(ValueError, match='130 rows for a graph of 128'):
+        sel.load({k: torch.cat([t, t[:, :30]], 1) for k, t in inputs.items()}, None)
+
+
 def test_graph_result_is_the_callers_tensor_not_a_buffer():
     graphs = SelectionGraphs(capture=False)
     losses, boxes, valid, is_pos, _ = _problem(0, 2, 100)

@@ -60,6 +60,8 @@ MAX_GRAPHS = 3
 #: Rows wider than this run eagerly (a ``(B, N, N)`` suppression matrix and its IoU temporaries stay
 #: reserved in a graph's pool: ~50 MB for two images of 1,024 rows, 16 times that at 4,096).
 MAX_GRAPH_SIZE = 4096
+#: Widths whose buffer views a graph keeps (:meth:`CapturedSelection.load`; least recently used dropped).
+MAX_WIDTHS = 16
 #: Eager runs on a side stream before a capture (CUDA graphs need the lazy state built first).
 WARMUP_RUNS = 2
 #: The capture's ``cudaStreamCaptureMode``: unsafe CUDA calls (``cudaMalloc``, ``cudaHostAlloc``, ...) are
@@ -106,6 +108,9 @@ class CapturedSelection:
         self.buffers = {name: torch.zeros(shape + tuple(rest), dtype=dtype, device=dev)
                         for name, rest, dtype in key.inputs}
         self.valid = torch.zeros(shape, dtype=torch.bool, device=dev)
+        # per width n: the buffers' first n columns (inputs in the key's order, then valid) and valid's columns
+        # past n, made once (training's widths repeat), so a call copies with one operator
+        self._views: 'OrderedDict[int, Tuple[List[Tensor], Optional[Tensor]]]' = OrderedDict()
         self.graph: Optional[torch.cuda.CUDAGraph] = None
         self.out: Optional[Tuple[Tensor, Tensor]] = None
         if capture:
@@ -138,17 +143,34 @@ class CapturedSelection:
         self.graph.replay()
         return self.out
 
-    def load(self, inputs: Dict[str, Tensor], valid: Optional[Tensor]) -> None:
-        """Copies ``(B, n, ...)`` inputs (``n`` at most the key's size) into the buffers, the rest made padding."""
-        n = valid.shape[-1] if valid is not None else next(iter(inputs.values())).shape[1]
-        for name, t in inputs.items():
-            self.buffers[name][:, :n].copy_(t)
-        if valid is None:
-            self.valid[:, :n].fill_(True)
+    def _columns(self, n: int) -> Tuple[List[Tensor], Optional[Tensor]]:
+        views = self._views.get(n)
+        if views is None:
+            views = ([self.buffers[name][:, :n] for name, _, _ in self.key.inputs] + [self.valid[:, :n]],
+                     self.valid[:, n:] if n < self.key.size else None)
+            self._views[n] = views
+            while len(self._views) > MAX_WIDTHS:
+                self._views.popitem(last=False)
         else:
-            self.valid[:, :n].copy_(valid)
-        if n < self.key.size:
-            self.valid[:, n:].fill_(False)
+            self._views.move_to_end(n)
+        return views
+
+    def load(self, inputs: Dict[str, Tensor], valid: Optional[Tensor]) -> None:
+        """Copies ``(B, n, ...)`` inputs (``n`` at most the key's size) into the buffers, the rest made padding:
+        one ``_foreach_copy_`` (each input into its buffer's first ``n`` columns, ``valid`` too), and one
+        ``fill_`` of ``valid`` past ``n`` (of its first ``n`` columns too where ``valid`` is ``None``)."""
+        n = valid.shape[-1] if valid is not None else next(iter(inputs.values())).shape[1]
+        if n > self.key.size:
+            raise ValueError(f'CapturedSelection.load: {n} rows for a graph of {self.key.size}')
+        columns, past = self._columns(n)
+        sources = [inputs[name] for name, _, _ in self.key.inputs]
+        if valid is None:
+            torch._foreach_copy_(columns[:-1], sources)
+            columns[-1].fill_(True)
+        else:
+            torch._foreach_copy_(columns, sources + [valid])
+        if past is not None:
+            past.fill_(False)
 
 
 class SelectionGraphs:
