@@ -337,6 +337,7 @@ def test_one_launch_levels_refuse_what_the_kernel_cannot_take(monkeypatch):
     rois, levels = torch.zeros(1, 5), torch.zeros(1, dtype=torch.long)
     alike = [RoIAlign(7, 1 / 4), RoIAlign(7, 1 / 8)]
     assert ra.readonly_roi_align_levels(alike[:1], feats, rois, levels) is None  # a layer per level
+    assert ra.readonly_roi_align_levels([alike[0], torch.nn.Identity()], feats, rois, levels) is None
     assert ra.readonly_roi_align_levels([RoIAlign(7, 1 / 4), RoIAlign(5, 1 / 8)], feats, rois, levels) is None
     assert ra.readonly_roi_align_levels([RoIAlign(7, 1 / 4), RoIAlign(7, 1 / 8, sampling_ratio=2)], feats, rois,
                                         levels) is None

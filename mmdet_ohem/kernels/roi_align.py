@@ -150,13 +150,16 @@ def roi_align_levels_f32(feats: Sequence[Tensor], rois: Tensor, levels: Tensor, 
 def readonly_roi_align_levels(layers: Sequence[nn.Module], feats: Sequence[Tensor], rois: Tensor,
                               levels: Tensor) -> Optional[Tensor]:
     """mmdet's multi-level extraction over mmcv ``RoIAlign`` layers (one per level) by :func:`roi_align_levels_f32`
-    (RoI ``i`` through ``layers[levels[i]]`` on ``feats[levels[i]]``), or ``None`` where it does not apply: each
-    level as :func:`readonly_roi_align` takes it, and the layers alike but for their ``spatial_scale``, the
-    levels of one dtype, batch and channels."""
+    (RoI ``i`` through ``layers[levels[i]]`` on ``feats[levels[i]]``), or ``None`` where it does not apply: a layer
+    that is not an mmcv ``RoIAlign``, each level as :func:`readonly_roi_align` takes it, and the layers alike but
+    for their ``spatial_scale``, the levels of one dtype, batch and channels."""
+    from mmcv.ops import RoIAlign
     if len(layers) != len(feats) or not 0 < len(feats) <= MAX_LEVELS:
         return None
     first = layers[0]
     for layer, f in zip(layers, feats):
+        if not isinstance(layer, RoIAlign):
+            return None
         if not gradient_free_cuda(f, rois, (torch.float32, torch.float16, torch.bfloat16), float32_math=True):
             return None
         if layer.pool_mode != 'avg' or getattr(layer, 'use_torchvision', False) or not _fits_int32(f):
