@@ -351,6 +351,35 @@ def test_one_launch_levels_refuse_what_the_kernel_cannot_take(monkeypatch):
         ra.roi_align_levels_f32(feats, rois, levels, (7, 7), [0.25], 0, True)
 
 
+def test_a_failed_one_launch_falls_back_to_the_per_level_path(monkeypatch):
+    """A Triton error in the one-launch extraction does not stop training: the per-level path gives the RoI
+    features, one warning names the error and the setting that turns it off (``one_launch_levels=False``), and
+    the one launch is not tried again."""
+    from mmdet_ohem.kernels import roi_pool
+    from mmdet_ohem.readonly_pass import extract_levels_one_read
+    from .test_fast_roi_pool import _warnings_of
+    monkeypatch.setattr(roi_pool, 'FAILED', {})
+    monkeypatch.setattr(ra, 'gradient_free_cuda', lambda *a, **k: True)
+    tried = []
+
+    def broken(*args, **kwargs):
+        tried.append(1)
+        raise RuntimeError('PTX .version 8.7 does not support .target sm_70')
+
+    monkeypatch.setattr(ra, 'roi_align_levels_f32', broken)
+    ext = _fpn_extractor(4, finest_scale=8)
+    feats, rois = _fpn_inputs(torch.Generator().manual_seed(3), 2, 4, 64, 64, 12, torch.float32)
+    rois = rois[(rois[:, 3] >= rois[:, 1]) & (rois[:, 4] >= rois[:, 2])]
+    out = []
+    warned = _warnings_of(lambda: out.extend(
+        extract_levels_one_read(ext, feats, rois, float32_rois=True, one_launch=True) for _ in range(2)))
+    assert len(tried) == 1 and set(roi_pool.FAILED) == {'roi_align_levels'}
+    assert len(warned) == 1 and 'Triton roi_align_levels failed on this machine (RuntimeError: PTX' in warned[0]
+    assert 'the per-level path runs in its place' in warned[0] and 'one_launch_levels=False' in warned[0]
+    want = ext(feats, rois)  # mmdet's extractor (the layers unpatched: mmcv's CPU kernel)
+    assert all(torch.equal(o, want) for o in out)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
 def test_one_launch_levels_on_the_gpu_at_r50_fpns_scale(dtype, monkeypatch):

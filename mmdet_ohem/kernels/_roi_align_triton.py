@@ -135,7 +135,10 @@ def roi_align_levels_avg_f32(f0, f1, f2, f3, f4, H0, H1, H2, H3, H4, W0, W1, W2,
     r = rois_ptr + n * 5
     b = tl.load(r).to(tl.int64)
     lvl = tl.load(levels_ptr + n).to(tl.int64)  # compared before any narrowing: mmdet's NaN level is -2**63
-    on_a_level = (lvl >= 0) & (lvl < L)
+    # the same test in every bin lane, for the masks: a block (Triton's interpreter makes a block & scalar of
+    # booleans an int32 mask, which its 3.9 refuses)
+    lvl_lanes = tl.load(levels_ptr + n + bins * 0).to(tl.int64)
+    on_a_level = (lvl_lanes >= 0) & (lvl_lanes < L)
     base = f0 + b * H0 * W0 * C
     H = H0
     W = W0
@@ -150,4 +153,4 @@ def roi_align_levels_avg_f32(f0, f1, f2, f3, f4, H0, H1, H2, H3, H4, W0, W1, W2,
         base, H, W, scale = _pick_level(lvl, 4, f4, H4, W4, S4, base, H, W, scale, b, C)
     res = _align_bins_f32(base, r, scale, offset, H, W, C, cs, cmask, bins, bmask & on_a_level, ph, pw,
                           sampling_ratio, aligned, PH, PW, BLOCK_B, BLOCK_C)
-    _store(out_ptr, tl.where(on_a_level, res, 0.0), n, cs, cmask, bins, bmask, C, PH, PW)
+    _store(out_ptr, tl.where(on_a_level[:, None], res, 0.0), n, cs, cmask, bins, bmask, C, PH, PW)

@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-__all__ = ['FAILED', 'channels_last_launch', 'fast_roi_pool_layers', 'gradient_free_cuda', 'on_kernel_device',
+__all__ = ['FAILED', 'SETTINGS', 'channels_last_launch', 'fast_roi_pool_layers', 'gradient_free_cuda', 'on_kernel_device',
            'patched_forwards', 'readonly_roi_pool', 'roi_pool_from_bounds', 'run_or_fall_back', 'triton_available']
 
 BLOCK_C = 64  # channels per program
@@ -227,6 +227,10 @@ def readonly_roi_pool(input: Tensor, rois: Tensor, output_size: Tuple[int, int],
 FAILED: Dict[str, str] = {}
 
 
+#: The sampler setting that turns each Triton path off (named in the warning when one fails).
+SETTINGS = {'roi_pool': 'fast_roi_pool', 'roi_align': 'fast_roi_align', 'roi_align_levels': 'one_launch_levels'}
+
+
 def run_or_fall_back(name: str, fast: Callable[..., Optional[Tensor]], *args: Any) -> Optional[Tensor]:
     """``fast(*args)``: a Triton path's result, or ``None`` where it does not apply and the caller runs mmcv's
     layer. Also ``None`` once path ``name`` failed on this machine: Triton's kernels were compiled and run on
@@ -243,9 +247,11 @@ def run_or_fall_back(name: str, fast: Callable[..., Optional[Tensor]], *args: An
     except Exception as e:  # noqa: BLE001 (any Triton failure: mmcv's layer from now on)
         FAILED[name] = f'{type(e).__name__}: {e}'
         from mmengine.logging import MMLogger
+        instead = 'the per-level path' if name == 'roi_align_levels' else "mmcv's layer"
         MMLogger.get_current_instance().warning(
             f'[mmdet_ohem] the read-only pass\'s Triton {name} failed on this machine ({FAILED[name][:500]}); '
-            f'mmcv\'s layer runs in its place from now on (set fast_{name}=False to skip the attempt)')
+            f'{instead} runs in its place from now on (set {SETTINGS.get(name, "fast_" + name)}=False to skip '
+            f'the attempt)')
         return None
 
 
