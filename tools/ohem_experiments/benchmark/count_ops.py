@@ -164,8 +164,9 @@ def count_ops(model: str, size: Sequence[int], variants: Sequence[str], gpu_path
               gpu_kernels: bool = False) -> Dict[str, dict]:
     """Per variant: ``ops`` (ATen operators in ``model.loss``), ``extra_per_image`` (ops beyond the first
     variant's, per image), ``triton_launches`` (with ``gpu_kernels``) and ``top`` (the most frequent
-    operators); with ``by_source``, ``sources`` (operators per source, :func:`_source`) and ``added_by_source`` (per source, the operators beyond the
-    first variant's, largest first; negative where the first variant has more).
+    operators); with ``by_source``, ``sources`` (operators per source, :func:`_source`) and
+    ``added_by_source`` (per source, the operators beyond the first variant's, largest first; negative where
+    the first variant has more).
 
     ``gpu_kernels``: the read-only pass's Triton paths as on a GPU, each launch one operator (see the module
     docstring).
