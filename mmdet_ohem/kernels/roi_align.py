@@ -128,23 +128,30 @@ def roi_align_levels_f32(feats: Sequence[Tensor], rois: Tensor, levels: Tensor, 
         if not _fits_int32(f):
             raise ValueError(f'roi_align_levels_f32: level {lvl}\'s map of {tuple(f.shape[1:])} (C, H, W) per '
                              f'image has 2**31 values or more')
-    n, c = rois.shape[0], f0.shape[1]
-    out = f0.new_empty((n, c, *output_size), dtype=torch.float32 if f0.dtype == torch.bfloat16 else f0.dtype)
-    if n == 0 or c == 0:
+    out, launch = channels_last_launch(f0, rois.shape[0], output_size, block_c,
+                                       torch.float32 if f0.dtype == torch.bfloat16 else f0.dtype)
+    if launch is None:
         return out.to(f0.dtype)
+    first, block_b, grid = launch
     # channels-last, one copy per level (as roi_align_f32 makes per call; none where the map is channels-last)
-    maps = [f.contiguous(memory_format=torch.channels_last) for f in feats]
+    maps = [first] + [f.contiguous(memory_format=torch.channels_last) for f in feats[1:]]
     pad = MAX_LEVELS - len(feats)
     maps, heights, widths = maps + maps[:1] * pad, [f.shape[2] for f in feats], [f.shape[3] for f in feats]
     scales = [float(s) for s in spatial_scales] + [float(spatial_scales[0])] * pad
-    block_b = max(16, 1 << (output_size[0] * output_size[1] - 1).bit_length())
-    grid = (n, (c + block_c - 1) // block_c)
     _kernels()['levels_f32'][grid](*maps, *heights, *heights[:1] * pad, *widths, *widths[:1] * pad, *scales,
-                                   rois.float().contiguous(), levels.contiguous(), out, c, 0.5 if aligned else 0.0,
-                                   int(sampling_ratio), int(bool(aligned)), L=len(feats), PH=output_size[0],
-                                   PW=output_size[1], BLOCK_B=block_b, BLOCK_C=block_c, num_warps=num_warps,
-                                   enable_fp_fusion=False)
+                                   rois.float().contiguous(), levels.contiguous(), out, f0.shape[1],
+                                   0.5 if aligned else 0.0, int(sampling_ratio), int(bool(aligned)), L=len(feats),
+                                   PH=output_size[0], PW=output_size[1], BLOCK_B=block_b, BLOCK_C=block_c,
+                                   num_warps=num_warps, enable_fp_fusion=False)
     return out.to(f0.dtype)
+
+
+def _kernel_applies(layer: nn.Module, input: Tensor, rois: Tensor) -> bool:
+    """Whether the float32 kernel can stand in for mmcv ``RoIAlign`` ``layer`` on ``input``: CUDA with Triton,
+    float32/float16/bfloat16 features, no gradient, average mode, mmcv's own op, fewer than 2**31 values per
+    image."""
+    return (gradient_free_cuda(input, rois, (torch.float32, torch.float16, torch.bfloat16), float32_math=True)
+            and layer.pool_mode == 'avg' and not getattr(layer, 'use_torchvision', False) and _fits_int32(input))
 
 
 def readonly_roi_align_levels(layers: Sequence[nn.Module], feats: Sequence[Tensor], rois: Tensor,
@@ -158,11 +165,7 @@ def readonly_roi_align_levels(layers: Sequence[nn.Module], feats: Sequence[Tenso
         return None
     first = layers[0]
     for layer, f in zip(layers, feats):
-        if not isinstance(layer, RoIAlign):
-            return None
-        if not gradient_free_cuda(f, rois, (torch.float32, torch.float16, torch.bfloat16), float32_math=True):
-            return None
-        if layer.pool_mode != 'avg' or getattr(layer, 'use_torchvision', False) or not _fits_int32(f):
+        if not isinstance(layer, RoIAlign) or not _kernel_applies(layer, f, rois):
             return None
         if (tuple(layer.output_size), int(layer.sampling_ratio), bool(layer.aligned)) != \
                 (tuple(first.output_size), int(first.sampling_ratio), bool(first.aligned)):
@@ -177,10 +180,9 @@ def readonly_roi_align_levels(layers: Sequence[nn.Module], feats: Sequence[Tenso
 def readonly_roi_align(layer: nn.Module, input: Tensor, rois: Tensor) -> Optional[Tensor]:
     """``layer(input, rois)`` (an mmcv ``RoIAlign``) in float32 arithmetic by :func:`roi_align_f32`, or ``None``
     where it does not apply: not CUDA, no Triton, features not float32/float16/bfloat16, gradients needed,
-    ``pool_mode='max'`` or torchvision's op, 2**31 or more values per image. ``rois`` may be float32 with reduced-precision features."""
-    if not gradient_free_cuda(input, rois, (torch.float32, torch.float16, torch.bfloat16), float32_math=True):
-        return None
-    if layer.pool_mode != 'avg' or getattr(layer, 'use_torchvision', False) or not _fits_int32(input):
+    ``pool_mode='max'`` or torchvision's op, 2**31 or more values per image (:func:`_kernel_applies`). ``rois``
+    may be float32 with reduced-precision features."""
+    if not _kernel_applies(layer, input, rois):
         return None
     return roi_align_f32(input, rois, tuple(layer.output_size), float(layer.spatial_scale),
                          int(layer.sampling_ratio), bool(layer.aligned))

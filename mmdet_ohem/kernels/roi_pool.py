@@ -36,8 +36,9 @@ from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-__all__ = ['FAILED', 'SETTINGS', 'channels_last_launch', 'fast_roi_pool_layers', 'gradient_free_cuda', 'on_kernel_device',
-           'patched_forwards', 'readonly_roi_pool', 'roi_pool_from_bounds', 'run_or_fall_back', 'triton_available']
+__all__ = ['FAILED', 'SETTINGS', 'channels_last_launch', 'fast_roi_pool_layers', 'gradient_free_cuda',
+           'on_kernel_device', 'patched_forwards', 'readonly_roi_pool', 'roi_pool_from_bounds', 'run_or_fall_back',
+           'triton_available']
 
 BLOCK_C = 64  # channels per program
 NUM_WARPS = 4
@@ -204,7 +205,8 @@ def channels_last_launch(input: Tensor, n: int, output_size: Tuple[int, int], bl
         return out, None
     block_b = max(16, 1 << (output_size[0] * output_size[1] - 1).bit_length())
     # NHWC memory in one operator (a copy, none where the features are channels-last already)
-    return out, (input.contiguous(memory_format=torch.channels_last), block_b, (n, (c + block_c - 1) // block_c))
+    channels_last = input.contiguous(memory_format=torch.channels_last)
+    return out, (channels_last, block_b, (n, (c + block_c - 1) // block_c))
 
 
 def readonly_roi_pool(input: Tensor, rois: Tensor, output_size: Tuple[int, int], spatial_scale: float,
@@ -227,8 +229,11 @@ def readonly_roi_pool(input: Tensor, rois: Tensor, output_size: Tuple[int, int],
 FAILED: Dict[str, str] = {}
 
 
-#: The sampler setting that turns each Triton path off (named in the warning when one fails).
-SETTINGS = {'roi_pool': 'fast_roi_pool', 'roi_align': 'fast_roi_align', 'roi_align_levels': 'one_launch_levels'}
+#: Per Triton path: the sampler setting that turns it off, and what runs in its place once it failed (both named
+#: in the warning).
+SETTINGS: Dict[str, Tuple[str, str]] = {'roi_pool': ('fast_roi_pool', "mmcv's layer"),
+                                        'roi_align': ('fast_roi_align', "mmcv's layer"),
+                                        'roi_align_levels': ('one_launch_levels', 'the per-level path')}
 
 
 def run_or_fall_back(name: str, fast: Callable[..., Optional[Tensor]], *args: Any) -> Optional[Tensor]:
@@ -236,7 +241,8 @@ def run_or_fall_back(name: str, fast: Callable[..., Optional[Tensor]], *args: An
     layer. Also ``None`` once path ``name`` failed on this machine: Triton's kernels were compiled and run on
     H100/H200s only, and a compilation or launch error elsewhere (a GPU Triton does not support, a driver
     older than Triton's ptxas, ...) must not stop training. The first failure is logged as a warning naming
-    the error, and mmcv's layer (the same values for RoIPool) runs from then on. Out-of-memory errors are
+    the error, and mmcv's layer (the same values for RoIPool; for ``roi_align_levels`` the per-level path,
+    :data:`SETTINGS`) runs from then on. ``name`` is a key of :data:`SETTINGS`. Out-of-memory errors are
     raised as they are: mmcv's layer would need the memory too."""
     if name in FAILED:
         return None
@@ -247,11 +253,10 @@ def run_or_fall_back(name: str, fast: Callable[..., Optional[Tensor]], *args: An
     except Exception as e:  # noqa: BLE001 (any Triton failure: mmcv's layer from now on)
         FAILED[name] = f'{type(e).__name__}: {e}'
         from mmengine.logging import MMLogger
-        instead = 'the per-level path' if name == 'roi_align_levels' else "mmcv's layer"
+        setting, instead = SETTINGS[name]
         MMLogger.get_current_instance().warning(
             f'[mmdet_ohem] the read-only pass\'s Triton {name} failed on this machine ({FAILED[name][:500]}); '
-            f'{instead} runs in its place from now on (set {SETTINGS.get(name, "fast_" + name)}=False to skip '
-            f'the attempt)')
+            f'{instead} runs in its place from now on (set {setting}=False to skip the attempt)')
         return None
 
 
