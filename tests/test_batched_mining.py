@@ -51,6 +51,14 @@ def test_batch_feature_view_rebuilds_the_batch_without_copying():
         assert lvl.data_ptr() == full.data_ptr() and torch.equal(lvl, full)  # images 0..2, a view
     levels, index = batch_feature_view([[lvl[i][None] for lvl in x] for i in (2, 1)])
     assert index == [1, 0] and torch.equal(levels[0], x[0][1:])
+    # All images of the batch, as mmdet's heads hand them: the batch tensors themselves, no new view
+    levels, index = batch_feature_view([[lvl[i][None] for lvl in x] for i in (0, 1, 2)])
+    assert index == [0, 1, 2] and all(lvl is full for lvl, full in zip(levels, x))
+    # Views that are not mmdet's (a view of a view of another shape): the storage-based path finds the batch
+    wide = torch.randn(3, 8, 5, 6)
+    narrow = wide[:, :4]
+    levels, index = batch_feature_view([[narrow[i][None]] for i in (0, 1)])
+    assert all(torch.equal(levels[0][k], narrow[i]) for k, i in zip(index, (0, 1)))
     # Not slices of one batch (copies, or levels that disagree): None, and the caller concatenates.
     assert batch_feature_view([[lvl[i][None].clone() for lvl in x] for i in (0, 1)]) is None
     mixed = [[x[0][0][None], x[1][1][None]], [x[0][1][None], x[1][0][None]]]

@@ -333,6 +333,34 @@ def test_count_ops_takes_the_gpu_kernels_and_sees_the_one_launch_extraction():
     assert cpu['ours']['ops'] == cpu['ours_one_launch']['ops']
 
 
+def test_host_time_times_the_roi_heads_loss_with_the_device_work_stubbed(tmp_path):
+    """The host-time proxy: ``roi_head.loss`` of a tiny-channel R50-FPN per variant, interleaved, the Triton
+    launches stubbed and a graph's replay memoised (one rule run for many replays), the paired difference
+    to the first variant with its interval; the command line writes the table and JSON; bad settings are
+    refused naming the value."""
+    from ohem_experiments.benchmark import host_time as ht
+    from mmdet_ohem.selection.graph import CapturedSelection
+    runs = []
+    original = CapturedSelection._rule
+    CapturedSelection._rule = lambda self: runs.append(1) or original(self)
+    try:
+        res = ht.host_time(['random', 'ours'], rounds=6, proposals=8, num=4, warmup=1)
+    finally:
+        CapturedSelection._rule = original
+    assert len(res['random']['times_s']) == len(res['ours']['times_s']) == 6
+    assert 'added_ms' not in res['random'] and res['ours']['added_ci_ms'] is not None
+    assert res['ours']['rows_per_image'] <= 8 and len(runs) == 1  # replays after the first reuse its outputs
+    assert '| ours | OHEMSampler' in ht.table(res, 'random')
+    out = tmp_path / 'host.json'
+    ht.main(['--variants', 'random', 'ours', '--rounds', '2', '--proposals', '8', '--num', '4', '--out', str(out)])
+    saved = json.loads(out.read_text())
+    assert saved['proposals'] == 8 and set(saved['variants']) == {'random', 'ours'}
+    with pytest.raises(ValueError, match='rounds, proposals and num must be positive, got 0'):
+        ht.host_time(['random'], rounds=0)
+    with pytest.raises(ValueError, match="unknown variants \\['nope'\\]"):
+        ht.host_time(['random', 'nope'])
+
+
 def test_round_to_tf32_keeps_ten_mantissa_bits_ties_to_even():
     from ohem_experiments.benchmark.readonly_agreement import round_to_tf32
     e = 2.0 ** -10  # TF32's last mantissa bit at 1.0

@@ -242,6 +242,22 @@ def test_one_launch_levels_mine_the_rois_of_the_per_level_kernel_on_r50_fpn():
             _mined_with_and_without(model, data, 'one_launch_levels', ra, 'roi_align_levels_f32', dtype), dtype)
 
 
+@pytest.mark.parametrize('num_levels', [4, 5])
+def test_map_roi_levels_on_the_gpu_is_mmdets(num_levels):
+    """The bucketed FPN level mapping on CUDA (bounds found with mmdet's method on the GPU, its log2): mmdet's
+    ``map_roi_levels`` on CUDA, for every float32 area near each bound, random areas and the edge cases."""
+    from mmdet.registry import MODELS
+    from mmdet_ohem.readonly_pass import map_roi_levels
+    from .test_gpu_path import _level_cases
+    ext = MODELS.build(dict(type='SingleRoIExtractor', out_channels=8, featmap_strides=[4, 8, 16, 32, 64][:num_levels],
+                            roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0)))
+    rois = _level_cases(ext, num_levels, 'cuda')
+    want, got = ext.map_roi_levels(rois, num_levels), map_roi_levels(ext, rois, num_levels)
+    defined = (want >= 0) & (want < num_levels)
+    assert torch.equal(got[defined], want[defined])
+    assert not ((got[~defined] >= 0) & (got[~defined] < num_levels)).any()
+
+
 def _count_syncs(fn, where=None) -> int:
     from ohem_experiments.benchmark.timing import count_syncs
     torch.cuda.synchronize()

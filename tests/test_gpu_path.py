@@ -489,6 +489,49 @@ def test_one_read_extraction_equals_mmdets(monkeypatch, scale):
     assert torch.equal(extract_levels_one_read(ext, feats, rois[:0]), ext(feats, rois[:0]))
 
 
+def _level_cases(ext, num_levels: int, device: str = 'cpu') -> torch.Tensor:
+    """RoIs whose areas are every float32 within 2,048 ulps of each level bound, random areas from 0 to 10**7,
+    and the edge cases: zero, negative and NaN widths, infinite and huge areas."""
+    from mmdet_ohem.readonly_pass import _level_bounds
+    bounds = _level_bounds(ext, num_levels, torch.device(device))[1:-1]
+    near = (bounds.view(torch.int32)[:, None] + torch.arange(-2048, 2049, device=device)).view(torch.float32)
+    g = torch.Generator().manual_seed(0)
+    areas = torch.cat([near.flatten(), (torch.rand(20000, generator=g) ** 4 * 1e7).to(device)])
+    rois = torch.zeros(len(areas), 5, device=device)
+    rois[:, 1:3] = torch.rand(len(areas), 2, generator=g).to(device) * 100
+    rois[:, 3] = rois[:, 1] + areas  # w = area (x2 - x1 rounds: the area is w * h of these coordinates)
+    rois[:, 4] = rois[:, 2] + 1
+    nan, inf = float('nan'), float('inf')
+    edge = torch.tensor([[0, 5, 5, 5, 9], [0, 5, 5, 4, 9], [0, 5, 5, 9, 4], [0, nan, 0, 1, 1], [0, 0, 0, inf, 1],
+                         [0, -inf, 0, inf, 1], [0, 0, 0, 3e30, 3e30], [0, 0, 0, 1e-30, 1e-30], [0, 5, 5, 5, inf]],
+                        device=device)
+    return torch.cat([rois, edge])
+
+
+@pytest.mark.parametrize('num_levels,finest_scale', [(4, 56), (5, 56), (3, 40), (1, 56)])
+def test_map_roi_levels_buckets_the_area_as_mmdets_levels(num_levels, finest_scale):
+    """The read-only pass maps float32 RoIs to FPN levels by bucketing the area (6 operators, not 14), the
+    bounds found with mmdet's own method: the same level as ``SingleRoIExtractor.map_roi_levels`` for every
+    float32 area near each bound and for random areas; where mmdet's level is undefined (NaN: a negative
+    width or a NaN coordinate) outside the levels too. Other dtypes run mmdet's method."""
+    from mmdet.registry import MODELS
+    from mmdet_ohem.readonly_pass import _level_bounds, map_roi_levels
+    ext = MODELS.build(dict(type='SingleRoIExtractor', out_channels=8, featmap_strides=[4, 8, 16, 32, 64][:num_levels],
+                            roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
+                            finest_scale=finest_scale))
+    rois = _level_cases(ext, num_levels)
+    want, got = ext.map_roi_levels(rois, num_levels), map_roi_levels(ext, rois, num_levels)
+    defined = (want >= 0) & (want < num_levels)
+    assert torch.equal(got[defined], want[defined])
+    assert not ((got[~defined] >= 0) & (got[~defined] < num_levels)).any() and (~defined).sum() == 4  # x2 < x1, y2 < y1, NaN, 0 * inf
+    if num_levels > 1:
+        assert _level_bounds(ext, num_levels, torch.device('cpu'))[1].item() ** 0.5 == pytest.approx(2 * finest_scale)
+    half = rois[:100].half()
+    assert torch.equal(map_roi_levels(ext, half, num_levels), ext.map_roi_levels(half, num_levels))
+    ext.map_roi_levels = lambda rois, n: torch.zeros(len(rois), dtype=torch.long)  # its own method: that one
+    assert not map_roi_levels(ext, rois, num_levels).any()
+
+
 class _RecordingRoILayer(torch.nn.Module):
     """Stands in for an mmcv RoI layer: records the RoIs it gets and returns each RoI's level index and
     first coordinate, in the features' dtype."""

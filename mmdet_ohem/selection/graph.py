@@ -193,6 +193,7 @@ class SelectionGraphs:
         self.on_failure = on_failure
         self.failed: Optional[str] = None
         self._cache: 'OrderedDict[GraphKey, CapturedSelection]' = OrderedDict()
+        self._served: Dict[GraphKey, GraphKey] = {}  # requested key -> the kept key that serves it
         self.captures = 0  # graphs captured so far (for logs and tests)
         self.replays = 0
         self.fallbacks = 0  # calls that returned None (not converged): the caller ran the eager rule
@@ -201,7 +202,7 @@ class SelectionGraphs:
         # A copy (deepcopy of the model, e.g. mmengine's EMA; pickling) gets the settings, not the graphs:
         # CUDA graphs and their buffers cannot be copied, and a copy captures its own when it runs.
         state = dict(self.__dict__)
-        state['_cache'] = OrderedDict()
+        state['_cache'], state['_served'] = OrderedDict(), {}
         return state
 
     def key(self, inputs: Dict[str, Tensor], num: int, iou_threshold: float, per_class: bool, with_pos: bool,
@@ -218,11 +219,16 @@ class SelectionGraphs:
         # The narrowest graph kept that is at least as wide (padding columns are inert): rows whose count
         # moves between width buckets from batch to batch (proposals + gt boxes) capture only when they
         # are wider than every graph kept, not at each new bucket, which would recapture in turn.
-        served = [k for k in self._cache if k.size >= key.size and replace(k, size=key.size) == key]
-        if served:
-            key = min(served, key=lambda k: k.size)
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        kept = self._served.get(key)  # the key that served these rows last time (the common case in training)
+        if kept is None:
+            served = [k for k in self._cache if k.size >= key.size and replace(k, size=key.size) == key]
+            kept = min(served, key=lambda k: k.size) if served else None
+        if kept is not None:
+            if len(self._served) >= 64:  # settings that change all the time (a loss's beta): start afresh
+                self._served.clear()
+            self._served[key] = kept
+            self._cache.move_to_end(kept)
+            return self._cache[kept]
         capture = key.device.startswith('cuda') if self.capture is None else bool(self.capture)
         try:
             sel = CapturedSelection(key, capture, front)
@@ -234,6 +240,7 @@ class SelectionGraphs:
         self._cache[key] = sel
         while len(self._cache) > self.max_graphs:
             self._cache.popitem(last=False)
+        self._served.clear()  # a narrower graph may serve some keys now, a dropped one none
         return sel
 
     @staticmethod
