@@ -291,20 +291,31 @@ def _level_bounds(ext: nn.Module, num_levels: int, device: torch.device) -> Tens
     return bounds
 
 
+def _maps_as_mmdet(ext: nn.Module) -> bool:
+    """Whether ``ext`` maps RoIs to levels with mmdet's own ``SingleRoIExtractor.map_roi_levels`` (or that wrapped by
+    the opt-in :mod:`mmdet_ohem.compat.fp32_roi_levels`, the same on float32 RoIs): no method of its own, no
+    other function patched in."""
+    from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
+    fn = type(ext).map_roi_levels
+    if 'map_roi_levels' in vars(ext) or fn is not SingleRoIExtractor.map_roi_levels:
+        return False
+    if getattr(fn, '_mmdet_ohem_fp32', False):
+        fn = fn.__wrapped__
+    return fn.__module__ == SingleRoIExtractor.__module__ and fn.__qualname__ == 'SingleRoIExtractor.map_roi_levels'
+
+
 def map_roi_levels(ext: nn.Module, rois: Tensor, num_levels: int) -> Tensor:
     """mmdet's ``SingleRoIExtractor.map_roi_levels(rois, num_levels)``, the same levels, in fewer operators for
     float32 RoIs (six in place of fourteen; on a GPU each is a launch): ``floor(log2(sqrt(area) / finest_scale +
     1e-6))`` clamped to the levels only rises with the area, so the area is bucketed by the bounds where mmdet's
     own computation on this device steps up (:func:`_level_bounds`). The area is the same product ``w * h``.
     Where mmdet's level is undefined (a NaN or negative area: a NaN level, no level's RoI) the result is out of
-    ``[0, num_levels)`` too (-1 or ``num_levels``). Other dtypes, or an extractor with its own
-    ``map_roi_levels``, run that method.
+    ``[0, num_levels)`` too (-1 or ``num_levels``). Other dtypes, an extractor with a ``map_roi_levels`` of its
+    own, or another function patched into mmdet's class, run the extractor's method.
 
     ``tests/test_one_read_extraction.py`` checks it against mmdet's at and around every bound, and on edge cases.
     """
-    from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
-    if rois.dtype != torch.float32 or type(ext).map_roi_levels is not SingleRoIExtractor.map_roi_levels \
-            or 'map_roi_levels' in vars(ext):
+    if rois.dtype != torch.float32 or not _maps_as_mmdet(ext):
         return ext.map_roi_levels(rois, num_levels)
     wh = rois[:, 3:5] - rois[:, 1:3]
     return torch.bucketize(wh.prod(1), _level_bounds(ext, num_levels, rois.device)) - 1

@@ -509,7 +509,7 @@ def _level_cases(ext, num_levels: int, device: str = 'cpu') -> torch.Tensor:
 
 
 @pytest.mark.parametrize('num_levels,finest_scale', [(4, 56), (5, 56), (3, 40), (1, 56)])
-def test_map_roi_levels_buckets_the_area_as_mmdets_levels(num_levels, finest_scale):
+def test_map_roi_levels_buckets_the_area_as_mmdets_levels(num_levels, finest_scale, monkeypatch):
     """The read-only pass maps float32 RoIs to FPN levels by bucketing the area (6 operators, not 14), the
     bounds found with mmdet's own method: the same level as ``SingleRoIExtractor.map_roi_levels`` for every
     float32 area near each bound and for random areas; where mmdet's level is undefined (NaN: a negative
@@ -528,6 +528,16 @@ def test_map_roi_levels_buckets_the_area_as_mmdets_levels(num_levels, finest_sca
         assert _level_bounds(ext, num_levels, torch.device('cpu'))[1].item() ** 0.5 == pytest.approx(2 * finest_scale)
     half = rois[:100].half()
     assert torch.equal(map_roi_levels(ext, half, num_levels), ext.map_roi_levels(half, num_levels))
+    from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
+    monkeypatch.setattr(SingleRoIExtractor, 'map_roi_levels', SingleRoIExtractor.map_roi_levels)  # restored after
+    from mmdet_ohem.compat.fp32_roi_levels import float32_roi_levels
+    float32_roi_levels()  # the opt-in fix (the same on float32 RoIs): still bucketed, the same levels
+    assert getattr(SingleRoIExtractor.map_roi_levels, '_mmdet_ohem_fp32', False)
+    assert torch.equal(map_roi_levels(ext, rois, num_levels)[defined], want[defined])
+    monkeypatch.setattr(SingleRoIExtractor, 'map_roi_levels', lambda self, rois, n: torch.zeros(len(rois),
+                                                                                               dtype=torch.long))
+    assert not map_roi_levels(ext, rois, num_levels).any()  # another function patched in: that one
+    monkeypatch.undo()
     ext.map_roi_levels = lambda rois, n: torch.zeros(len(rois), dtype=torch.long)  # its own method: that one
     assert not map_roi_levels(ext, rois, num_levels).any()
 
