@@ -120,6 +120,24 @@ class RoILosses:
         raise ValueError(f"ranking_loss must be one of 'cls', 'loc', 'cls+loc', got {mode!r}")
 
 
+def submodules(module: nn.Module) -> List[nn.Module]:
+    """``list(module.modules())``, the same modules in the same order, without the prefix strings ``modules()``
+    builds for ``named_modules()`` (about three times faster; the read-only pass walks the head each call)."""
+    out, seen = [], set()
+
+    def walk(m: nn.Module) -> None:
+        if id(m) in seen:
+            return
+        seen.add(id(m))
+        out.append(m)
+        for child in m._modules.values():
+            if child is not None:
+                walk(child)
+
+    walk(module)
+    return out
+
+
 @contextlib.contextmanager
 def frozen_buffers(module: nn.Module) -> Iterator[None]:
     """Restores every buffer of ``module`` (and its children) after the block.
@@ -129,7 +147,7 @@ def frozen_buffers(module: nn.Module) -> Iterator[None]:
     The read-only pass must not change the model, so all buffers are saved and written back (in place,
     so references held elsewhere stay valid; a buffer the block *replaced* is put back as it was).
     """
-    saved = [(m, name, buf.detach().clone()) for m in module.modules()
+    saved = [(m, name, buf.detach().clone()) for m in submodules(module)
              for name, buf in m._buffers.items() if buf is not None]
     try:
         yield
@@ -405,7 +423,7 @@ def one_read_extraction(roi_head: nn.Module, stage: Optional[int] = None,
     ext = getattr(roi_head, 'bbox_roi_extractor', None)
     if isinstance(ext, nn.ModuleList):
         ext = ext[stage or 0]
-    layers = list(ext.modules()) if (fast_roi_pool or fast_roi_align) and isinstance(ext, nn.Module) else []
+    layers = submodules(ext) if (fast_roi_pool or fast_roi_align) and isinstance(ext, nn.Module) else []
     with fast_roi_pool_layers(layers, fast_roi_pool), fast_roi_align_layers(layers, fast_roi_align):
         if type(ext) is not SingleRoIExtractor or 'forward' in vars(ext):
             yield

@@ -47,7 +47,8 @@ def test_gpu_check_runs_or_skips_each_step_and_packs_at_most_8_files(tmp_path, d
     progress = (out / 'progress.log').read_text()
     steps = ('read-only RoIPool', 'cuda tests', 'sweep smoke', 'benchmark VGG16', 'benchmark R50-FPN', 'read-only precision agreement',
              'profile one AMP iteration per variant, r50_fpn', 'profile one AMP iteration per variant, vgg16',
-             'RPN miner cost vgg16', 'RPN miner cost r50_fpn', 'every config', "mmdet's two-stage families")
+             'RPN miner cost vgg16', 'RPN miner cost r50_fpn', 'every config', "mmdet's two-stage families",
+             'host time per roi_head.loss')
     for step in steps:
         assert (f'{step}' in progress) and (('rc=0' in progress) if ran else ('skipped (deadline)' in progress)), step
     if ran:
@@ -63,7 +64,8 @@ def test_gpu_check_runs_or_skips_each_step_and_packs_at_most_8_files(tmp_path, d
             < progress.index('read-only precision agreement') < progress.index('every config') \
             < progress.index("mmdet's two-stage families") < progress.index('sweep smoke') \
             < progress.index('RPN miner cost')
-        assert any(n.endswith('roi_pool.json') for n in names)
+        assert any(n.endswith('roi_pool.json') for n in names) and any(n.endswith('host_time.json') for n in names)
+        assert progress.index('benchmark R50-FPN') < progress.index('host time') < progress.index('read-only precision')
 
 
 def test_gpu_check_steps_select_a_rerun(tmp_path):

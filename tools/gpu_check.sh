@@ -36,6 +36,9 @@
 #         the H100 run of the sixth session measured ours_bf16 and ours_per_image already, and the rounds
 #         decide more: the targets take the paired ratio's 95% interval, which at 30 rounds spanned 2-8
 #         points on the H100 (name them in BENCH_VARIANTS to time them again);
+# host    the host-time proxy (ohem_experiments.benchmark.host_time, since the eighteenth session) on this machine's
+#         CPU: roi_head.loss of a tiny-channel R50-FPN per variant, Triton launches stubbed, ~20 s; beside the
+#         r50_fpn step's GPU times it tells how the CPU proxy measured on the project's machines maps to a GPU host;
 # configs one fp16 and one bf16 AMP step of every config in configs/ (one per distinct model);
 # families issue 11's survey on the GPU (since the fifteenth session, never run yet): each of mmdet 3.3's
 #         two-stage families from its shipped config (own RoI budget, RPN proposals, RoI layers) with only the
@@ -104,7 +107,7 @@ pack() {
     ls -la "$FINAL"
 }
 
-STEPS=${STEPS:-roipool tests vgg16 r50_fpn agreement configs families profile sweep rpn}  # which steps to run (always in this order)
+STEPS=${STEPS:-roipool tests vgg16 r50_fpn host agreement configs families profile sweep rpn}  # which steps to run (always in this order)
 want() { case " $STEPS " in *" $1 "*) return 0;; *) return 1;; esac; }
 TRAIN_STEPS=${TRAIN_STEPS:-0 100}  # agreement: measured at random init and after 100 float32 SGD steps
 SEEDS=${SEEDS:-0 1}  # agreement: one batch of 2 images per seed
@@ -130,6 +133,12 @@ want vgg16 && run_step 120 'benchmark VGG16 600x1000' bash -c "python3 tools/ben
 want r50_fpn && run_step ${R50_LIMIT:-110} 'benchmark R50-FPN 800x1333' bash -c "python3 tools/benchmark.py --device cuda --models r50_fpn \
     --size 800 1333 --batch 2 --precision fp32 fp16 --variants $R50_VARIANTS --iters $ITERS --warmup $WARMUP --no-nms \
     --out '$OUT/bench_r50_fpn.json' > '$OUT/bench_r50_fpn.log' 2>&1"
+if want host; then
+    run_step 45 'host time per roi_head.loss (CPU proxy, this machine)' bash -c "cd tools && python3 -m \
+        ohem_experiments.benchmark.host_time --variants random mmdet_ohem ours ours_one_launch --rounds 100 \
+        --out '$OUT/host_time.json' > '$OUT/host_time.log' 2>&1"
+    grep -h '^|\|^tiny' "$OUT/host_time.log" 2>/dev/null | while read -r line; do note "  $line"; done
+fi
 if want agreement; then
     run_step 200 'read-only precision agreement' bash -c "python3 -m ohem_experiments.benchmark.readonly_agreement \
         --device cuda --train-steps $TRAIN_STEPS --seeds $SEEDS --train-precision $AGREE_PRECISIONS \
