@@ -267,3 +267,13 @@ def test_training_steps_with_images_mined_together_equal_one_at_a_time(name):
         assert a.keys() == b.keys()
         for k in a:
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), k
+
+
+def test_submodules_walks_as_modules_does():
+    """The read-only pass's module walk (``submodules``, no prefix strings): ``list(module.modules())``'s modules in
+    its order, a shared module once, an unset child skipped."""
+    from mmdet_ohem.readonly_pass import submodules
+    shared = torch.nn.Linear(2, 2)
+    net = torch.nn.Sequential(shared, torch.nn.Sequential(torch.nn.ReLU(), shared), torch.nn.ModuleList([shared]))
+    net.register_module('empty', None)
+    assert [id(m) for m in submodules(net)] == [id(m) for m in net.modules()] and len(submodules(net)) == 5
