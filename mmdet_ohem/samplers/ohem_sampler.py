@@ -645,12 +645,12 @@ class OHEMSampler(MinerMixin, CandidateSampler):
             torch.cat([invalid_boxes(b, item.extent) for b, item in zip(boxes.split(n), pending)])
         gt_inds = pad_rows([item.assign_result.gt_inds for item in pending], -1, n)
         is_pos = gt_inds > 0
-        valid = (gt_inds >= 0) & ~bad
+        valid = (gt_inds >= 0) > bad  # booleans: not ignored and not bad
         labels = torch.where(is_pos, pad_rows([item.assign_result.labels for item in pending], -1, n), num_classes)
         gt_boxes = torch.cat([get_box_tensor(item.gt_instances.bboxes)[(g - 1).clamp(min=0)]
                               if len(item.gt_instances.bboxes) else b
                               for b, g, item in zip(boxes.split(n), gt_inds.split(n), pending)])
-        rows = BatchRows([item.feats for item in pending], [n] * count, torch.where(bad[:, None], 0.0, boxes),
+        rows = BatchRows([item.feats for item in pending], [n] * count, boxes.masked_fill(bad[:, None], 0.0),
                          gt_boxes, labels, is_pos)
         per_class = self.nms is not None and self.nms.per_class
         iou = self.nms.iou_threshold if self.nms is not None else None
