@@ -281,6 +281,7 @@ def _level_bounds(ext: nn.Module, num_levels: int, device: torch.device) -> Tens
     bounds = _LEVEL_BOUNDS.get(key)
     if bounds is not None:
         return bounds
+    from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
     inf_bits = 0x7F800000  # +inf's bit pattern; the non-negative floats are ordered as their patterns
     ks = torch.arange(1, num_levels, device=device)
     lo = torch.full_like(ks, -1)  # lo: below the answer (-1: none below 0), hi: at or above it
@@ -292,7 +293,9 @@ def _level_bounds(ext: nn.Module, num_levels: int, device: torch.device) -> Tens
         rois = torch.stack([zeros, zeros, zeros, area, zeros + 1], dim=1)
         return SingleRoIExtractor.map_roi_levels(ext, rois, num_levels)
 
-    from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
+    def edge(value: float) -> Tensor:  # filled on the device: no copy from the host
+        return torch.full((1, ), value, dtype=torch.float32, device=device)
+
     with torch.no_grad(), torch.autocast(device_type=torch.device(device).type, enabled=False):
         for _ in range(32):  # hi - lo halves each step, from 2**31
             mid = (lo + hi) // 2
@@ -301,9 +304,6 @@ def _level_bounds(ext: nn.Module, num_levels: int, device: torch.device) -> Tens
             lo = torch.where(~at_or_above & (hi - lo > 1), mid, lo)
         prev = torch.where(hi > 0, hi - 1, torch.full_like(hi, -0x7FFFFFFF))  # -0x7FFFFFFF: -d's pattern as int32
         inner = prev.to(torch.int32).view(torch.float32)
-        def edge(value: float) -> Tensor:  # filled on the device: no copy from the host
-            return torch.full((1, ), value, dtype=torch.float32, device=device)
-
         bounds = torch.cat([edge(-torch.finfo(torch.float32).smallest_normal * 2.0 ** -23), inner, edge(float('inf'))])
     _LEVEL_BOUNDS[key] = bounds
     return bounds
@@ -331,7 +331,8 @@ def map_roi_levels(ext: nn.Module, rois: Tensor, num_levels: int) -> Tensor:
     ``[0, num_levels)`` too (-1 or ``num_levels``). Other dtypes, an extractor with a ``map_roi_levels`` of its
     own, or another function patched into mmdet's class, run the extractor's method.
 
-    ``tests/test_one_read_extraction.py`` checks it against mmdet's at and around every bound, and on edge cases.
+    ``test_map_roi_levels_buckets_the_area_as_mmdets_levels`` (``tests/test_gpu_path.py``) checks it against mmdet's
+    at and around every bound, on random areas and on edge cases.
     """
     if rois.dtype != torch.float32 or not _maps_as_mmdet(ext):
         return ext.map_roi_levels(rois, num_levels)

@@ -45,9 +45,8 @@ NUM_WARPS = 4
 
 
 @functools.lru_cache(maxsize=None)
-@functools.lru_cache(maxsize=None)
 def triton_available() -> bool:
-    """Whether Triton can be imported (it ships with CUDA builds of PyTorch on Linux); asked once per process."""
+    """Whether Triton can be imported (it ships with CUDA builds of PyTorch on Linux)."""
     try:
         import triton  # noqa: F401
         import triton.language  # noqa: F401
