@@ -222,11 +222,12 @@ class SelectionGraphs:
         kept = self._served.get(key)  # the key that served these rows last time (the common case in training)
         if kept is None:
             served = [k for k in self._cache if k.size >= key.size and replace(k, size=key.size) == key]
-            kept = min(served, key=lambda k: k.size) if served else None
+            if served:
+                kept = min(served, key=lambda k: k.size)
+                if len(self._served) >= 64:  # settings that change all the time (a loss's beta): start afresh
+                    self._served.clear()
+                self._served[key] = kept
         if kept is not None:
-            if len(self._served) >= 64:  # settings that change all the time (a loss's beta): start afresh
-                self._served.clear()
-            self._served[key] = kept
             self._cache.move_to_end(kept)
             return self._cache[kept]
         capture = key.device.startswith('cuda') if self.capture is None else bool(self.capture)
