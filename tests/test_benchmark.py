@@ -287,6 +287,37 @@ def test_profile_iteration_marks_the_samplers_parts():
     assert res['ours']['ranges']['ohem::sampler']['host_ms'] > 0 and 'Name' in res['ours']['top_host']
 
 
+def test_profile_range_times_split_host_waits_and_device_time_on_cuda_events():
+    """On CUDA a range is recorded twice under one name (the host event and its device-side annotation); the
+    host's span, the waits inside it and the kernels launched from it must come from the host event (the
+    nineteenth session found every range's host time read 0.00 ms because the annotation hid it)."""
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import FunctionEvent
+
+    from ohem_experiments.benchmark.profile_iteration import range_times
+
+    def ev(i, name, start, end, device=DeviceType.CPU):
+        return FunctionEvent(i, name, thread=0, start_us=start, end_us=end, use_device='cuda', device_type=device)
+
+    host = ev(1, 'ohem::sampler', 100, 600)
+    op = ev(2, 'aten::mm', 150, 160)
+    op.append_kernel('gemm', 0, 40)
+    host.append_cpu_child(op)
+    again = ev(3, 'ohem::sampler', 200, 300)  # the same range entered again inside itself: counted once
+    annotation = ev(4, 'ohem::sampler', 170, 720, DeviceType.CUDA)
+    second = ev(5, 'ohem::sampler', 800, 900)
+    events = [host, op, again, annotation, second,
+              ev(6, 'cudaStreamSynchronize', 400, 520), ev(7, 'cudaMemcpyAsync', 380, 390),
+              ev(8, 'cudaStreamSynchronize', 650, 700),  # between the calls: in no range
+              ev(9, 'cudaLaunchKernel', 155, 158), ev(10, 'gemm', 170, 210, DeviceType.CUDA)]
+    got = range_times(events)['ohem::sampler']
+    assert got['calls'] == 3
+    assert got['host_ms'] == pytest.approx((500 + 100) / 1e3)
+    assert (got['waits'], got['syncs']) == (2, 1) and got['wait_ms'] == pytest.approx(130 / 1e3)
+    assert got['device_ms'] == pytest.approx(40 / 1e3)
+    assert got['device_span_ms'] == pytest.approx(550 / 1e3)
+
+
 def test_count_ops_shows_fewer_operators_when_images_are_mined_together():
     """The operator counter (a GPU-cost proxy on the CPU), with the selection on its CUDA path."""
     from ohem_experiments.benchmark.count_ops import count_ops, source_table, table

@@ -5,6 +5,13 @@ number of kernel launches, and the top operators by self host time and by device
 (``sample``, read-only pass, loss-NMS) are marked as profiler ranges. A device that is busy for much less than
 the wall time is waiting on the host (launch-bound): fewer, larger launches then pay, faster kernels do not.
 
+Per range (:func:`range_times`): its host time (the range's span on the host), the part of it spent in CUDA
+synchronising and copy calls (where the host waits for the device: ``.tolist()``, ``.item()``, ``nonzero``),
+the device time of the kernels launched inside it, and its span on the device's timeline. Until the
+nineteenth session the ranges were read from ``key_averages()``, which lists a range twice on CUDA (the host
+event and its device-side annotation, under one name); the annotation, read last, hid the host event, so every
+range's host time read 0.00 ms and its "device" time was the annotation's span.
+
 Usage (GPU)::
 
     python -m ohem_experiments.benchmark.profile_iteration r50_fpn --size 800 1333 --precision fp16 \
@@ -16,7 +23,7 @@ import argparse
 import contextlib
 import json
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
@@ -42,17 +49,70 @@ def _ranges(prep) -> contextlib.AbstractContextManager:
     return instrumented_parts(prep, named)
 
 
+#: CUDA runtime calls in which the host waits for the device (or for a copy that waits for it).
+WAIT_CALLS = frozenset({'cudaStreamSynchronize', 'cudaDeviceSynchronize', 'cudaEventSynchronize', 'cudaMemcpy',
+                        'cudaMemcpyAsync'})
+#: Of those, the explicit synchronisations (what the benchmark's ``syncs/iter`` counts are made of).
+SYNC_CALLS = frozenset({'cudaStreamSynchronize', 'cudaDeviceSynchronize', 'cudaEventSynchronize'})
+
+
+def _device_total(e) -> float:
+    return getattr(e, 'device_time_total', None) or getattr(e, 'cuda_time_total', 0) or 0
+
+
+def _outermost(events: List[Any]) -> List[Any]:
+    """``events`` less those inside another of them (a range entered again within itself counts once)."""
+    out: List[Any] = []
+    for e in sorted(events, key=lambda e: (e.time_range.start, -e.time_range.end)):
+        if out and e.time_range.end <= out[-1].time_range.end:
+            continue
+        out.append(e)
+    return out
+
+
+def range_times(events: Sequence[Any], prefix: str = 'ohem::') -> Dict[str, dict]:
+    """Per profiler range named ``prefix...`` in ``events`` (``prof.events()``: ``FunctionEvent`` objects): ``calls``,
+    ``host_ms`` (the host events' spans), ``wait_ms`` and ``waits`` (the :data:`WAIT_CALLS` inside them: host
+    time spent waiting for the device or a copy), ``syncs`` (the :data:`SYNC_CALLS` among them), ``device_ms``
+    (the kernels launched inside the range) and ``device_span_ms`` (the range's span on the device timeline,
+    from the annotation CUDA records under the same name; 0 without one). A range nested in itself counts
+    once."""
+    cpu = torch.autograd.DeviceType.CPU
+    hosts: Dict[str, List[Any]] = {}
+    devices: Dict[str, List[Any]] = {}
+    for e in events:
+        if e.name.startswith(prefix):
+            (hosts if e.device_type == cpu else devices).setdefault(e.name, []).append(e)
+    waits = sorted((e for e in events if e.device_type == cpu and e.name in WAIT_CALLS), key=lambda e: e.time_range.start)
+    out: Dict[str, dict] = {}
+    for name in sorted(set(hosts) | set(devices)):
+        top = _outermost(hosts.get(name, []))
+        inside = [w for w in waits if any(r.time_range.start <= w.time_range.start and w.time_range.end <= r.time_range.end
+                                          for r in top)]
+        out[name] = {
+            'calls': len(hosts.get(name, [])),
+            'host_ms': sum(e.time_range.elapsed_us() for e in top) / 1e3,
+            'wait_ms': sum(w.time_range.elapsed_us() for w in inside) / 1e3,
+            'waits': len(inside),
+            'syncs': sum(w.name in SYNC_CALLS for w in inside),
+            'device_ms': sum(_device_total(e) for e in top) / 1e3,
+            'device_span_ms': sum(e.time_range.elapsed_us() for e in _outermost(devices.get(name, []))) / 1e3,
+        }
+    return out
+
+
 def _summary(prof, wall_ms: float, rows: int) -> dict:
     events = prof.key_averages()
-    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    ranges = {e.key: {'calls': e.count, 'host_ms': e.cpu_time_total / 1e3,
-                      'device_ms': getattr(e, 'device_time_total', getattr(e, 'cuda_time_total', 0)) / 1e3}
-              for e in events if e.key.startswith('ohem::')}
+    raw = prof.events()
+    kernels = [e for e in raw if e.device_type == torch.autograd.DeviceType.CUDA and not e.name.startswith('ohem::')]
+    cpu = torch.autograd.DeviceType.CPU
+    waits = [e for e in raw if e.device_type == cpu and e.name in WAIT_CALLS]
     dev_key = 'self_cuda_time_total' if torch.cuda.is_available() else 'self_cpu_time_total'
     return {'wall_ms': wall_ms, 'kernels': len(kernels),
-            'kernel_ms': sum(k.device_time_total if hasattr(k, 'device_time_total') else k.cuda_time_total
-                             for k in kernels) / 1e3,
-            'ranges': ranges,
+            'kernel_ms': sum(_device_total(k) for k in kernels) / 1e3,
+            'wait_ms': sum(w.time_range.elapsed_us() for w in waits) / 1e3,
+            'syncs': sum(w.name in SYNC_CALLS for w in waits),
+            'ranges': range_times(raw),
             'top_host': events.table(sort_by='self_cpu_time_total', row_limit=rows),
             'top_device': events.table(sort_by=dev_key, row_limit=rows)}
 
@@ -108,9 +168,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     res = profile_iteration(args.model, args.size, args.variants, args.precision, args.device, rows=args.rows)
     for v, r in res.items():
         print(f'=== {args.model} {args.precision} {v}: wall {r["wall_ms"]:.2f} ms, {r["kernels"]} kernels, '
-              f'{r["kernel_ms"]:.2f} ms of kernels')
+              f'{r["kernel_ms"]:.2f} ms of kernels, host waiting {r["wait_ms"]:.2f} ms ({r["syncs"]} syncs)')
         for k, rr in sorted(r['ranges'].items()):
-            print(f'  {k}: {rr["calls"]} calls, host {rr["host_ms"]:.2f} ms, device {rr["device_ms"]:.2f} ms')
+            print(f'  {k}: {rr["calls"]} calls, host {rr["host_ms"]:.2f} ms (waiting {rr["wait_ms"]:.2f} ms in '
+                  f'{rr["waits"]} calls, {rr["syncs"]} syncs), kernels {rr["device_ms"]:.2f} ms, device span '
+                  f'{rr["device_span_ms"]:.2f} ms')
         print(r['top_host'])
         print(r['top_device'])
     if args.out:
