@@ -81,6 +81,21 @@ def test_gpu_check_steps_select_a_rerun(tmp_path):
     assert (out / 'readonly_agreement.json').exists()
 
 
+def test_gpu_check_r50_settings_reach_the_benchmark(tmp_path):
+    """The first call a GPU session plans (one precision, four variants, more rounds) runs what it names."""
+    repo = _fake_checkout(tmp_path)
+    out = tmp_path / 'out'
+    env = dict(os.environ, OUT=str(out), STEPS='r50_fpn', R50_PRECISIONS='fp16', ITERS='300',
+               R50_VARIANTS='random mmdet_ohem ours ours_one_launch', PATH=os.environ['PATH'])
+    proc = subprocess.run(['bash', 'tools/gpu_check.sh'], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    with tarfile.open(out / 'gpu_check.tgz') as tar:
+        log = tar.extractfile(next(m for m in tar.getmembers() if m.name.endswith('bench_r50_fpn.log'))).read().decode()
+    assert '--precision fp16 --variants random mmdet_ohem ours ours_one_launch --iters 300' in log, log
+    assert 'fp32' not in log
+
+
 @pytest.mark.parametrize('smoke', [False, True])
 def test_gpu_sweep_runs_the_preset_and_brings_back_at_most_8_files(tmp_path, smoke):
     repo = _fake_checkout(tmp_path)
