@@ -277,14 +277,20 @@ def test_gpu_targets_use_issue_10_limits():
 def test_profile_iteration_marks_the_samplers_parts():
     """The profiler tool (tools/gpu_check.sh step `profile`) on CPU: one iteration per variant, the
     breakdown's parts as ranges (our read-only pass and loss-NMS only for ours)."""
+    from ohem_experiments.benchmark.count_ops import _gpu_selection_path
     from ohem_experiments.benchmark.profile_iteration import profile_iteration
-    res = profile_iteration('r50_fpn', (64, 96), ['random', 'ours'], precision='fp32', device='cpu', warmup=0,
-                            rows=3)
+    with _gpu_selection_path(True):  # the selection graph's path, as on a GPU (run eagerly on the buffers)
+        res = profile_iteration('r50_fpn', (64, 96), ['random', 'ours'], precision='fp32', device='cpu', warmup=0,
+                                rows=3)
     assert set(res) == {'random', 'ours'}
     assert {'ohem::roi_head', 'ohem::sampler'} <= set(res['random']['ranges'])
-    assert 'ohem::readonly' not in res['random']['ranges']
-    assert res['ours']['ranges']['ohem::readonly']['calls'] == 1  # both images mined together
-    assert res['ours']['ranges']['ohem::sampler']['host_ms'] > 0 and 'Name' in res['ours']['top_host']
+    assert not {'ohem::readonly', 'ohem::extract', 'ohem::selection'} & set(res['random']['ranges'])
+    ranges = res['ours']['ranges']
+    assert ranges['ohem::readonly']['calls'] == 1  # both images mined together
+    assert ranges['ohem::extract']['calls'] == 1 and ranges['ohem::selection']['calls'] == 1
+    assert 0 < ranges['ohem::extract']['host_ms'] < ranges['ohem::readonly']['host_ms']
+    assert ranges['ohem::sampler']['host_ms'] > 0 and 'Name' in res['ours']['top_host']
+    assert ranges['ohem::sampler']['waits'] == 0  # no CUDA calls on the CPU
 
 
 def test_profile_range_times_split_host_waits_and_device_time_on_cuda_events():

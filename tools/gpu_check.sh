@@ -78,6 +78,7 @@ R50_VARIANTS=${R50_VARIANTS:-$BENCH_VARIANTS ours_mmcv_align ours_one_launch}  #
 # RoIAlign, and with the FPN levels aligned in one launch (one_launch_levels=True, experimental since the seventeenth
 # session)
 # R50_LIMIT: the R50-FPN step's time limit (default 110 s, for 50 rounds of 6 variants; 200 rounds of 3: 150)
+PROFILE_VARIANTS=${PROFILE_VARIANTS:-random mmdet_ohem ours ours_one_launch}  # profile: one AMP iteration each
 R50_PRECISIONS=${R50_PRECISIONS:-fp32 fp16}  # the R50-FPN step's precisions: fp16 alone (issue 10's one open
 # target, AMP) halves the step, for more rounds in the same time
 # (fast_roi_align=False; the default runs the float32 Triton RoIAlign since 2026-11-27; R50-FPN has RoIAlign:
@@ -161,7 +162,7 @@ fi
 want profile && for spec in 'r50_fpn 800 1333' 'vgg16 600 1000'; do
     set -- $spec
     run_step 35 "profile one AMP iteration per variant, $1" bash -c "python3 -m ohem_experiments.benchmark.profile_iteration \
-        $1 --size $2 $3 --precision fp16 --variants random mmdet_ohem ours ours_eager --out '$OUT/profile_$1.json' \
+        $1 --size $2 $3 --precision fp16 --variants $PROFILE_VARIANTS --out '$OUT/profile_$1.json' \
         > '$OUT/profile_$1.log' 2>&1"
 done
 if want sweep; then

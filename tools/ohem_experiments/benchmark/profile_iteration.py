@@ -23,20 +23,26 @@ import argparse
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from .detectors import MODELS, PRECISIONS, VARIANTS, prepare, swap_sampler, train_step
-from .timing import _StateRestorer, instrumented_parts
+from .timing import _patched, _StateRestorer, instrumented_parts
 
 __all__ = ['profile_iteration', 'main']
 
 
-def _ranges(prep) -> contextlib.AbstractContextManager:
+@contextlib.contextmanager
+def _ranges(prep) -> Iterator[None]:
     """Marks the breakdown's parts (``ohem::roi_head``, ``ohem::sampler``, ``ohem::readonly``,
-    ``ohem::loss_nms``) as profiler ranges for the duration of the block."""
+    ``ohem::loss_nms``) as profiler ranges for the duration of the block, and two parts of ours inside the
+    read-only pass: ``ohem::extract`` (the one-read FPN extraction, :func:`~mmdet_ohem.readonly_pass.extract_levels_one_read`,
+    with its host read of the level counts on the per-level path) and ``ohem::selection`` (the selection graph's
+    input copies, replay and one read, :meth:`~mmdet_ohem.selection.graph.SelectionGraphs.run`)."""
+    from mmdet_ohem import readonly_pass
+    from mmdet_ohem.selection.graph import SelectionGraphs
 
     def named(part: str) -> Callable[[Callable], Callable]:
         def wrap(fn: Callable) -> Callable:
@@ -46,7 +52,11 @@ def _ranges(prep) -> contextlib.AbstractContextManager:
             return inner
         return wrap
 
-    return instrumented_parts(prep, named)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(instrumented_parts(prep, named))
+        stack.enter_context(_patched(readonly_pass, 'extract_levels_one_read', named('extract')))
+        stack.enter_context(_patched(SelectionGraphs, 'run', named('selection')))
+        yield
 
 
 #: CUDA runtime calls in which the host waits for the device (or for a copy that waits for it).
