@@ -131,16 +131,20 @@ def test_batched_pass_precisions_under_bf16_autocast(fpn):
     try:
         levels = ext.map_roi_levels(torch.cat([rows.boxes.new_zeros(len(rows.boxes), 1), rows.boxes], 1), 4)
         assert len(levels.unique()) > 1
-        exact = sampler.head.readonly_losses_batch(_rows(sampler, model, images,
-                                                         [[f.float() for f in fs] for fs in low])[0], None)
+        cast_up = _rows(sampler, model, images, [[f.float() for f in fs] for fs in low])[0]
+        # the exact pass in the same chunks: a matmul's last bits may depend on its number of rows (they do on
+        # some CPUs' BLAS), which is not what this compares
+        exact = {m: sampler.head.readonly_losses_batch(cast_up, None, m) for m in (2560, 37)}
         with torch.autocast('cpu', dtype=torch.bfloat16):
             for dtype, max_rois in (('tf32', 2560), ('tf32', 37), (torch.float32, 2560)):
                 got = sampler.head.readonly_losses_batch(rows, dtype, max_rois)
-                assert torch.equal(got.cls, exact.cls) and torch.equal(got.loc, exact.loc)
+                assert torch.equal(got.cls, exact[max_rois].cls) and torch.equal(got.loc, exact[max_rois].loc)
             fp16 = sampler.head.readonly_losses_batch(rows, torch.float16)
             training = sampler.head.readonly_losses_batch(rows, None)
     finally:
         ext.finest_scale = finest
+    torch.testing.assert_close(exact[37].cls, exact[2560].cls)  # chunks change at most the last bits
+    exact = exact[2560]
     assert torch.isfinite(fp16.cls).all() and not torch.equal(fp16.cls, exact.cls)
     assert not torch.equal(training.cls, exact.cls)
 
