@@ -655,6 +655,7 @@ class OHEMSampler(MinerMixin, CandidateSampler):
         per_class = self.nms is not None and self.nms.per_class
         iou = self.nms.iou_threshold if self.nms is not None else None
         grid = (count, n)
+        valid_grid = valid.view(grid)
         dtype = READONLY_PRECISIONS[self.readonly_dtype]
         if self._graphs is not None and iou is not None and runs_on_device(boxes.device, n):
             # The forward here; the targets, losses, ranking and selection in one CUDA graph.
@@ -664,7 +665,7 @@ class OHEMSampler(MinerMixin, CandidateSampler):
             front_rows = FrontRows(front, {k: v.view(grid + tuple(v.shape[1:]))
                                            for k, v in front.rows(*outputs, rows).items()})
             sels = select_hard_examples_front(front_rows, self.num, iou, per_class, self.nonfinite, True,
-                                              valid=valid.view(grid), graphs=self._graphs)
+                                              valid=valid_grid, graphs=self._graphs)
             # the losses themselves only where a statistic needs them (the selection's host fallback)
             ranking = front_rows.losses() if any(sel.mined_loss is None for sel in sels) else None
         else:
@@ -673,13 +674,17 @@ class OHEMSampler(MinerMixin, CandidateSampler):
                     self.ranking_loss).view(grid)
             sels = select_hard_examples_padded(ranking, rows.boxes.float().view(grid + (4, )), self.num, iou,
                                                labels.view(grid) if per_class else None, self.nonfinite,
-                                               is_pos.view(grid), valid=valid.view(grid))
-        for b, (item, sel, b_valid, b_bad) in enumerate(zip(pending, sels, valid.view(grid), bad.view(grid))):
+                                               is_pos.view(grid), valid=valid_grid)
+        # per image on the device, with one reduction: the bad boxes' counts; the valid rows only where a
+        # statistic is computed from the losses here (the graph's read carries the loss sums)
+        bad_counts = bad.view(grid).sum(1).unbind()
+        valid_rows = valid_grid.unbind() if ranking is not None else (None, ) * count
+        for b, (item, sel, b_valid, b_bad) in enumerate(zip(pending, sels, valid_rows, bad_counts)):
             image_losses = ranking[b] if ranking is not None else None
             num_cands = int(sel.num_candidates)
             if sel.nonfinite_kept:
                 self._warn_nonfinite(sel.num_nonfinite, num_cands)
-            self._record(selection_stats(image_losses, sel, num_cands, sel.num_pos, b_bad.sum(), b_valid))
+            self._record(selection_stats(image_losses, sel, num_cands, sel.num_pos, b_bad, b_valid))
             res = item.result
             del res.__dict__['_ohem_sampler']
             chosen = sel.indices  # rows of the candidate list, positives first: sel.num_pos of them
