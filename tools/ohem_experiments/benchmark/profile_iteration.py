@@ -10,7 +10,8 @@ synchronising and copy calls (where the host waits for the device: ``.tolist()``
 the device time of the kernels launched inside it, and its span on the device's timeline. Until the
 nineteenth session the ranges were read from ``key_averages()``, which lists a range twice on CUDA (the host
 event and its device-side annotation, under one name); the annotation, read last, hid the host event, so every
-range's host time read 0.00 ms and its "device" time was the annotation's span.
+range's host time read 0.00 ms and its "device" time was the annotation's span. (The kernel count then also
+counted those annotations, a handful per iteration; it no longer does.)
 
 Usage (GPU)::
 
