@@ -67,6 +67,12 @@ WAIT_CALLS = frozenset({'cudaStreamSynchronize', 'cudaDeviceSynchronize', 'cudaE
 SYNC_CALLS = frozenset({'cudaStreamSynchronize', 'cudaDeviceSynchronize', 'cudaEventSynchronize'})
 
 
+def _waits(events: Sequence[Any]) -> List[Any]:
+    """The host events among ``events`` that are :data:`WAIT_CALLS`, in time order."""
+    cpu = torch.autograd.DeviceType.CPU
+    return sorted((e for e in events if e.device_type == cpu and e.name in WAIT_CALLS), key=lambda e: e.time_range.start)
+
+
 def _device_total(e) -> float:
     return getattr(e, 'device_time_total', None) or getattr(e, 'cuda_time_total', 0) or 0
 
@@ -94,7 +100,7 @@ def range_times(events: Sequence[Any], prefix: str = 'ohem::') -> Dict[str, dict
     for e in events:
         if e.name.startswith(prefix):
             (hosts if e.device_type == cpu else devices).setdefault(e.name, []).append(e)
-    waits = sorted((e for e in events if e.device_type == cpu and e.name in WAIT_CALLS), key=lambda e: e.time_range.start)
+    waits = _waits(events)
     out: Dict[str, dict] = {}
     for name in sorted(set(hosts) | set(devices)):
         top = _outermost(hosts.get(name, []))
@@ -116,8 +122,7 @@ def _summary(prof, wall_ms: float, rows: int) -> dict:
     events = prof.key_averages()
     raw = prof.events()
     kernels = [e for e in raw if e.device_type == torch.autograd.DeviceType.CUDA and not e.name.startswith('ohem::')]
-    cpu = torch.autograd.DeviceType.CPU
-    waits = [e for e in raw if e.device_type == cpu and e.name in WAIT_CALLS]
+    waits = _waits(raw)
     dev_key = 'self_cuda_time_total' if torch.cuda.is_available() else 'self_cpu_time_total'
     return {'wall_ms': wall_ms, 'kernels': len(kernels),
             'kernel_ms': sum(_device_total(k) for k in kernels) / 1e3,
