@@ -76,13 +76,12 @@ BENCH_VARIANTS=${BENCH_VARIANTS:-random mmdet_ohem ours ours_exact}
 VGG16_VARIANTS=${VGG16_VARIANTS:-$BENCH_VARIANTS ours_mmcv_pool}  # + the read-only pass with mmcv's RoIPool
 R50_VARIANTS=${R50_VARIANTS:-$BENCH_VARIANTS ours_mmcv_align ours_one_launch}  # + the read-only pass with mmcv's
 # RoIAlign, and with the FPN levels aligned in one launch (one_launch_levels=True, experimental since the seventeenth
-# session)
-# R50_LIMIT: the R50-FPN step's time limit (default 110 s, for 50 rounds of 6 variants; 200 rounds of 3: 150)
-PROFILE_VARIANTS=${PROFILE_VARIANTS:-random mmdet_ohem ours ours_one_launch}  # profile: one AMP iteration each
+# session) (ours_mmcv_align: fast_roi_align=False; the default runs the float32 Triton RoIAlign since 2026-11-27;
+# R50-FPN has RoIAlign: ours_mmcv_pool would equal ours there)
 R50_PRECISIONS=${R50_PRECISIONS:-fp32 fp16}  # the R50-FPN step's precisions: fp16 alone (issue 10's one open
 # target, AMP) halves the step, for more rounds in the same time
-# (fast_roi_align=False; the default runs the float32 Triton RoIAlign since 2026-11-27; R50-FPN has RoIAlign:
-# ours_mmcv_pool would equal ours there)
+# R50_LIMIT: the R50-FPN step's time limit (default 110 s, for 50 rounds of 6 variants; 200 rounds of 3: 150)
+PROFILE_VARIANTS=${PROFILE_VARIANTS:-random mmdet_ohem ours ours_one_launch}  # profile: one AMP iteration each
 ROIPOOL_LAUNCHES=${ROIPOOL_LAUNCHES:-32x2 64x8 128x4 128x8 256x8}  # roipool: launch shapes timed beside the default
 ALIGN_LAUNCHES=${ALIGN_LAUNCHES:-128x4 64x4 64x8 32x8 16x4}  # roipool: the float32 RoIAlign's launch shapes timed
 # beside its default 32x4 (ptxas: 128x4 spills 880 bytes, 64x4 and 128x8 112 bytes, 32x4 none)
