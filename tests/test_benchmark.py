@@ -48,6 +48,73 @@ def test_restored_state_gives_identical_iterations():
     assert losses[0] == losses[1]
 
 
+def test_time_budget_and_stop_end_the_timed_rounds_on_complete_rounds():
+    """``--time-budget``: the rounds end with the first one past the budget; ``stop()`` (SIGTERM) ends them
+    after the running iteration, drops the round it cut short and skips the profiled iterations."""
+    from ohem_experiments.benchmark.timing import time_variants
+    prep = prepare('r50_fpn', ['random', 'ours'], 64, batch_size=1, num_items=(2, ))
+    got = time_variants(prep, ['random', 'ours'], iters=50, warmup=1, time_budget_s=1e-9, profile_rounds=1)
+    assert [len(t.times) for t in got.values()] == [1, 1]  # one round, then past the budget
+    assert all(len(t.parts['sampler']) == 1 for t in got.values())  # the profiled iteration still runs
+    for true_from in (5, 4):  # iterations: warm-up (1, 2), round 1 (3, 4), round 2's first (5)
+        calls = []
+
+        def stop() -> bool:
+            calls.append(1)
+            return len(calls) >= true_from
+        got = time_variants(prep, ['random', 'ours'], iters=50, warmup=1, profile_rounds=1, stop=stop)
+        assert len(calls) == true_from  # no iteration after the stop
+        # round 2 cut short after its first variant is dropped; round 1 ended by the stop counts
+        assert [len(t.times) for t in got.values()] == [1, 1] and len(got['ours'].candidates) == 1
+        assert all(not t.parts['sampler'] for t in got.values())  # no profiled iteration after a stop
+    with pytest.raises(ValueError, match='time_budget_s=0'):
+        time_variants(prep, ['random'], iters=1, time_budget_s=0)
+
+
+def test_sigterm_stops_the_benchmark_and_keeps_what_it_measured(tmp_path, monkeypatch, capsys):
+    """SIGTERM (what ``timeout`` sends) lets the run finish its iteration and write its report: the settings
+    measured keep their complete rounds, later ones are listed as not run; each setting finished is written
+    at once (marked partial), so even a run killed outright keeps them."""
+    import os
+    import signal
+    from ohem_experiments.benchmark import cli
+
+    terminated = cli._Terminated()
+    with terminated.installed():
+        assert not terminated()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert terminated()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    out = tmp_path / 'bench.json'
+    seen = []
+
+    def fake_run_model(args, model, precision, stop):
+        if seen:  # the first setting's report is on disk before the second starts
+            assert json.loads(out.read_text())['partial'] == 'Partial report: 1 of 3 settings measured so far.'
+        seen.append(precision)
+        if precision == 'fp16':
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives during the second setting
+            assert stop()
+        times = VariantTiming(times=[1.0] * 6).as_dict()
+        return {'model': model, 'precision': precision, 'label': f'R50, {precision}', 'config': 'c', 'notes': [],
+                'sampler_budget': {}, 'memory': {}, 'table': f'table {precision}', 'targets_table': '',
+                'targets': [], 'timings': {'random': times}, 'rounds': 6, 'stopped': stop()}
+    monkeypatch.setattr(cli, 'run_model', fake_run_model)
+    result = cli.main(['--models', 'r50_fpn', '--precision', 'fp32', 'fp16', 'bf16', '--variants', 'random',
+                       '--iters', '1000', '--time-budget', '60', '--out', str(out)])
+    assert seen == ['fp32', 'fp16'] and [r['precision'] for r in result['models']] == ['fp32', 'fp16']
+    saved = json.loads(out.read_text())
+    assert 'partial' not in saved and saved['stopped'].startswith('Stopped by SIGTERM')
+    assert saved['skipped'] == ['r50_fpn bf16: not run (stopped by SIGTERM)'] and 'nms' not in saved
+    md = out.with_suffix('.md').read_text()
+    assert '**Stopped by SIGTERM' in md and '6 timed rounds (stopped by SIGTERM).' in md
+    assert 'up to 1000 timed iterations, as many as fit 60 s of timed rounds per model and precision' in md
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed after the run
+    with pytest.raises(SystemExit):
+        cli.parse_args(['--time-budget', '0'])
+    assert '--time-budget must be a positive number of seconds, got 0.0' in capsys.readouterr().err
+
+
 def test_our_full_loss_nms_keeps_what_mmcv_nms_keeps():
     from mmcv.ops import nms
     from mmdet_ohem.selection import greedy_loss_nms
@@ -231,6 +298,37 @@ def test_tool_end_to_end_tiny(tmp_path):
     assert out.with_suffix('.md').read_text().startswith('# OHEM benchmark')
     assert result['nms'] and 'R50-FPN' in out.with_suffix('.md').read_text()
     assert saved['triton_fallbacks'] == {}  # recorded (on the CPU no Triton path runs)
+
+
+@pytest.mark.slow
+def test_benchmark_process_sent_sigterm_writes_its_complete_rounds(tmp_path):
+    """The real command line in its own process, sent SIGTERM (as a device step's ``timeout`` does) during its
+    timed rounds: it exits cleanly with the rounds it completed in its JSON and report."""
+    import signal
+    import subprocess
+    out = tmp_path / 'bench.json'
+    proc = subprocess.Popen([sys.executable, str(ROOT / 'tools' / 'benchmark.py'), '--models', 'r50_fpn', '--size', '64',
+                             '--batch', '1', '--num-items', '2', '--iters', '100000', '--warmup', '0', '--no-memory',
+                             '--no-nms', '--variants', 'random', 'ours', '--threads', '1', '--out', str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if 'round 3 ' in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, rest
+    saved = json.loads(out.read_text())
+    rec = saved['models'][0]
+    assert rec['stopped'] and rec['rounds'] >= 2 and saved['stopped'].startswith('Stopped by SIGTERM')
+    assert all(len(t['times_s']) == rec['rounds'] for t in rec['timings'].values())
+    md = out.with_suffix('.md').read_text()
+    assert f"{rec['rounds']} timed rounds (stopped by SIGTERM)." in md
+    # no profiled iteration after the stop: the breakdown is not measured, and its target not decided
+    assert all(not part for t in rec['timings'].values() for part in t['parts_s'].values())
+    assert '| r50_fpn: loss-NMS share of an OHEM iteration | – | – | 2% | n/a |' in md
 
 
 def test_tools_script_shows_help():

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .report import CONFIDENCE, check_targets, machine_info, model_table, nms_table, targets_table, time_ratio
 from .detectors import (DEFAULT_VARIANTS, GPU_VARIANTS, LEGACY_CUDA_GRAPH_DEFAULT, MODELS, PRECISIONS, VARIANTS,
@@ -37,7 +39,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='untimed, synchronised iterations per variant for the breakdown (0: none)')
     p.add_argument('--batch', type=int, default=2, help='images per iteration')
     p.add_argument('--num-items', nargs='+', type=int, default=[6, 4], help='gt boxes per image')
-    p.add_argument('--iters', type=int, default=3, help='timed iterations per variant')
+    p.add_argument('--iters', type=int, default=3, help='timed iterations per variant (at most, with --time-budget)')
+    p.add_argument('--time-budget', type=float, default=None, metavar='SECONDS',
+                   help='per model and precision: end the timed rounds with the first round that ends SECONDS '
+                        'after they began (at most --iters rounds), so the rounds fit the time on a machine of '
+                        'unknown speed')
     p.add_argument('--warmup', type=int, default=1, help='untimed warm-up rounds')
     p.add_argument('--device', default='cpu', help="'cpu' or 'cuda' (or 'cuda:N')")
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: all cores)')
@@ -70,6 +76,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.iters < 1 or args.warmup < 0 or args.batch < 1 or len(args.size) != 2 or min(args.size) < 32:
         p.error(f'need --iters >= 1, --warmup >= 0, --batch >= 1, --size SIDE or HEIGHT WIDTH >= 32; got '
                 f'iters={args.iters}, warmup={args.warmup}, batch={args.batch}, size={args.size}')
+    if args.time_budget is not None and not args.time_budget > 0:
+        p.error(f'--time-budget must be a positive number of seconds, got {args.time_budget}')
     return args
 
 
@@ -100,21 +108,55 @@ def _memory(args: argparse.Namespace, model: str, timings: Dict, precision: str 
     return out
 
 
-def run_model(args: argparse.Namespace, model: str, precision: str = 'fp32') -> dict:
-    """Times and measures every variant on ``model`` in ``precision``; returns the JSON record."""
+class _Terminated:
+    """Turns SIGTERM (what ``timeout`` sends) into a flag the timing loop polls, so a run cut off by its
+    caller's time limit still reports its complete rounds instead of dying with nothing written."""
+
+    def __init__(self) -> None:
+        self.received = False
+
+    def __call__(self) -> bool:
+        return self.received
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator['_Terminated']:
+        def handler(signum, frame):
+            self.received = True
+            _log('SIGTERM: the benchmark stops after the running iteration and writes what it measured')
+
+        try:
+            previous = signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread: no handler, the run is not stoppable this way
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run_model(args: argparse.Namespace, model: str, precision: str = 'fp32',
+              stop: Optional[Callable[[], bool]] = None) -> Optional[dict]:
+    """Times and measures every variant on ``model`` in ``precision``; returns the JSON record (``rounds``:
+    the timed rounds it got; ``stopped``: whether ``stop()`` ended them), or ``None`` where ``stop()`` ended
+    the run before a timed round was complete."""
     from .timing import time_variants
 
     prep = prepare(model, args.variants, args.size, args.batch, args.num_items, args.device, args.seed,
                    precision=precision)
     timings = time_variants(prep, args.variants, args.iters, args.warmup, args.device, args.seed,
-                            f'{model} {precision}', args.profile_rounds)
+                            f'{model} {precision}', args.profile_rounds, args.time_budget, stop)
     del prep
+    stopped = bool(stop and stop())
+    if not any(t.times for t in timings.values()):
+        return None
     memory = _memory(args, model, timings, precision)
     spec = MODELS[model]
     samplers = {v: describe_variant(v) for v in timings}
     return {'model': model, 'precision': precision, 'label': f'{spec.label}, {precision}', 'config': spec.config,
             'notes': load_notes(model, args.device), 'sampler_budget': sampler_budget(model, args.device),
             'samplers': samplers, 'timings': {v: t.as_dict() for v, t in timings.items()}, 'memory': memory,
+            'rounds': len(timings[args.variants[0]].times), 'stopped': stopped,
             **derived(model, precision, timings, memory, args.device, samplers)}
 
 
@@ -138,6 +180,14 @@ def sampler_budget(model: str, device: str) -> dict:
     return base_sampler_settings(load_config(model, device)[0])
 
 
+def _rounds_text(a: dict) -> str:
+    """The report's words for the timed rounds asked for (``a``: the run's arguments)."""
+    if a.get('time_budget') is None:
+        return f"{a['iters']} timed iterations"
+    return (f"up to {a['iters']} timed iterations, as many as fit {a['time_budget']:g} s of timed rounds per model "
+            f"and precision (`--time-budget`; each section gives its rounds),")
+
+
 def render(result: dict) -> str:
     """The whole markdown report."""
     m, a = result['machine'], result['args']
@@ -148,19 +198,22 @@ def render(result: dict) -> str:
              + (f", GPU {m['gpu']}" if 'gpu' in m else '') + '  ',
              f"Load average before / after: {result['load_before']} / {result['load_after']}  ",
              f"Input: batch {a['batch']} x {a['size'][0]}x{a['size'][1]} (HxW) synthetic images "
-             f"(mmdet.testing.demo_mm_inputs, {a['num_items']} gt boxes), {a['iters']} timed iterations per "
+             f"(mmdet.testing.demo_mm_inputs, {a['num_items']} gt boxes), {_rounds_text(a)} per "
              f"variant after {a['warmup']} warm-up round(s), interleaved round-robin; medians. "
              + ('Timed with CUDA events, nothing synchronised inside an iteration; ' if m['device'].startswith('cuda')
                 else '')
              + f"breakdown from {a['profile_rounds']} separate synchronised iteration(s) per variant.", '']
+    lines += [f'**{result[note]}**\n' for note in ('partial', 'stopped') if result.get(note)]
     if result.get('rerendered'):
         lines += [f"Tables re-rendered from this run's raw samples by a later version: `{result['rerendered']}`.", '']
     for name, error in (result.get('triton_fallbacks') or {}).items():
         lines += [f"**The read-only pass's Triton {name} failed in this run ({error}); mmcv's layer ran in its "
                   f"place from then on, so the variants that use it were timed partly or wholly with mmcv's.**", '']
     for r in result['models']:
+        rounds = f" {r['rounds']} timed rounds{' (stopped by SIGTERM)' if r.get('stopped') else ''}." \
+            if 'rounds' in r else ''
         lines += [f"## {r['label']}", '', f"Config `{r['config']}`; {'; '.join(r['notes'])}; "
-                  f"sampler budget {r['sampler_budget']} for every variant.", '', r['table'], '',
+                  f"sampler budget {r['sampler_budget']} for every variant.{rounds}", '', r['table'], '',
                   r['targets_table'], '']
     if result.get('skipped'):
         lines += [f'Skipped: {s}' for s in result['skipped']] + ['']
@@ -237,13 +290,44 @@ def compare(a: str, b: str, paths: Sequence[str]) -> dict:
     return out
 
 
-def write_report(result: dict, out: Path) -> None:
-    """Prints the markdown report of ``result`` and writes ``out`` (JSON) and the markdown beside it."""
+def write_report(result: dict, out: Path, echo: bool = True) -> None:
+    """Prints (``echo``) the markdown report of ``result`` and writes ``out`` (JSON) and the markdown beside it."""
     report = render(result)
-    print(report)
+    if echo:
+        print(report)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     out.with_suffix('.md').write_text(report + '\n')
+
+
+def _measure(args: argparse.Namespace, result: dict, out: Path, stop: Callable[[], bool]) -> None:
+    """Times every model and precision of ``args`` into ``result['models']``, writing ``out`` (marked
+    ``partial``) after each, so a run killed later keeps what it finished; stops once ``stop()`` is true."""
+    settings = [(m, p) for m in args.models for p in args.precision]
+    for i, (model, precision) in enumerate(settings):
+        if stop():
+            result['skipped'] += [f'{m} {p}: not run (stopped by SIGTERM)' for m, p in settings[i:]]
+            return
+        if not MODELS[model].exists():
+            if precision == args.precision[0]:
+                result['skipped'].append(f'{model}: config {MODELS[model].config} not present')
+                _log(f'skipping {model}: config not present')
+            continue
+        _log(f'== {model} {precision}: {len(args.variants)} variants x ({args.warmup} warm-up + '
+             + (f'up to {args.iters}, {args.time_budget:g} s' if args.time_budget else f'{args.iters}')
+             + ') iterations')
+        record = run_model(args, model, precision, stop)
+        if record is None:
+            result['skipped'].append(f'{model} {precision}: stopped by SIGTERM before a complete timed round')
+        else:
+            result['models'].append(record)
+        if args.device.startswith('cuda'):
+            import torch
+            torch.cuda.empty_cache()
+        if i + 1 < len(settings):
+            write_report({**result, 'load_after': [round(x, 2) for x in os.getloadavg()],
+                          'partial': f'Partial report: {i + 1} of {len(settings)} settings measured so far.'},
+                         out, echo=False)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
@@ -259,19 +343,15 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     result: dict = {'command': 'python tools/benchmark.py ' + ' '.join(sys.argv[1:] if argv is None else argv),
                     'args': vars(args), 'machine': machine_info(args.device),
                     'load_before': [round(x, 2) for x in os.getloadavg()], 'models': [], 'skipped': []}
-    for model in args.models:
-        if not MODELS[model].exists():
-            result['skipped'].append(f'{model}: config {MODELS[model].config} not present')
-            _log(f'skipping {model}: config not present')
-            continue
-        for precision in args.precision:
-            _log(f'== {model} {precision}: {len(args.variants)} variants x ({args.warmup} warm-up + '
-                 f'{args.iters}) iterations')
-            result['models'].append(run_model(args, model, precision))
-            if args.device.startswith('cuda'):
-                import torch
-                torch.cuda.empty_cache()
-    if not args.no_nms:
+    out = Path(args.out)
+    terminated = _Terminated()
+    with terminated.installed():
+        _measure(args, result, out, terminated)
+    if terminated():
+        result['stopped'] = (f"Stopped by SIGTERM (e.g. a caller's time limit) after {time.perf_counter() - t0:.0f} s: "
+                             'the setting it stopped in keeps the complete rounds it got, settings not reached are '
+                             'listed under Skipped, and the loss-NMS timing did not run.')
+    elif not args.no_nms:
         from .nms_timing import time_loss_nms
         budgets = sorted({int(r['sampler_budget']['num']) for r in result['models']} or {64, 512})
         _log('== loss-NMS alone')
@@ -282,7 +362,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     result['memory_method'] = '; '.join(sorted(mems))
     result['load_after'] = [round(x, 2) for x in os.getloadavg()]
     result['wall_s'] = time.perf_counter() - t0
-    out = Path(args.out)
     write_report(result, out)
     _log(f'wrote {out} and {out.with_suffix(".md")} in {result["wall_s"]:.0f}s')
     return result

@@ -65,6 +65,12 @@ def _interval(ci: Tuple[float, float]) -> str:
     return f'{ci[0]:.3f}–{ci[1]:.3f}'
 
 
+def _part(t: VariantTiming, key: str, spec: str, scale: float = 1.0) -> str:
+    """Breakdown part ``key``'s median (times ``scale``), or a dash where no profiled iteration measured it
+    (``--profile-rounds 0``, or a run stopped by SIGTERM)."""
+    return _fmt(t.part_median(key) * scale if t.parts.get(key) else None, spec)
+
+
 def time_ratio(num: Optional[VariantTiming], den: Optional[VariantTiming]
                ) -> Tuple[Optional[float], Optional[Tuple[float, float]]]:
     """``num``'s iteration time over ``den``'s, and its confidence interval.
@@ -106,8 +112,8 @@ def model_table(timings: Dict[str, VariantTiming], memory: Dict[str, dict],
             f'| {v} | {desc} | {t.median:.3f} | {min(t.times):.3f}–{max(t.times):.3f} '
             f'| {_fmt(ratio(t.median, base.median if base else None), ".3f", "×")} '
             f'| {_fmt(paired, ".3f", "×")}{"" if ci is None else f" ({_interval(ci)})"} '
-            f'| {t.part_median("sampler"):.3f} | {t.part_median("readonly"):.3f} '
-            f'| {t.part_median("loss_nms") * 1e3:.1f} | {cand} | {t.syncs[-1] if t.syncs else "–"} '
+            f'| {_part(t, "sampler", ".3f")} | {_part(t, "readonly", ".3f")} '
+            f'| {_part(t, "loss_nms", ".1f", 1e3)} | {cand} | {t.syncs[-1] if t.syncs else "–"} '
             f'| {_fmt(mem.get("peak_mb"), ".0f")} | {_fmt(ratio(mem.get("peak_mb"), base_mem.get("peak_mb")), ".3f", "×")} '
             f'| {_fmt(mem.get("iter_peak_mb"), ".0f")} '
             f'| {_fmt(ratio(mem.get("iter_peak_mb"), base_mem.get("iter_peak_mb")), ".3f", "×")} |')
@@ -161,8 +167,10 @@ def check_targets(model: str, timings: Dict[str, VariantTiming], memory: Dict[st
                           ratio(memory.get('ours', {}).get(key), memory.get('random', {}).get(key)),
                           MEMORY_TARGET_VS_RANDOM))
     if 'ours' in t:
+        profiled = bool(t['ours'].parts['loss_nms'])  # none where the breakdown was not measured
         out.append(_check(f'{model}: loss-NMS share of an OHEM iteration',
-                          ratio(t['ours'].part_median('loss_nms'), t['ours'].median), NMS_SHARE_TARGET))
+                          ratio(t['ours'].part_median('loss_nms'), t['ours'].median) if profiled else None,
+                          NMS_SHARE_TARGET))
     return out
 
 

@@ -279,20 +279,37 @@ def profile_variants(prep: Prepared, variants: Sequence[str], out: Dict[str, Var
     restorer.restore()
 
 
+def _keep_rounds(rec: VariantTiming, rounds: int) -> None:
+    """Drops ``rec``'s timed samples past the first ``rounds`` (those of a round cut short)."""
+    for samples in (rec.times, rec.cuda_peak_mb, rec.cuda_iter_peak_mb, rec.candidates):
+        del samples[rounds:]
+
+
 def time_variants(prep: Prepared, variants: Sequence[str], iters: int, warmup: int = 1,
                   device: str = 'cpu', seed: int = 0, label: str = 'bench',
-                  profile_rounds: int = 1) -> Dict[str, VariantTiming]:
+                  profile_rounds: int = 1, time_budget_s: Optional[float] = None,
+                  stop: Optional[Callable[[], bool]] = None) -> Dict[str, VariantTiming]:
     """Times ``iters`` training iterations per variant, interleaved, after ``warmup`` untimed rounds,
     then profiles ``profile_rounds`` more per variant for the breakdown (:func:`profile_variants`).
 
     One untimed optimiser step is taken first so that the SGD momentum buffers exist; that state is
     then the common starting point of every timed iteration.
 
+    Fewer rounds than ``iters`` are timed where:
+
+    - ``time_budget_s`` is given: the timed rounds end with the first round that ends ``time_budget_s``
+      seconds or more after the timed rounds began (wall clock), so a run takes as many rounds as its
+      time allows on a machine of unknown speed;
+    - ``stop()`` turns true (e.g. the process was sent SIGTERM): the timing ends after the iteration that is
+      running, the round it cut short is dropped (every variant keeps the same, complete rounds, which
+      the paired ratios need), and no profiled iteration follows.
+
     Raises:
-        ValueError: If ``iters`` < 1 or ``warmup`` < 0, or a variant was not prepared.
+        ValueError: If ``iters`` < 1, ``warmup`` < 0 or ``time_budget_s`` <= 0, or a variant was not prepared.
     """
-    if iters < 1 or warmup < 0:
-        raise ValueError(f'need iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}')
+    if iters < 1 or warmup < 0 or (time_budget_s is not None and time_budget_s <= 0):
+        raise ValueError(f'need iters >= 1, warmup >= 0 and time_budget_s > 0 (or None), got iters={iters}, '
+                         f'warmup={warmup}, time_budget_s={time_budget_s}')
     missing = [v for v in variants if v not in prep.samplers]
     if missing:
         raise ValueError(f'variants {missing} were not prepared (have {sorted(prep.samplers)})')
@@ -301,12 +318,28 @@ def time_variants(prep: Prepared, variants: Sequence[str], iters: int, warmup: i
     _step(prep)
     restorer = _StateRestorer(prep)
     out = {v: VariantTiming() for v in variants}
+    stop = stop or (lambda: False)
     progress = Progress((warmup + iters) * len(variants), label)
+    timed_from = None
     for r in range(warmup + iters):
+        if r == warmup:
+            timed_from = time.perf_counter()
         order = list(variants[r % len(variants):]) + list(variants[:r % len(variants)])
-        for v in order:
+        for i, v in enumerate(order, 1):
             dt = _one_iteration(prep, v, device, seed, out[v], restorer, keep=r >= warmup)
             progress.step(f'{"warm-up" if r < warmup else "round " + str(r - warmup + 1)} {v} {dt:.3f}s')
+            if stop():
+                complete = max(0, r - warmup + (i == len(order)))  # this round counts if it was finished
+                for rec in out.values():
+                    _keep_rounds(rec, complete)
+                print(f'[{label}] stopped after {complete} complete timed round(s) (a round cut short is dropped); '
+                      f'no profiled iteration', file=sys.stderr, flush=True)
+                return out
+        if time_budget_s is not None and timed_from is not None \
+                and time.perf_counter() - timed_from >= time_budget_s:
+            print(f'[{label}] time budget of {time_budget_s:g}s spent after {r - warmup + 1} timed round(s)',
+                  file=sys.stderr, flush=True)
+            break
     if profile_rounds > 0:
         profile_variants(prep, variants, out, device, seed, profile_rounds, restorer)
     return out
