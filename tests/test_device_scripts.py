@@ -11,14 +11,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MAX_FILES_BACK = 8  # the device tool brings back at most 8 files from $OUT
 
+# A python3 on PATH (not a shell function: the benchmark steps `exec` it) that stands in for the device's:
+# writes what --out names (and the .md beside a .json).
 FAKE_ENV = r'''
-python3() {  # stands in for the device's python: writes what --out names (and the .md beside a .json)
-    local prev='' out=''
-    for a in "$@"; do [ "$prev" = --out ] && out=$a; prev=$a; done
-    if [ -n "$out" ]; then echo '{}' > "$out"; case "$out" in *.json) echo '# table' > "${out%.json}.md";; esac; fi
-    echo "stand-in python3 $*"
-}
-export -f python3
+mkdir -p .fakebin
+cat > .fakebin/python3 <<'EOF'
+#!/usr/bin/env bash
+prev='' out=''
+for a in "$@"; do [ "$prev" = --out ] && out=$a; prev=$a; done
+if [ -n "$out" ]; then echo '{}' > "$out"; case "$out" in *.json) echo '# table' > "${out%.json}.md";; esac; fi
+echo "stand-in python3 $*"
+EOF
+chmod +x .fakebin/python3
+export PATH="$PWD/.fakebin:$PATH"
 '''
 
 
@@ -85,14 +90,15 @@ def test_gpu_check_r50_settings_reach_the_benchmark(tmp_path):
     """The first call a GPU session plans (one precision, four variants, more rounds) runs what it names."""
     repo = _fake_checkout(tmp_path)
     out = tmp_path / 'out'
-    env = dict(os.environ, OUT=str(out), STEPS='r50_fpn', R50_PRECISIONS='fp16', ITERS='300',
+    env = dict(os.environ, OUT=str(out), STEPS='r50_fpn', R50_PRECISIONS='fp16', ITERS='300', BENCH_BUDGET='150',
                R50_VARIANTS='random mmdet_ohem ours ours_one_launch', PATH=os.environ['PATH'])
     proc = subprocess.run(['bash', 'tools/gpu_check.sh'], cwd=repo, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     with tarfile.open(out / 'gpu_check.tgz') as tar:
         log = tar.extractfile(next(m for m in tar.getmembers() if m.name.endswith('bench_r50_fpn.log'))).read().decode()
-    assert '--precision fp16 --variants random mmdet_ohem ours ours_one_launch --iters 300' in log, log
+    assert '--precision fp16 --variants random mmdet_ohem ours ours_one_launch --iters 300 --warmup 3 ' \
+        '--time-budget 150 --no-nms' in log, log
     assert 'fp32' not in log
 
 

@@ -61,7 +61,9 @@
 # 94-117 s), and STEPS='tests families r50_fpn' DEADLINE=320 321 s from a cold start.
 # Only 8 files come back from $OUT: the markdown tables, the agreement JSON and progress log come back as
 # files, everything (logs, JSON, the sweep's cells and table) also in gpu_check.tgz. Each step has its own
-# time limit, cut to what is left before DEADLINE, so a cut-off run still returns the earlier results.
+# time limit, cut to what is left before DEADLINE, so a cut-off run still returns the earlier results; a
+# benchmark step cut off by its limit still writes the complete rounds it timed (SIGTERM; since the twentieth
+# session), and BENCH_BUDGET sizes its rounds to the time instead of to ITERS.
 # ITERS/WARMUP (default 50/3) set the benchmarks' length; the RPN-miner step uses them too. The H100
 # times above are with 10 iterations and 6 variants; with 30 and 6 the two benchmarks took ~60 s each,
 # so 50 rounds of 4 take about as long; the last steps (sweep, rpn: issues 13 and 14, resolved) may be
@@ -86,6 +88,11 @@ ROIPOOL_LAUNCHES=${ROIPOOL_LAUNCHES:-32x2 64x8 128x4 128x8 256x8}  # roipool: la
 ALIGN_LAUNCHES=${ALIGN_LAUNCHES:-128x4 64x4 64x8 32x8 16x4}  # roipool: the float32 RoIAlign's launch shapes timed
 # beside its default 32x4 (ptxas: 128x4 spills 880 bytes, 64x4 and 128x8 112 bytes, 32x4 none)
 WARMUP=${WARMUP:-3}
+# BENCH_BUDGET: seconds of timed rounds per model and precision in the vgg16/r50_fpn steps (benchmark.py
+# --time-budget: the rounds end with the first one past it; ITERS is then the most rounds). Unset: ITERS rounds.
+# With it, set a large ITERS and the step limit to the budget times the precisions plus ~40 s per precision
+# (model build, Triton compilation, warm-up, the profiled iterations).
+BUDGET=${BENCH_BUDGET:+--time-budget $BENCH_BUDGET}
 . tools/gpu_device_setup.sh
 DEADLINE=${DEADLINE:-540}  # seconds after START by which everything is packed (call with timeout_s >= +40)
 limit() {  # limit STEP_SECONDS: the step's time limit, cut to what is left before DEADLINE (0: skip it)
@@ -129,12 +136,13 @@ if want tests; then
         -k 'not every_config and not mmdet_families' -q -rA -s -p no:cacheprovider --durations=10 > '$OUT/cuda_tests.log' 2>&1"
     tail -3 "$OUT/cuda_tests.log"
 fi
-want vgg16 && run_step 120 'benchmark VGG16 600x1000' bash -c "python3 tools/benchmark.py --device cuda --models vgg16 \
-    --size 600 1000 --batch 2 --precision fp32 fp16 bf16 --variants $VGG16_VARIANTS --iters $ITERS --warmup $WARMUP --nms-sizes 2000 \
-    --nms-repeats 10 --out '$OUT/bench_vgg16.json' > '$OUT/bench_vgg16.log' 2>&1"
-want r50_fpn && run_step ${R50_LIMIT:-110} 'benchmark R50-FPN 800x1333' bash -c "python3 tools/benchmark.py --device cuda --models r50_fpn \
-    --size 800 1333 --batch 2 --precision $R50_PRECISIONS --variants $R50_VARIANTS --iters $ITERS --warmup $WARMUP --no-nms \
-    --out '$OUT/bench_r50_fpn.json' > '$OUT/bench_r50_fpn.log' 2>&1"
+# (exec: the step's timeout then waits for the benchmark, which on its SIGTERM writes the complete rounds it has)
+want vgg16 && run_step 120 'benchmark VGG16 600x1000' bash -c "exec python3 tools/benchmark.py --device cuda --models vgg16 \
+    --size 600 1000 --batch 2 --precision fp32 fp16 bf16 --variants $VGG16_VARIANTS --iters $ITERS --warmup $WARMUP $BUDGET \
+    --nms-sizes 2000 --nms-repeats 10 --out '$OUT/bench_vgg16.json' > '$OUT/bench_vgg16.log' 2>&1"
+want r50_fpn && run_step ${R50_LIMIT:-110} 'benchmark R50-FPN 800x1333' bash -c "exec python3 tools/benchmark.py --device cuda \
+    --models r50_fpn --size 800 1333 --batch 2 --precision $R50_PRECISIONS --variants $R50_VARIANTS --iters $ITERS \
+    --warmup $WARMUP $BUDGET --no-nms --out '$OUT/bench_r50_fpn.json' > '$OUT/bench_r50_fpn.log' 2>&1"
 if want host; then
     run_step 45 'host time per roi_head.loss (CPU proxy, this machine)' bash -c "cd tools && python3 -m \
         ohem_experiments.benchmark.host_time --variants random mmdet_ohem ours ours_one_launch --rounds 100 \
