@@ -48,14 +48,31 @@ def test_restored_state_gives_identical_iterations():
     assert losses[0] == losses[1]
 
 
-def test_time_budget_and_stop_end_the_timed_rounds_on_complete_rounds():
+def test_time_budget_and_stop_end_the_timed_rounds_on_complete_rounds(capsys, monkeypatch):
     """``--time-budget``: the rounds end with the first one past the budget; ``stop()`` (SIGTERM) ends them
     after the running iteration, drops the round it cut short and skips the profiled iterations."""
+    from ohem_experiments.benchmark import timing
     from ohem_experiments.benchmark.timing import time_variants
     prep = prepare('r50_fpn', ['random', 'ours'], 64, batch_size=1, num_items=(2, ))
     got = time_variants(prep, ['random', 'ours'], iters=50, warmup=1, time_budget_s=1e-9, profile_rounds=1)
     assert [len(t.times) for t in got.values()] == [1, 1]  # one round, then past the budget
     assert all(len(t.parts['sampler']) == 1 for t in got.values())  # the profiled iteration still runs
+    capsys.readouterr()
+
+    class Clock:  # each reading 0.1 s after the last: the budget holds the same rounds on any machine
+        now = 0.0
+
+        def perf_counter(self) -> float:
+            self.now += 0.1
+            return self.now
+    monkeypatch.setattr(timing, 'time', Clock())
+    got = time_variants(prep, ['random', 'ours'], iters=50, warmup=0, time_budget_s=2.0, profile_rounds=0)
+    monkeypatch.undo()
+    rounds = len(got['random'].times)
+    assert 2 <= rounds < 50 and len(got['ours'].times) == rounds
+    totals = [int(line.split('/', 1)[1].split()[0]) for line in capsys.readouterr().err.splitlines() if '] ' in line
+              and 'round' in line and '/' in line.split()[1]]
+    assert totals[0] == 100 and totals[-1] < 100  # the ETA counts the rounds the budget will hold, not --iters
     for true_from in (5, 4):  # iterations: warm-up (1, 2), round 1 (3, 4), round 2's first (5)
         calls = []
 

@@ -15,6 +15,7 @@ variant after the timed rounds (:func:`profile_variants`).
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import sys
 import time
@@ -335,11 +336,15 @@ def time_variants(prep: Prepared, variants: Sequence[str], iters: int, warmup: i
                 print(f'[{label}] stopped after {complete} complete timed round(s) (a round cut short is dropped); '
                       f'no profiled iteration', file=sys.stderr, flush=True)
                 return out
-        if time_budget_s is not None and timed_from is not None \
-                and time.perf_counter() - timed_from >= time_budget_s:
-            print(f'[{label}] time budget of {time_budget_s:g}s spent after {r - warmup + 1} timed round(s)',
-                  file=sys.stderr, flush=True)
-            break
+        if time_budget_s is not None and timed_from is not None:
+            rounds, spent = r - warmup + 1, time.perf_counter() - timed_from
+            if spent >= time_budget_s:
+                print(f'[{label}] time budget of {time_budget_s:g}s spent after {rounds} timed round(s)',
+                      file=sys.stderr, flush=True)
+                break
+            # the rounds the budget will hold at this pace, for the progress line's ETA
+            progress.total = (warmup + min(iters, max(rounds + 1, math.ceil(rounds * time_budget_s / spent)))) \
+                * len(variants)
     if profile_rounds > 0:
         profile_variants(prep, variants, out, device, seed, profile_rounds, restorer)
     return out
