@@ -96,12 +96,13 @@ def test_sigterm_stops_the_benchmark_and_keeps_what_it_measured(tmp_path, monkey
     import signal
     from ohem_experiments.benchmark import cli
 
+    before = signal.getsignal(signal.SIGTERM)
     terminated = cli._Terminated()
     with terminated.installed():
         assert not terminated()
         os.kill(os.getpid(), signal.SIGTERM)
         assert terminated()
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is before
     out = tmp_path / 'bench.json'
     seen = []
 
@@ -126,7 +127,7 @@ def test_sigterm_stops_the_benchmark_and_keeps_what_it_measured(tmp_path, monkey
     md = out.with_suffix('.md').read_text()
     assert '**Stopped by SIGTERM' in md and '6 timed rounds (stopped by SIGTERM).' in md
     assert 'up to 1000 timed iterations, as many as fit 60 s of timed rounds per model and precision' in md
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed after the run
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is removed after the run
     with pytest.raises(SystemExit):
         cli.parse_args(['--time-budget', '0'])
     assert '--time-budget must be a positive number of seconds, got 0.0' in capsys.readouterr().err
