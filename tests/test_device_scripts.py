@@ -97,9 +97,12 @@ def test_gpu_check_r50_settings_reach_the_benchmark(tmp_path):
     assert proc.returncode == 0, proc.stderr
     with tarfile.open(out / 'gpu_check.tgz') as tar:
         log = tar.extractfile(next(m for m in tar.getmembers() if m.name.endswith('bench_r50_fpn.log'))).read().decode()
-    assert '--precision fp16 --variants random mmdet_ohem ours ours_one_launch --iters 300 --warmup 3 ' \
-        '--time-budget 150 --no-nms' in log, log
-    assert 'fp32' not in log
+        assert '--precision fp16 --variants random mmdet_ohem ours ours_one_launch --iters 300 --warmup 3 ' \
+            '--time-budget 150 --no-nms' in log, log
+        assert 'fp32' not in log
+        # the one-launch variant's time over the default's, paired per round (its table goes to the progress log)
+        compare = tar.extractfile(next(m for m in tar.getmembers() if m.name.endswith('compare_one_launch.md')))
+        assert '--compare ours_one_launch ours ' in compare.read().decode()
 
 
 @pytest.mark.parametrize('smoke', [False, True])

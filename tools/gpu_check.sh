@@ -143,6 +143,11 @@ want vgg16 && run_step 120 'benchmark VGG16 600x1000' bash -c "exec python3 tool
 want r50_fpn && run_step ${R50_LIMIT:-110} 'benchmark R50-FPN 800x1333' bash -c "exec python3 tools/benchmark.py --device cuda \
     --models r50_fpn --size 800 1333 --batch 2 --precision $R50_PRECISIONS --variants $R50_VARIANTS --iters $ITERS \
     --warmup $WARMUP $BUDGET --no-nms --out '$OUT/bench_r50_fpn.json' > '$OUT/bench_r50_fpn.log' 2>&1"
+if want r50_fpn && [ -f "$OUT/bench_r50_fpn.json" ] && case " $R50_VARIANTS " in *' ours_one_launch '*) true;; *) false;; esac; then
+    # the one-launch decision in progress.log: ours_one_launch's time over ours', paired per round, per precision
+    python3 tools/benchmark.py --compare ours_one_launch ours "$OUT/bench_r50_fpn.json" > "$OUT/compare_one_launch.md" 2>&1
+    grep -h '^|' "$OUT/compare_one_launch.md" | while read -r line; do note "  $line"; done
+fi
 if want host; then
     run_step 45 'host time per roi_head.loss (CPU proxy, this machine)' bash -c "cd tools && python3 -m \
         ohem_experiments.benchmark.host_time --variants random mmdet_ohem ours ours_one_launch --rounds 100 \
