@@ -117,7 +117,8 @@ pack() {
 }
 
 STEPS=${STEPS:-roipool tests vgg16 r50_fpn host agreement configs families profile sweep rpn}  # which steps to run (always in this order)
-want() { case " $STEPS " in *" $1 "*) return 0;; *) return 1;; esac; }
+has() { case " $1 " in *" $2 "*) return 0;; *) return 1;; esac; }  # has LIST WORD: WORD is one of LIST's words
+want() { has "$STEPS" "$1"; }
 TRAIN_STEPS=${TRAIN_STEPS:-0 100}  # agreement: measured at random init and after 100 float32 SGD steps
 SEEDS=${SEEDS:-0 1}  # agreement: one batch of 2 images per seed
 AGREE_PRECISIONS=${AGREE_PRECISIONS:-fp16 bf16}  # agreement: the training precisions (autocast) measured
@@ -143,7 +144,7 @@ want vgg16 && run_step 120 'benchmark VGG16 600x1000' bash -c "exec python3 tool
 want r50_fpn && run_step ${R50_LIMIT:-110} 'benchmark R50-FPN 800x1333' bash -c "exec python3 tools/benchmark.py --device cuda \
     --models r50_fpn --size 800 1333 --batch 2 --precision $R50_PRECISIONS --variants $R50_VARIANTS --iters $ITERS \
     --warmup $WARMUP $BUDGET --no-nms --out '$OUT/bench_r50_fpn.json' > '$OUT/bench_r50_fpn.log' 2>&1"
-if want r50_fpn && [ -f "$OUT/bench_r50_fpn.json" ] && case " $R50_VARIANTS " in *' ours_one_launch '*) true;; *) false;; esac; then
+if want r50_fpn && [ -f "$OUT/bench_r50_fpn.json" ] && has "$R50_VARIANTS" ours_one_launch; then
     # the one-launch decision in progress.log: ours_one_launch's time over ours', paired per round, per precision
     python3 tools/benchmark.py --compare ours_one_launch ours "$OUT/bench_r50_fpn.json" > "$OUT/compare_one_launch.md" 2>&1
     grep -h '^|' "$OUT/compare_one_launch.md" | while read -r line; do note "  $line"; done
