@@ -70,6 +70,12 @@ class VariantTiming:
                 'cuda_peak_mb': self.cuda_peak_mb, 'cuda_iter_peak_mb': self.cuda_iter_peak_mb,
                 'candidates_per_image': self.candidates, 'syncs_per_iter': self.syncs}
 
+    def keep_rounds(self, rounds: int) -> None:
+        """Drops the timed samples past the first ``rounds`` (those of a round cut short). The breakdown
+        (``parts``) and ``syncs`` come from the profiled pass after the timed rounds and are left as they are."""
+        for samples in (self.times, self.cuda_peak_mb, self.cuda_iter_peak_mb, self.candidates):
+            del samples[rounds:]
+
     @classmethod
     def from_dict(cls, d: dict) -> 'VariantTiming':
         """The inverse of :meth:`as_dict` (a saved benchmark JSON's ``timings`` entry)."""
@@ -280,12 +286,6 @@ def profile_variants(prep: Prepared, variants: Sequence[str], out: Dict[str, Var
     restorer.restore()
 
 
-def _keep_rounds(rec: VariantTiming, rounds: int) -> None:
-    """Drops ``rec``'s timed samples past the first ``rounds`` (those of a round cut short)."""
-    for samples in (rec.times, rec.cuda_peak_mb, rec.cuda_iter_peak_mb, rec.candidates):
-        del samples[rounds:]
-
-
 def time_variants(prep: Prepared, variants: Sequence[str], iters: int, warmup: int = 1,
                   device: str = 'cpu', seed: int = 0, label: str = 'bench',
                   profile_rounds: int = 1, time_budget_s: Optional[float] = None,
@@ -332,7 +332,7 @@ def time_variants(prep: Prepared, variants: Sequence[str], iters: int, warmup: i
             if stop():
                 complete = max(0, r - warmup + (i == len(order)))  # this round counts if it was finished
                 for rec in out.values():
-                    _keep_rounds(rec, complete)
+                    rec.keep_rounds(complete)
                 print(f'[{label}] stopped after {complete} complete timed round(s) (a round cut short is dropped); '
                       f'no profiled iteration', file=sys.stderr, flush=True)
                 return out
