@@ -66,9 +66,10 @@ def _interval(ci: Tuple[float, float]) -> str:
 
 
 def _part(t: VariantTiming, key: str, spec: str, scale: float = 1.0) -> str:
-    """Breakdown part ``key``'s median (times ``scale``), or a dash where no profiled iteration measured it
-    (``--profile-rounds 0``, or a run stopped by SIGTERM)."""
-    return _fmt(t.part_median(key) * scale if t.parts.get(key) else None, spec)
+    """Breakdown part ``key``'s median (times ``scale``), or a dash where it was not measured
+    (:meth:`~.timing.VariantTiming.measured_part`)."""
+    value = t.measured_part(key)
+    return _fmt(value * scale if value is not None else None, spec)
 
 
 def time_ratio(num: Optional[VariantTiming], den: Optional[VariantTiming]
@@ -167,10 +168,8 @@ def check_targets(model: str, timings: Dict[str, VariantTiming], memory: Dict[st
                           ratio(memory.get('ours', {}).get(key), memory.get('random', {}).get(key)),
                           MEMORY_TARGET_VS_RANDOM))
     if 'ours' in t:
-        profiled = bool(t['ours'].parts['loss_nms'])  # none where the breakdown was not measured
         out.append(_check(f'{model}: loss-NMS share of an OHEM iteration',
-                          ratio(t['ours'].part_median('loss_nms'), t['ours'].median) if profiled else None,
-                          NMS_SHARE_TARGET))
+                          ratio(t['ours'].measured_part('loss_nms'), t['ours'].median), NMS_SHARE_TARGET))
     return out
 
 

@@ -63,6 +63,11 @@ class VariantTiming:
         """Median seconds per iteration spent in breakdown part ``key``."""
         return statistics.median(self.parts[key]) if self.parts[key] else 0.0
 
+    def measured_part(self, key: str) -> Optional[float]:
+        """:meth:`part_median`, or ``None`` where no profiled iteration measured part ``key`` (``--profile-rounds
+        0``, or a run stopped by SIGTERM) rather than ``0.0``."""
+        return statistics.median(self.parts[key]) if self.parts.get(key) else None
+
     def as_dict(self) -> dict:
         """JSON-ready record (raw samples and medians)."""
         return {'times_s': self.times, 'median_s': self.median,
