@@ -60,8 +60,9 @@ class VariantTiming:
         return statistics.median(self.times)
 
     def part_median(self, key: str) -> float:
-        """Median seconds per iteration spent in breakdown part ``key``."""
-        return statistics.median(self.parts[key]) if self.parts[key] else 0.0
+        """Median seconds per iteration spent in breakdown part ``key`` (``0.0`` where it was not measured)."""
+        measured = self.measured_part(key)
+        return 0.0 if measured is None else measured
 
     def measured_part(self, key: str) -> Optional[float]:
         """:meth:`part_median`, or ``None`` where no profiled iteration measured part ``key`` (``--profile-rounds
