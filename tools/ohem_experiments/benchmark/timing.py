@@ -60,13 +60,14 @@ class VariantTiming:
         return statistics.median(self.times)
 
     def part_median(self, key: str) -> float:
-        """Median seconds per iteration spent in breakdown part ``key`` (``0.0`` where it was not measured)."""
+        """:meth:`measured_part` with ``0.0`` where the part was not measured (the JSON record's
+        ``parts_median_s``)."""
         measured = self.measured_part(key)
         return 0.0 if measured is None else measured
 
     def measured_part(self, key: str) -> Optional[float]:
-        """:meth:`part_median`, or ``None`` where no profiled iteration measured part ``key`` (``--profile-rounds
-        0``, or a run stopped by SIGTERM) rather than ``0.0``."""
+        """Median seconds per iteration spent in breakdown part ``key``, or ``None`` where no profiled iteration
+        measured it (``--profile-rounds 0``, or a run stopped by SIGTERM)."""
         return statistics.median(self.parts[key]) if self.parts.get(key) else None
 
     def as_dict(self) -> dict:
