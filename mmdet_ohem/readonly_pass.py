@@ -905,8 +905,8 @@ class RoIHeadAdapter:
         self.fast_roi_align = True
         #: With ``fast_roi_align``, mmdet's multi-level ``SingleRoIExtractor`` aligns every level's RoIs in one
         #: launch with no host read (:func:`extract_levels_one_read`'s ``one_launch``; the sampler's
-        #: ``one_launch_levels``, experimental, off by default).
-        self.one_launch_levels = False
+        #: ``one_launch_levels``, on by default).
+        self.one_launch_levels = True
 
     def _extra_forward_inputs(self) -> Tuple[str, ...]:
         """Names of the optional inputs ``_bbox_forward`` declares after ``[stage,] x, rois``."""

@@ -215,11 +215,14 @@ def test_fast_roi_align_in_the_readonly_pass_of_r50_fpn():
     float32 too, so the losses agree to float32 rounding (fused multiply-adds differ) and the mined RoIs are
     the same but for near-ties; under fp16 autocast the kernel takes float32 RoIs and mmcv fp16 ones, so
     only finite losses over the same candidates are checked here (the agreement with an exact float32 pass
-    is measured by ``readonly_agreement``)."""
+    is measured by ``readonly_agreement``). The FPN levels one at a time (``one_launch_levels=False``), so that
+    the per-level kernel is the one compared with mmcv's layer; the default's one launch gives its values bit
+    for bit (``test_one_launch_levels_mine_the_rois_of_the_per_level_kernel_on_r50_fpn``)."""
     import mmdet_ohem.kernels.roi_align as ra
     model = _model(R50_OHEM)
     data = batch(model, 2, (800, 1333), (6, 4))
     assert model.roi_head.bbox_sampler.head.fast_roi_align  # the default since it passed on the H200 (2026-11-27)
+    model.roi_head.bbox_sampler.head.one_launch_levels = False  # (this test's own model)
     fast, mmcv = _mined_with_and_without(model, data, 'fast_roi_align', ra, 'roi_align_f32')
     for (l1, b1, _, _, i1, _), (l2, b2, _, _, i2, _) in zip(fast, mmcv):
         assert torch.equal(b1, b2) and torch.allclose(l1, l2, rtol=1e-4, atol=1e-5)
@@ -230,13 +233,13 @@ def test_fast_roi_align_in_the_readonly_pass_of_r50_fpn():
 
 
 def test_one_launch_levels_mine_the_rois_of_the_per_level_kernel_on_r50_fpn():
-    """``one_launch_levels=True`` (experimental) on the R50-FPN OHEM config at 800x1333: the FPN levels aligned
-    in one launch give the read-only losses of the per-level kernel (the default) bit for bit, so the same
-    RoIs, in float32 and under fp16 and bf16 autocast; the one-launch kernel really ran."""
+    """``one_launch_levels=True`` (the default) on the R50-FPN OHEM config at 800x1333: the FPN levels aligned
+    in one launch give the read-only losses of the per-level kernel bit for bit, so the same RoIs, in float32
+    and under fp16 and bf16 autocast; the one-launch kernel really ran."""
     import mmdet_ohem.kernels.roi_align as ra
     model = _model(R50_OHEM)
     data = batch(model, 2, (800, 1333), (6, 4))
-    assert not model.roi_head.bbox_sampler.head.one_launch_levels  # off by default
+    assert model.roi_head.bbox_sampler.head.one_launch_levels  # on by default
     for dtype in (None, torch.float16, torch.bfloat16):
         _assert_same_losses_and_rois(
             _mined_with_and_without(model, data, 'one_launch_levels', ra, 'roi_align_levels_f32', dtype), dtype)

@@ -91,18 +91,18 @@ def test_gpu_check_r50_settings_reach_the_benchmark(tmp_path):
     repo = _fake_checkout(tmp_path)
     out = tmp_path / 'out'
     env = dict(os.environ, OUT=str(out), STEPS='r50_fpn', R50_PRECISIONS='fp16', ITERS='300', BENCH_BUDGET='150',
-               R50_VARIANTS='random mmdet_ohem ours ours_one_launch', PATH=os.environ['PATH'])
+               R50_VARIANTS='random mmdet_ohem ours ours_per_level', PATH=os.environ['PATH'])
     proc = subprocess.run(['bash', 'tools/gpu_check.sh'], cwd=repo, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     with tarfile.open(out / 'gpu_check.tgz') as tar:
         log = tar.extractfile(next(m for m in tar.getmembers() if m.name.endswith('bench_r50_fpn.log'))).read().decode()
-        assert '--precision fp16 --variants random mmdet_ohem ours ours_one_launch --iters 300 --warmup 3 ' \
+        assert '--precision fp16 --variants random mmdet_ohem ours ours_per_level --iters 300 --warmup 3 ' \
             '--time-budget 150 --no-nms' in log, log
         assert 'fp32' not in log
-        # the one-launch variant's time over the default's, paired per round (its table goes to the progress log)
+        # the default's time over the per-level path's, paired per round (its table goes to the progress log)
         compare = tar.extractfile(next(m for m in tar.getmembers() if m.name.endswith('compare_one_launch.md')))
-        assert '--compare ours_one_launch ours ' in compare.read().decode()
+        assert '--compare ours ours_per_level ' in compare.read().decode()
 
 
 @pytest.mark.parametrize('smoke', [False, True])

@@ -651,17 +651,17 @@ def test_fast_roi_align_on_the_cpu_is_mmcvs_float32_pass(tiny_fpn, monkeypatch):
 
 
 def test_one_launch_levels_setting(tiny_fpn):
-    """``one_launch_levels`` (experimental, off by default): type-checked, reaches the read-only pass, shown in
-    the build log's description when on, and changes nothing on the CPU (the extraction takes the one-launch
+    """``one_launch_levels`` (on by default): type-checked, reaches the read-only pass, shown in the build log's
+    description, and changes nothing on the CPU (the extraction takes the one-launch
     path on CUDA features only)."""
     from mmdet.registry import TASK_UTILS
     from .test_detectors import _assign_and_feats
     model, data = tiny_fpn
     res, gt, assign, feats = _assign_and_feats(model, data)
-    built = TASK_UTILS.build(dict(type='OHEMSampler', num=64), default_args=dict(context=model.roi_head))
-    assert not built.head.one_launch_levels and 'one_launch_levels' not in built.describe()
-    on = TASK_UTILS.build(dict(type='OHEMSampler', num=64, one_launch_levels=True),
-                          default_args=dict(context=model.roi_head))
+    built = TASK_UTILS.build(dict(type='OHEMSampler', num=64, one_launch_levels=False),
+                             default_args=dict(context=model.roi_head))
+    assert not built.head.one_launch_levels and 'one_launch_levels=False' in built.describe()
+    on = TASK_UTILS.build(dict(type='OHEMSampler', num=64), default_args=dict(context=model.roi_head))
     assert on.head.one_launch_levels and 'one_launch_levels=True' in on.describe()
     every = built.collect(assign, res, gt).all
     args = (feats, every.pos_priors, every.pos_gt_bboxes, every.pos_gt_labels, every.neg_priors)

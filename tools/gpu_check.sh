@@ -10,8 +10,9 @@
 #         ran on a GPU) on R50-FPN's levels against mmcv's fp16 layer, with its largest error against mmcv's
 #         float32 layer; the tests step runs its cuda tests, R50-FPN's benchmark times mmcv's layer in its place
 #         as ours_mmcv_align, and the agreement step measures it as tf32_fast_align; the seventeenth session's
-#         one-launch FPN extraction (one_launch_levels, experimental, never run on a GPU) has two cuda tests in
-#         the tests step and is timed as ours_one_launch in the R50-FPN step;
+#         one-launch FPN extraction (one_launch_levels, the default since the twenty-second session, which first
+#         ran it on a GPU) has two cuda tests in the tests step, and the R50-FPN step times the per-level path
+#         as ours_per_level;
 # tests   the Triton RoIPool against mmcv's bit for bit, and the `cuda` tests (AMP training steps of the VGG16 OHEM config at 600 px in fp16/bf16 with every
 #         readonly_dtype, fp32 steps with the default TF32 read-only pass, GPU-vs-CPU selection, host-sync
 #         count, benchmark path, the selection as a captured CUDA graph; issue 14's RPN miner on the GPU;
@@ -76,14 +77,14 @@ LABEL=gpu_check
 ITERS=${ITERS:-50}  # run 2 of the sixth session had 30 (with 10, R50-FPN's ratios moved by points)
 BENCH_VARIANTS=${BENCH_VARIANTS:-random mmdet_ohem ours ours_exact}
 VGG16_VARIANTS=${VGG16_VARIANTS:-$BENCH_VARIANTS ours_mmcv_pool}  # + the read-only pass with mmcv's RoIPool
-R50_VARIANTS=${R50_VARIANTS:-$BENCH_VARIANTS ours_mmcv_align ours_one_launch}  # + the read-only pass with mmcv's
-# RoIAlign, and with the FPN levels aligned in one launch (one_launch_levels=True, experimental since the seventeenth
-# session) (ours_mmcv_align: fast_roi_align=False; the default runs the float32 Triton RoIAlign since 2026-11-27;
+R50_VARIANTS=${R50_VARIANTS:-$BENCH_VARIANTS ours_mmcv_align ours_per_level}  # + the read-only pass with mmcv's
+# RoIAlign, and with the FPN levels aligned level by level (one_launch_levels=False; one launch is the default since
+# the twenty-second session) (ours_mmcv_align: fast_roi_align=False; the default runs the float32 Triton RoIAlign since 2026-11-27;
 # R50-FPN has RoIAlign: ours_mmcv_pool would equal ours there)
 R50_PRECISIONS=${R50_PRECISIONS:-fp32 fp16}  # the R50-FPN step's precisions: fp16 alone (issue 10's one open
 # target, AMP) halves the step, for more rounds in the same time
 # R50_LIMIT: the R50-FPN step's time limit (default 110 s, for 50 rounds of 6 variants; 200 rounds of 3: 150)
-PROFILE_VARIANTS=${PROFILE_VARIANTS:-random mmdet_ohem ours ours_one_launch}  # profile: one AMP iteration each
+PROFILE_VARIANTS=${PROFILE_VARIANTS:-random mmdet_ohem ours ours_per_level}  # profile: one AMP iteration each
 ROIPOOL_LAUNCHES=${ROIPOOL_LAUNCHES:-32x2 64x8 128x4 128x8 256x8}  # roipool: launch shapes timed beside the default
 ALIGN_LAUNCHES=${ALIGN_LAUNCHES:-128x4 64x4 64x8 32x8 16x4}  # roipool: the float32 RoIAlign's launch shapes timed
 # beside its default 32x4 (ptxas: 128x4 spills 880 bytes, 64x4 and 128x8 112 bytes, 32x4 none)
@@ -144,14 +145,14 @@ want vgg16 && run_step 120 'benchmark VGG16 600x1000' bash -c "exec python3 tool
 want r50_fpn && run_step ${R50_LIMIT:-110} 'benchmark R50-FPN 800x1333' bash -c "exec python3 tools/benchmark.py --device cuda \
     --models r50_fpn --size 800 1333 --batch 2 --precision $R50_PRECISIONS --variants $R50_VARIANTS --iters $ITERS \
     --warmup $WARMUP $BUDGET --no-nms --out '$OUT/bench_r50_fpn.json' > '$OUT/bench_r50_fpn.log' 2>&1"
-if want r50_fpn && [ -f "$OUT/bench_r50_fpn.json" ] && has "$R50_VARIANTS" ours_one_launch; then
-    # the one-launch decision in progress.log: ours_one_launch's time over ours', paired per round, per precision
-    python3 tools/benchmark.py --compare ours_one_launch ours "$OUT/bench_r50_fpn.json" > "$OUT/compare_one_launch.md" 2>&1
+if want r50_fpn && [ -f "$OUT/bench_r50_fpn.json" ] && has "$R50_VARIANTS" ours_per_level; then
+    # in progress.log: the default's (one launch for the FPN levels) time over the per-level path's, paired per round
+    python3 tools/benchmark.py --compare ours ours_per_level "$OUT/bench_r50_fpn.json" > "$OUT/compare_one_launch.md" 2>&1
     grep -h '^|' "$OUT/compare_one_launch.md" | while read -r line; do note "  $line"; done
 fi
 if want host; then
     run_step 45 'host time per roi_head.loss (CPU proxy, this machine)' bash -c "cd tools && python3 -m \
-        ohem_experiments.benchmark.host_time --variants random mmdet_ohem ours ours_one_launch --rounds 100 \
+        ohem_experiments.benchmark.host_time --variants random mmdet_ohem ours ours_per_level --rounds 100 \
         --out '$OUT/host_time.json' > '$OUT/host_time.log' 2>&1"
     grep -h '^|\|^tiny' "$OUT/host_time.log" 2>/dev/null | while read -r line; do note "  $line"; done
 fi

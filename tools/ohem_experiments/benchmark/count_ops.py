@@ -26,7 +26,7 @@ Usage::
 
     python -m ohem_experiments.benchmark.count_ops r50_fpn --size 320 --variants random mmdet_ohem ours ours_per_image
     python -m ohem_experiments.benchmark.count_ops vgg16 --size 320 --variants random ours --by-source 15
-    python -m ohem_experiments.benchmark.count_ops r50_fpn --size 800 1333 --variants ours ours_one_launch --gpu-kernels
+    python -m ohem_experiments.benchmark.count_ops r50_fpn --size 800 1333 --variants ours ours_per_level --gpu-kernels
 """
 from __future__ import annotations
 

@@ -90,11 +90,16 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     # so that the runs of before (where it was off by default) and their commands still read.
     'ours_fast_align': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
                                             fast_roi_align=True)),
-    # one_launch_levels=True: the read-only pass's FPN extraction aligns all levels' RoIs in one launch of the
-    # Triton kernel, with no host read of the level counts (written in 2026-11-27's seventeenth session without a
-    # GPU; experimental, off by default). On the CPU it is 'ours'.
+    # one_launch_levels=True named: the read-only pass's FPN extraction aligns all levels' RoIs in one launch of
+    # the Triton kernel, with no host read of the level counts; 'ours' since 2026-11-28's twenty-second session,
+    # when it became the default; kept so that the runs of before and their commands still read. On the CPU
+    # it is 'ours'.
     'ours_one_launch': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
                                             one_launch_levels=True)),
+    # one_launch_levels=False: the FPN levels one at a time (sorted, split, one host read of their counts): 'ours'
+    # before 2026-11-28's twenty-second session. On the CPU it is 'ours'.
+    'ours_per_level': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
+                                           one_launch_levels=False)),
     # cuda_graph=True named: 'ours' since 2026-11-27, when it became the default; kept so that the runs of
     # before (where 'ours' was the eager selection) and their commands still read.
     'ours_graph': ('OHEMSampler', dict(nms=dict(type='LossNMS', iou_threshold=0.7), log_stats=False,
@@ -155,6 +160,7 @@ def describe_variant(variant: str, cuda_graph_default: bool = True) -> str:
             + (", mmcv's RoIAlign in the read-only pass" if extra.get('fast_roi_align', True) is False else '')
             + (', Triton float32 RoIAlign in the read-only pass' if extra.get('fast_roi_align') else '')
             + (', FPN levels aligned in one launch' if extra.get('one_launch_levels') else '')
+            + (', FPN levels aligned level by level' if extra.get('one_launch_levels') is False else '')
             + ((', losses and selection as a CUDA graph on a GPU' if graph else ', eager selection') if ohem_rcnn
                else '')
             + (' + RPN miner (RPNOHEMSampler)' if variant in RPN_MINED else ''))

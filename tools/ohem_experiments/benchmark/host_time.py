@@ -23,7 +23,7 @@ CUDA's launch costs are not in it. Use it to compare code changes on one machine
 
 Usage::
 
-    python -m ohem_experiments.benchmark.host_time --variants random mmdet_ohem ours ours_one_launch
+    python -m ohem_experiments.benchmark.host_time --variants random mmdet_ohem ours ours_per_level
 """
 from __future__ import annotations
 
