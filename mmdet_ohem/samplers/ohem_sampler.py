@@ -517,7 +517,7 @@ class OHEMSampler(MinerMixin, CandidateSampler):
                 f'readonly_dtype={self.readonly_dtype or "None (training precision)"}, nonfinite={self.nonfinite}, '
                 f'batch_images={self.batch_images}, cuda_graph={self.cuda_graph}, '
                 f'fast_roi_pool={self.head.fast_roi_pool}, fast_roi_align={self.head.fast_roi_align}'
-                f'{", one_launch_levels=True" if self.head.one_launch_levels else ", one_launch_levels=False"}{ignored}')
+                f', one_launch_levels={self.head.one_launch_levels}{ignored}')
 
     @property
     def last_stats(self) -> Optional[MiningStats]:
